@@ -1,0 +1,292 @@
+//! The spec: the checks a deployment depends on, as written in YAML and validated.
+//!
+//! `load` takes the text of one or more files and returns either a [`Spec`] or *every* problem
+//! found, each with file, line, column and field.
+
+mod graph_check;
+mod node;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use parse::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, PROBE_KINDS};
+
+/// A validated set of checks (and deployments) from one or more spec files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub checks: Vec<Check>,
+    pub deployments: Vec<Deployment>,
+}
+
+/// One monitor of one integration point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub runbook: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub depends_on: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub subscriptions: Vec<String>,
+    pub probe: Probe,
+    /// Where the check was written, so reports can point back at it.
+    pub source: Source,
+}
+
+impl Check {
+    /// Whether every `key=value` in `selector` is among this check's labels.
+    pub fn matches_labels(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector
+            .iter()
+            .all(|(key, value)| self.labels.get(key) == Some(value))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+/// How a check is executed: exactly one per check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Command(CommandProbe),
+    Http(HttpProbe),
+    Tcp(TcpProbe),
+    Dns(DnsProbe),
+    Tls(TlsProbe),
+}
+
+impl Probe {
+    /// The probe's name as written in the spec.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Probe::Command(_) => "command",
+            Probe::Http(_) => "http",
+            Probe::Tcp(_) => "tcp",
+            Probe::Dns(_) => "dns",
+            Probe::Tls(_) => "tls",
+        }
+    }
+
+    /// What the probe looks at, in one line, for reports and docs.
+    pub fn target(&self) -> String {
+        match self {
+            Probe::Command(c) => c.argv.join(" "),
+            Probe::Http(h) => format!("{} {}", h.method, h.url),
+            Probe::Tcp(t) => format!("{}:{}", t.host, t.port),
+            Probe::Dns(d) => match &d.server {
+                Some(server) => format!("{} {} @{server}", d.record_type, d.name),
+                None => format!("{} {}", d.record_type, d.name),
+            },
+            Probe::Tls(t) => format!("{}:{}", t.host, t.port),
+        }
+    }
+}
+
+/// Runs a Nagios plugin (or any program). Never through a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandProbe {
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProbe {
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Accepted status codes; empty means any 2xx.
+    pub status: Vec<u16>,
+    pub body_contains: Option<String>,
+    pub body_regex: Option<String>,
+    pub max_latency: Option<Duration>,
+    pub follow_redirects: bool,
+    /// A PEM file of CA certificates to trust instead of the system's, resolved against the
+    /// spec file's folder.
+    pub ca: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpProbe {
+    pub host: String,
+    pub port: u16,
+    pub send: Option<String>,
+    pub expect: Option<String>,
+    pub max_latency: Option<Duration>,
+}
+
+/// The DNS record types a `dns` probe can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    A,
+    Aaaa,
+    Cname,
+    Mx,
+    Ns,
+    Ptr,
+    Soa,
+    Srv,
+    Txt,
+    Caa,
+}
+
+impl RecordType {
+    pub const ALL: [RecordType; 10] = [
+        RecordType::A,
+        RecordType::Aaaa,
+        RecordType::Cname,
+        RecordType::Mx,
+        RecordType::Ns,
+        RecordType::Ptr,
+        RecordType::Soa,
+        RecordType::Srv,
+        RecordType::Txt,
+        RecordType::Caa,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+            RecordType::Mx => "MX",
+            RecordType::Ns => "NS",
+            RecordType::Ptr => "PTR",
+            RecordType::Soa => "SOA",
+            RecordType::Srv => "SRV",
+            RecordType::Txt => "TXT",
+            RecordType::Caa => "CAA",
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsProbe {
+    pub name: String,
+    pub record_type: RecordType,
+    /// The server to ask; `None` asks the system's resolvers.
+    pub server: Option<std::net::SocketAddr>,
+    /// Values that must all be among the answers.
+    pub expect: Vec<String>,
+    pub max_latency: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsProbe {
+    pub host: String,
+    pub port: u16,
+    pub server_name: String,
+    pub warn_days: u32,
+    pub crit_days: u32,
+    pub ca: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+/// A named rollout: the checks its selector picks, done when all pass for `settle`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub name: String,
+    pub description: Option<String>,
+    pub selector: BTreeMap<String, String>,
+    pub settle: Duration,
+}
+
+/// One problem in a spec, pointing at where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// The field's path, like `checks[2].tcp.port`; empty for problems with the whole document.
+    pub field: String,
+    /// The check's name, when the problem is inside a check that has one.
+    pub check: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}", self.field)?;
+            if let Some(check) = &self.check {
+                write!(f, " (check {check})")?;
+            }
+            f.write_str(": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a set of spec files, in file and line order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One spec file's name (as it should appear in errors) and its text.
+#[derive(Debug, Clone)]
+pub struct SpecSource<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+}
+
+/// Parses and validates one or more spec files as one set of checks. Check names are unique
+/// across all files and `depends_on` may name a check in any of them. Each file's `defaults`
+/// apply to that file's checks only.
+pub fn load(sources: &[SpecSource<'_>]) -> Result<Spec, SpecErrors> {
+    let mut errors = Vec::new();
+    let mut checks = Vec::new();
+    let mut deployments = Vec::new();
+    let mut check_fields = Vec::new();
+    for source in sources {
+        let parsed = parse::parse_file(source.file, source.text);
+        errors.extend(parsed.errors);
+        checks.extend(parsed.checks);
+        check_fields.extend(parsed.check_fields);
+        deployments.extend(parsed.deployments);
+    }
+    graph_check::check_references(&checks, &check_fields, &deployments, &mut errors);
+    if errors.is_empty() {
+        Ok(Spec {
+            checks,
+            deployments: deployments.into_iter().map(|d| d.deployment).collect(),
+        })
+    } else {
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        Err(SpecErrors(errors))
+    }
+}
+
+/// Parses one spec file.
+pub fn load_one(file: &str, text: &str) -> Result<Spec, SpecErrors> {
+    load(&[SpecSource { file, text }])
+}
+
+#[cfg(test)]
+mod tests;
