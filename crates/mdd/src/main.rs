@@ -1,1 +1,38 @@
-fn main() {}
+//! `mdd`: the one binary. Parses arguments and wires the libraries; holds little logic itself.
+
+mod cli;
+mod progress;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging();
+    let outcome = match cli.command {
+        cli::Command::Verify(args) => verify::verify(args),
+        cli::Command::Lint(args) => verify::lint(args),
+        cli::Command::Example => {
+            print!("{}", cli::EXAMPLE_SPEC);
+            Ok(cli::exit::OK)
+        }
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("mdd: {error:#}");
+            ExitCode::from(cli::exit::USAGE)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MDD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

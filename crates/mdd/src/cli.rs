@@ -1,0 +1,135 @@
+//! The command line: every subcommand, flag and exit code users script against.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The example spec shipped inside the binary: `mdd example`, `mdd verify --example`.
+pub const EXAMPLE_SPEC: &str = include_str!("../../../examples/local.yaml");
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Every selected check is green.
+    pub const OK: u8 = 0;
+    /// Something is not green (failing, unknown, blocked, or a warning without --allow-warning).
+    pub const NOT_GREEN: u8 = 1;
+    /// The spec is invalid, or the command line is.
+    pub const USAGE: u8 = 2;
+    /// Interrupted (Ctrl-C or SIGTERM); the partial report was still written.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mdd",
+    version,
+    about = "Monitoring Driven Deployment: monitors for every integration point, red until the datacenter works.",
+    after_help = "Exit codes: 0 all green, 1 something not green, 2 invalid spec or usage, 130 interrupted.\nLogs: set MDD_LOG=debug (or info, warn) for more detail on stderr."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every check in the spec from this machine, like a test suite.
+    Verify(VerifyArgs),
+    /// Validate specs without running anything.
+    Lint(LintArgs),
+    /// Print the example spec, to start your own from.
+    Example,
+}
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// Spec files (YAML). `-` reads standard input.
+    #[arg(value_name = "SPEC", required_unless_present = "example")]
+    pub specs: Vec<PathBuf>,
+    /// Use the example spec built into mdd (see `mdd example`).
+    #[arg(long, conflicts_with = "specs")]
+    pub example: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Re-run what is not green until all are green or this much time has passed (e.g. 30m).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
+    /// Time between rounds while waiting.
+    #[arg(long, value_parser = parse_duration, default_value = "5s", value_name = "DURATION")]
+    pub every: Duration,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Write the report to FILE; the terminal still shows the text report and progress.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only checks with this label (repeatable; all must match). Dependencies come along.
+    #[arg(long = "label", value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+    /// Only this check (repeatable). Dependencies come along.
+    #[arg(long = "check", value_name = "NAME")]
+    pub checks: Vec<String>,
+    /// How many checks may run at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub concurrency: u16,
+    /// Count warnings as passing.
+    #[arg(long)]
+    pub allow_warning: bool,
+    /// When to colour the text report.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+    /// Plain ASCII marks (ok/FAIL/WARN/UNKN/BLKD) instead of ✓ ✗ ! ? ⊘.
+    #[arg(long)]
+    pub ascii: bool,
+    /// The most bytes kept of a plugin's stdout and of its stderr.
+    #[arg(long, default_value_t = mdd_probes::DEFAULT_OUTPUT_LIMIT, value_name = "BYTES")]
+    pub output_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Json,
+    Junit,
+    Tap,
+}
+
+impl From<FormatArg> for mdd_verify::Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Text => mdd_verify::Format::Text,
+            FormatArg::Json => mdd_verify::Format::Json,
+            FormatArg::Junit => mdd_verify::Format::Junit,
+            FormatArg::Tap => mdd_verify::Format::Tap,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    mdd_core::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
