@@ -7,7 +7,9 @@ use std::time::Duration;
 pub enum DurationError {
     #[error("empty duration")]
     Empty,
-    #[error("`{0}` is not a duration: expected a number followed by a unit (ms, s, m, h, d), like 250ms, 30s, 5m, 1h30m")]
+    #[error(
+        "`{0}` is not a duration: expected a number followed by a unit (ms, s, m, h, d), like 250ms, 30s, 5m, 1h30m"
+    )]
     Malformed(String),
     #[error("`{input}` has unknown unit `{unit}`: use ms, s, m, h or d")]
     UnknownUnit { input: String, unit: String },

@@ -61,7 +61,10 @@ impl std::fmt::Display for PerfDatum {
             self.min.map(|v| v.to_string()),
             self.max.map(|v| v.to_string()),
         ];
-        let used = fields.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+        let used = fields
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |i| i + 1);
         for field in &fields[..used] {
             write!(f, ";{}", field.as_deref().unwrap_or(""))?;
         }

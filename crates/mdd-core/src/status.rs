@@ -166,7 +166,12 @@ mod tests {
         assert_eq!(Status::from_exit_code(Some(7)), Status::Unknown);
         assert_eq!(Status::from_exit_code(Some(-1)), Status::Unknown);
         assert_eq!(Status::from_exit_code(None), Status::Unknown);
-        for status in [Status::Ok, Status::Warning, Status::Critical, Status::Unknown] {
+        for status in [
+            Status::Ok,
+            Status::Warning,
+            Status::Critical,
+            Status::Unknown,
+        ] {
             assert_eq!(Status::from_exit_code(Some(status.exit_code())), status);
         }
     }

@@ -147,10 +147,22 @@ mod tests {
     fn rejects_malformed_ranges() {
         assert_eq!(Range::parse(""), Err(RangeError::Empty));
         assert_eq!(Range::parse("@"), Err(RangeError::Empty));
-        assert!(matches!(Range::parse("abc"), Err(RangeError::NotANumber(_))));
-        assert!(matches!(Range::parse("20:10"), Err(RangeError::Inverted(_))));
-        assert!(matches!(Range::parse("1:2:3"), Err(RangeError::NotANumber(_))));
-        assert!(matches!(Range::parse("inf"), Err(RangeError::NotANumber(_))));
+        assert!(matches!(
+            Range::parse("abc"),
+            Err(RangeError::NotANumber(_))
+        ));
+        assert!(matches!(
+            Range::parse("20:10"),
+            Err(RangeError::Inverted(_))
+        ));
+        assert!(matches!(
+            Range::parse("1:2:3"),
+            Err(RangeError::NotANumber(_))
+        ));
+        assert!(matches!(
+            Range::parse("inf"),
+            Err(RangeError::NotANumber(_))
+        ));
     }
 
     #[test]
@@ -166,7 +178,11 @@ mod tests {
     fn accepts_a_decimal_comma() {
         assert_eq!(
             Range::parse("0,5"),
-            Ok(Range { start: Some(0.0), end: Some(0.5), inside: false })
+            Ok(Range {
+                start: Some(0.0),
+                end: Some(0.5),
+                inside: false
+            })
         );
     }
 }

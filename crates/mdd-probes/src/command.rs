@@ -66,13 +66,27 @@ impl Execute for CommandProbe {
                 (None, Some(signal)) => (
                     Status::Unknown,
                     None,
-                    Some(format!("plugin killed by signal {signal} ({})", signal_name(signal))),
+                    Some(format!(
+                        "plugin killed by signal {signal} ({})",
+                        signal_name(signal)
+                    )),
                 ),
-                (None, None) => (Status::Unknown, None, Some("plugin ended without an exit status".into())),
+                (None, None) => (
+                    Status::Unknown,
+                    None,
+                    Some("plugin ended without an exit status".into()),
+                ),
             },
             Err(reason) => (Status::Critical, None, Some(reason)),
         };
-        build_result(status, exit_code, override_summary, &out, &err, ctx.output_limit)
+        build_result(
+            status,
+            exit_code,
+            override_summary,
+            &out,
+            &err,
+            ctx.output_limit,
+        )
     }
 }
 
@@ -186,7 +200,9 @@ impl Capture {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            let Ok(mut captured) = shared.lock() else { break };
+                            let Ok(mut captured) = shared.lock() else {
+                                break;
+                            };
                             let room = limit.saturating_sub(captured.bytes.len());
                             let keep = room.min(n);
                             captured.bytes.extend_from_slice(&buf[..keep]);

@@ -93,8 +93,12 @@ async fn query(probe: &DnsProbe, timeout: Duration) -> ProbeResult {
         .map(|r| r.data.to_string())
         .collect();
     if answers.is_empty() {
-        return ProbeResult::new(Status::Critical, format!("{asked}: no {} records", probe.record_type), elapsed)
-            .with_perfdata(perf);
+        return ProbeResult::new(
+            Status::Critical,
+            format!("{asked}: no {} records", probe.record_type),
+            elapsed,
+        )
+        .with_perfdata(perf);
     }
     let normalized: Vec<String> = answers.iter().map(|a| normalize(a)).collect();
     let missing: Vec<&String> = probe

@@ -56,8 +56,8 @@ fn build_client(key: &ClientKey) -> Result<reqwest::Client, String> {
         })
         .tls_danger_accept_invalid_certs(key.insecure);
     if let Some(ca) = &key.ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("cannot read CA file {}: {e}", ca.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("CA file {} holds no usable certificate: {e}", ca.display()))?;
         if certs.is_empty() {
@@ -135,14 +135,11 @@ async fn request(probe: &HttpProbe, ctx: &ProbeContext) -> ProbeResult {
         }
     }
     let elapsed = started.elapsed();
-    let perfdata = [
-        time_perfdata(elapsed, probe.max_latency),
-        {
-            let mut d = PerfDatum::new("size", size as f64, "B");
-            d.min = Some(0.0);
-            d
-        },
-    ];
+    let perfdata = [time_perfdata(elapsed, probe.max_latency), {
+        let mut d = PerfDatum::new("size", size as f64, "B");
+        d.min = Some(0.0);
+        d
+    }];
     let status_text = match http_status.canonical_reason() {
         Some(reason) => format!("HTTP {} {reason}", http_status.as_u16()),
         None => format!("HTTP {}", http_status.as_u16()),
@@ -162,7 +159,8 @@ async fn request(probe: &HttpProbe, ctx: &ProbeContext) -> ProbeResult {
         let expected = if probe.status.is_empty() {
             "2xx".to_string()
         } else {
-            probe.status
+            probe
+                .status
                 .iter()
                 .map(u16::to_string)
                 .collect::<Vec<_>>()
@@ -176,7 +174,10 @@ async fn request(probe: &HttpProbe, ctx: &ProbeContext) -> ProbeResult {
         .with_long_output(snippet);
     }
     if let Some(e) = body_error {
-        return finish(Status::Critical, format!("{status_text}, but the body broke off: {e}"));
+        return finish(
+            Status::Critical,
+            format!("{status_text}, but the body broke off: {e}"),
+        );
     }
     let text = String::from_utf8_lossy(&body);
     if let Some(needle) = &probe.body_contains
@@ -189,7 +190,10 @@ async fn request(probe: &HttpProbe, ctx: &ProbeContext) -> ProbeResult {
     }
     if let Some(pattern) = &probe.body_regex {
         // Validated when the spec was loaded; a failure here can only be resource limits.
-        match regex::RegexBuilder::new(pattern).size_limit(1 << 20).build() {
+        match regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+        {
             Ok(re) if re.is_match(&text) => {}
             Ok(_) => {
                 return finish(

@@ -10,10 +10,10 @@
 //! spec's parser in `mdd-core`.
 
 mod command;
+mod dns;
 mod error_text;
 mod http;
 mod tcp;
-mod dns;
 mod tls;
 
 use std::time::{Duration, Instant};
@@ -108,7 +108,10 @@ pub(crate) fn latency_note(elapsed: Duration, max_latency: Option<Duration>) -> 
 }
 
 /// The `time=` perfdata item built-in probes report, with `max_latency` as its warning threshold.
-pub(crate) fn time_perfdata(elapsed: Duration, max_latency: Option<Duration>) -> mdd_core::PerfDatum {
+pub(crate) fn time_perfdata(
+    elapsed: Duration,
+    max_latency: Option<Duration>,
+) -> mdd_core::PerfDatum {
     let mut datum = mdd_core::PerfDatum::new("time", round_secs(elapsed), "s");
     datum.warn = max_latency.map(|m| mdd_core::Range::at_most(m.as_secs_f64()));
     datum.min = Some(0.0);

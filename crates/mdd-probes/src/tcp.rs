@@ -34,7 +34,10 @@ async fn connect(probe: &TcpProbe) -> ProbeResult {
     if let Some(payload) = &probe.send
         && let Err(e) = stream.write_all(payload.as_bytes()).await
     {
-        return fail(format!("connected to {target}, but sending failed: {}", io_words(&e)));
+        return fail(format!(
+            "connected to {target}, but sending failed: {}",
+            io_words(&e)
+        ));
     }
     let mut answer = Vec::new();
     if let Some(expect) = &probe.expect {

@@ -61,7 +61,12 @@ async fn inspect(probe: &TlsProbe) -> ProbeResult {
         .await
     {
         Ok(tls) => tls,
-        Err(e) => return critical(format!("TLS handshake with {target} failed: {}", describe(&e))),
+        Err(e) => {
+            return critical(format!(
+                "TLS handshake with {target} failed: {}",
+                describe(&e)
+            ));
+        }
     };
     let elapsed = started.elapsed();
     let Some(leaf) = tls
@@ -84,8 +89,7 @@ fn real_verifier(probe: &TlsProbe) -> Result<Arc<dyn ServerCertVerifier>, String
                 .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert
-                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("CA file {}: {e}", path.display()))?;
@@ -147,8 +151,10 @@ fn judge(
         .map_or_else(|| cert.issuer().to_string(), str::to_string);
 
     let mut days = PerfDatum::new("days_left", (days_left * 100.0).round() / 100.0, "");
-    days.warn = Some(Range::parse(&format!("{}:", probe.warn_days)).unwrap_or(Range::at_most(f64::MAX)));
-    days.crit = Some(Range::parse(&format!("{}:", probe.crit_days)).unwrap_or(Range::at_most(f64::MAX)));
+    days.warn =
+        Some(Range::parse(&format!("{}:", probe.warn_days)).unwrap_or(Range::at_most(f64::MAX)));
+    days.crit =
+        Some(Range::parse(&format!("{}:", probe.crit_days)).unwrap_or(Range::at_most(f64::MAX)));
     let whole_days = days_left.floor() as i64;
     let (status, summary) = if seconds_left <= 0 {
         (
@@ -161,17 +167,26 @@ fn judge(
     } else if let Some(error) = verdict.filter(|_| !probe.insecure) {
         (
             Status::Critical,
-            format!("certificate of {target} is not trusted: {}", reason(&error, &probe.server_name)),
+            format!(
+                "certificate of {target} is not trusted: {}",
+                reason(&error, &probe.server_name)
+            ),
         )
     } else if days_left < f64::from(probe.crit_days) {
         (
             Status::Critical,
-            format!("certificate of {target} expires in {whole_days} days ({until}), under {} days", probe.crit_days),
+            format!(
+                "certificate of {target} expires in {whole_days} days ({until}), under {} days",
+                probe.crit_days
+            ),
         )
     } else if days_left < f64::from(probe.warn_days) {
         (
             Status::Warning,
-            format!("certificate of {target} expires in {whole_days} days ({until}), under {} days", probe.warn_days),
+            format!(
+                "certificate of {target} expires in {whole_days} days ({until}), under {} days",
+                probe.warn_days
+            ),
         )
     } else {
         (
@@ -238,10 +253,13 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Err(e) =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            && let Ok(mut verdict) = self.verdict.lock()
+        if let Err(e) = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) && let Ok(mut verdict) = self.verdict.lock()
         {
             *verdict = Some(e);
         }

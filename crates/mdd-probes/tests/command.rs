@@ -45,7 +45,11 @@ async fn a_hanging_plugin_is_killed_at_the_timeout_and_is_critical() {
     let result = run("command: [sleep, '30']\ntimeout: 300ms").await;
     assert_status(&result, Status::Critical);
     assert_eq!(result.summary, "timed out after 300ms");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -59,7 +63,10 @@ async fn a_plugin_ignoring_sigterm_and_its_children_are_killed() {
     let result = run(&format!("command: [sh, -c, \"{script}\"]\ntimeout: 500ms")).await;
     assert_status(&result, Status::Critical);
     assert!(result.summary.starts_with("timed out"), "{result:?}");
-    assert!(result.long_output.contains("started"), "partial output is kept: {result:?}");
+    assert!(
+        result.long_output.contains("started"),
+        "partial output is kept: {result:?}"
+    );
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .expect("pid file")
         .trim()
@@ -84,7 +91,11 @@ async fn a_plugin_ignoring_sigterm_and_its_children_are_killed() {
 async fn megabytes_of_output_are_capped_and_say_so() {
     let result = run("command: [sh, -c, 'head -c 5000000 /dev/zero | tr \"\\0\" x; echo']").await;
     assert_status(&result, Status::Ok);
-    assert!(result.summary.len() <= 64 * 1024, "{}", result.summary.len());
+    assert!(
+        result.summary.len() <= 64 * 1024,
+        "{}",
+        result.summary.len()
+    );
     assert!(
         result.long_output.contains("stdout truncated at 64 KiB"),
         "{}",
@@ -113,7 +124,10 @@ async fn stdin_is_closed() {
 async fn a_missing_plugin_is_unknown() {
     let result = run("command: /nonexistent/check_nothing -H x").await;
     assert_status(&result, Status::Unknown);
-    assert_eq!(result.summary, "plugin not found: /nonexistent/check_nothing");
+    assert_eq!(
+        result.summary,
+        "plugin not found: /nonexistent/check_nothing"
+    );
 }
 
 #[tokio::test]
@@ -126,10 +140,15 @@ async fn stderr_is_the_output_when_stdout_is_empty() {
 #[tokio::test]
 async fn a_daemon_holding_the_pipes_does_not_stall_the_check() {
     let started = Instant::now();
-    let result = run("command: [sh, -c, 'setsid sleep 5 & echo OK - launched']\ntimeout: 10s").await;
+    let result =
+        run("command: [sh, -c, 'setsid sleep 5 & echo OK - launched']\ntimeout: 10s").await;
     assert_status(&result, Status::Ok);
     assert_eq!(result.summary, "OK - launched");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -149,7 +168,10 @@ async fn check_tcp_against_a_real_listener() {
     ))
     .await;
     assert_status(&result, Status::Ok);
-    assert!(result.perfdata.iter().any(|p| p.label == "time"), "{result:?}");
+    assert!(
+        result.perfdata.iter().any(|p| p.label == "time"),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -168,7 +190,11 @@ async fn check_http_against_a_real_server() {
 
 #[tokio::test]
 async fn check_disk_reports_perfdata_for_root() {
-    let result = run(&format!("command: {} -w 1% -c 1% -p /", plugin("check_disk"))).await;
+    let result = run(&format!(
+        "command: {} -w 1% -c 1% -p /",
+        plugin("check_disk")
+    ))
+    .await;
     assert_ne!(result.status, Status::Unknown, "{result:?}");
     assert!(result.perfdata.iter().any(|p| p.label == "/"), "{result:?}");
 }

@@ -20,7 +20,10 @@ async fn http_ok_with_status_body_and_perfdata() {
     ))
     .await;
     assert_status(&result, Status::Ok);
-    assert!(result.summary.starts_with("HTTP 401 Unauthorized in "), "{result:?}");
+    assert!(
+        result.summary.starts_with("HTTP 401 Unauthorized in "),
+        "{result:?}"
+    );
     let labels: Vec<_> = result.perfdata.iter().map(|p| p.label.as_str()).collect();
     assert_eq!(labels, ["time", "size"]);
     assert_eq!(result.perfdata[1].value, Some(12.0));
@@ -36,12 +39,21 @@ async fn http_wrong_status_and_wrong_body_are_critical() {
 
     let result = run(&format!("http: {{ url: '{base}/down' }}")).await;
     assert_status(&result, Status::Critical);
-    assert!(result.summary.contains("HTTP 503") && result.summary.contains("expected 2xx"), "{result:?}");
+    assert!(
+        result.summary.contains("HTTP 503") && result.summary.contains("expected 2xx"),
+        "{result:?}"
+    );
     assert_eq!(result.long_output, "maintenance");
 
-    let result = run(&format!("http: {{ url: '{base}/up', body_contains: goodbye }}")).await;
+    let result = run(&format!(
+        "http: {{ url: '{base}/up', body_contains: goodbye }}"
+    ))
+    .await;
     assert_status(&result, Status::Critical);
-    assert!(result.summary.contains("does not contain `goodbye`"), "{result:?}");
+    assert!(
+        result.summary.contains("does not contain `goodbye`"),
+        "{result:?}"
+    );
 
     let result = run(&format!("http: {{ url: '{base}/up', body_regex: '^bye' }}")).await;
     assert_status(&result, Status::Critical);
@@ -50,7 +62,8 @@ async fn http_wrong_status_and_wrong_body_are_critical() {
 
 #[tokio::test]
 async fn http_slower_than_max_latency_is_a_warning() {
-    let server = serve(Routes::new().with("/", Reply::ok("x").after(Duration::from_millis(300)))).await;
+    let server =
+        serve(Routes::new().with("/", Reply::ok("x").after(Duration::from_millis(300)))).await;
     let result = run(&format!(
         "http: {{ url: 'http://127.0.0.1:{}/', max_latency: 50ms }}",
         server.port()
@@ -69,7 +82,10 @@ async fn http_redirects_are_followed_unless_told_not_to() {
     let url = format!("http://127.0.0.1:{}/old", server.port());
     let result = run(&format!("http: {{ url: '{url}', body_contains: arrived }}")).await;
     assert_status(&result, Status::Ok);
-    let result = run(&format!("http: {{ url: '{url}', follow_redirects: false, status: [302] }}")).await;
+    let result = run(&format!(
+        "http: {{ url: '{url}', follow_redirects: false, status: [302] }}"
+    ))
+    .await;
     assert_status(&result, Status::Ok);
     assert!(result.summary.starts_with("HTTP 302"), "{result:?}");
 }
@@ -96,22 +112,37 @@ async fn https_verifies_certificates() {
     let ca = TestCa::new("mdd test CA");
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = ca.write_pem(dir.path());
-    let good = serve_tls(Routes::new().with("/", Reply::ok("secure")), &ca.issue("localhost", time::Duration::days(90))).await;
+    let good = serve_tls(
+        Routes::new().with("/", Reply::ok("secure")),
+        &ca.issue("localhost", time::Duration::days(90)),
+    )
+    .await;
     let url = format!("https://localhost:{}/", good.port());
 
-    let result = run(&format!("http: {{ url: '{url}', ca: '{}' }}", ca_file.display())).await;
+    let result = run(&format!(
+        "http: {{ url: '{url}', ca: '{}' }}",
+        ca_file.display()
+    ))
+    .await;
     assert_status(&result, Status::Ok);
 
     // Without the CA the system roots do not trust it.
     let result = run(&format!("http: {{ url: '{url}' }}")).await;
     assert_status(&result, Status::Critical);
-    assert!(result.summary.to_lowercase().contains("certificate"), "{result:?}");
+    assert!(
+        result.summary.to_lowercase().contains("certificate"),
+        "{result:?}"
+    );
 
     // insecure accepts it anyway.
     let result = run(&format!("http: {{ url: '{url}', insecure: true }}")).await;
     assert_status(&result, Status::Ok);
 
-    let expired = serve_tls(Routes::new(), &ca.issue("localhost", time::Duration::days(-2))).await;
+    let expired = serve_tls(
+        Routes::new(),
+        &ca.issue("localhost", time::Duration::days(-2)),
+    )
+    .await;
     let result = run(&format!(
         "http: {{ url: 'https://localhost:{}/', ca: '{}' }}",
         expired.port(),
@@ -119,7 +150,10 @@ async fn https_verifies_certificates() {
     ))
     .await;
     assert_status(&result, Status::Critical);
-    assert!(result.summary.to_lowercase().contains("expired"), "{result:?}");
+    assert!(
+        result.summary.to_lowercase().contains("expired"),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,20 +162,38 @@ async fn tcp_connect_send_and_expect() {
     let port = server.port();
     let result = run(&format!("tcp: {{ host: 127.0.0.1, port: {port} }}")).await;
     assert_status(&result, Status::Ok);
-    assert!(result.summary.starts_with(&format!("connected to 127.0.0.1:{port} in")), "{result:?}");
+    assert!(
+        result
+            .summary
+            .starts_with(&format!("connected to 127.0.0.1:{port} in")),
+        "{result:?}"
+    );
 
-    let result = run(&format!("tcp: {{ host: 127.0.0.1, port: {port}, expect: SSH-2.0 }}")).await;
+    let result = run(&format!(
+        "tcp: {{ host: 127.0.0.1, port: {port}, expect: SSH-2.0 }}"
+    ))
+    .await;
     assert_status(&result, Status::Ok);
     assert!(result.summary.contains("SSH-2.0-mdd"), "{result:?}");
 
-    let result = run(&format!("tcp: {{ host: 127.0.0.1, port: {port}, send: \"PING\\n\", expect: PONG }}")).await;
+    let result = run(&format!(
+        "tcp: {{ host: 127.0.0.1, port: {port}, send: \"PING\\n\", expect: PONG }}"
+    ))
+    .await;
     assert_status(&result, Status::Ok);
 
-    let result = run(&format!("tcp: {{ host: 127.0.0.1, port: {port}, expect: NOPE }}\ntimeout: 300ms")).await;
+    let result = run(&format!(
+        "tcp: {{ host: 127.0.0.1, port: {port}, expect: NOPE }}\ntimeout: 300ms"
+    ))
+    .await;
     assert_status(&result, Status::Critical);
     assert_eq!(result.summary, "timed out after 300ms");
 
-    let result = run(&format!("tcp: {{ host: 127.0.0.1, port: {} }}", free_port())).await;
+    let result = run(&format!(
+        "tcp: {{ host: 127.0.0.1, port: {} }}",
+        free_port()
+    ))
+    .await;
     assert_status(&result, Status::Critical);
     assert!(result.summary.contains("connection refused"), "{result:?}");
 }
@@ -156,31 +208,57 @@ async fn dns_answers_expectations_and_failures() {
     let server = dns::serve(zone).await;
     let at = format!("127.0.0.1:{}", server.port());
 
-    let result = run(&format!("dns: {{ name: api.ams1.example, server: '{at}', expect: [10.0.0.7] }}")).await;
+    let result = run(&format!(
+        "dns: {{ name: api.ams1.example, server: '{at}', expect: [10.0.0.7] }}"
+    ))
+    .await;
     assert_status(&result, Status::Ok);
-    assert!(result.summary.contains("10.0.0.7") && result.summary.contains("10.0.0.8"), "{result:?}");
+    assert!(
+        result.summary.contains("10.0.0.7") && result.summary.contains("10.0.0.8"),
+        "{result:?}"
+    );
 
-    let result = run(&format!("dns: {{ name: api.ams1.example, server: '{at}', expect: [10.0.0.9] }}")).await;
+    let result = run(&format!(
+        "dns: {{ name: api.ams1.example, server: '{at}', expect: [10.0.0.9] }}"
+    ))
+    .await;
     assert_status(&result, Status::Critical);
     assert!(result.summary.contains("but not 10.0.0.9"), "{result:?}");
 
-    let result = run(&format!("dns: {{ name: ams1.example, type: MX, server: '{at}', expect: ['10 mail.ams1.example'] }}")).await;
+    let result = run(&format!(
+        "dns: {{ name: ams1.example, type: MX, server: '{at}', expect: ['10 mail.ams1.example'] }}"
+    ))
+    .await;
     assert_status(&result, Status::Ok);
 
-    let result = run(&format!("dns: {{ name: ams1.example, type: TXT, server: '{at}' }}")).await;
+    let result = run(&format!(
+        "dns: {{ name: ams1.example, type: TXT, server: '{at}' }}"
+    ))
+    .await;
     assert_status(&result, Status::Ok);
     assert!(result.summary.contains("v=spf1"), "{result:?}");
 
-    let result = run(&format!("dns: {{ name: missing.ams1.example, server: '{at}' }}")).await;
+    let result = run(&format!(
+        "dns: {{ name: missing.ams1.example, server: '{at}' }}"
+    ))
+    .await;
     assert_status(&result, Status::Critical);
 
-    let result = run(&format!("dns: {{ name: ams1.example, type: AAAA, server: '{at}' }}")).await;
+    let result = run(&format!(
+        "dns: {{ name: ams1.example, type: AAAA, server: '{at}' }}"
+    ))
+    .await;
     assert_status(&result, Status::Critical);
 }
 
 #[tokio::test]
 async fn dns_slow_answer_is_a_warning_and_silence_times_out() {
-    let server = dns::serve(dns::Zone::new().a("slow.example.", Ipv4Addr::LOCALHOST).slow(Duration::from_millis(200))).await;
+    let server = dns::serve(
+        dns::Zone::new()
+            .a("slow.example.", Ipv4Addr::LOCALHOST)
+            .slow(Duration::from_millis(200)),
+    )
+    .await;
     let result = run(&format!(
         "dns: {{ name: slow.example, server: '127.0.0.1:{}', max_latency: 50ms }}",
         server.port()
@@ -191,7 +269,10 @@ async fn dns_slow_answer_is_a_warning_and_silence_times_out() {
     // A UDP port where nobody answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
-    let result = run(&format!("dns: {{ name: x.example, server: '127.0.0.1:{port}' }}\ntimeout: 300ms")).await;
+    let result = run(&format!(
+        "dns: {{ name: x.example, server: '127.0.0.1:{port}' }}\ntimeout: 300ms"
+    ))
+    .await;
     assert_status(&result, Status::Critical);
 }
 
@@ -202,13 +283,55 @@ async fn tls_certificate_expiry_and_trust() {
     let ca_file = ca.write_pem(dir.path());
     let ca_opt = format!("ca: '{}'", ca_file.display());
     let cases = [
-        ("valid", ca.issue("localhost", time::Duration::days(90)), ca_opt.clone(), Status::Ok, "valid for"),
-        ("expiring soon", ca.issue("localhost", time::Duration::days(3)), ca_opt.clone(), Status::Critical, "under 7 days"),
-        ("within warn_days", ca.issue("localhost", time::Duration::days(10)), ca_opt.clone(), Status::Warning, "under 14 days"),
-        ("expired", ca.issue("localhost", time::Duration::days(-3)), ca_opt.clone(), Status::Critical, "expired 3 days ago"),
-        ("wrong host", ca.issue("other.example", time::Duration::days(90)), ca_opt.clone(), Status::Critical, "not valid for the name localhost"),
-        ("untrusted", TestCa::new("rogue CA").issue("localhost", time::Duration::days(90)), ca_opt.clone(), Status::Critical, "untrusted authority"),
-        ("untrusted but insecure", TestCa::new("rogue CA").issue("localhost", time::Duration::days(90)), "insecure: true".into(), Status::Ok, "valid for"),
+        (
+            "valid",
+            ca.issue("localhost", time::Duration::days(90)),
+            ca_opt.clone(),
+            Status::Ok,
+            "valid for",
+        ),
+        (
+            "expiring soon",
+            ca.issue("localhost", time::Duration::days(3)),
+            ca_opt.clone(),
+            Status::Critical,
+            "under 7 days",
+        ),
+        (
+            "within warn_days",
+            ca.issue("localhost", time::Duration::days(10)),
+            ca_opt.clone(),
+            Status::Warning,
+            "under 14 days",
+        ),
+        (
+            "expired",
+            ca.issue("localhost", time::Duration::days(-3)),
+            ca_opt.clone(),
+            Status::Critical,
+            "expired 3 days ago",
+        ),
+        (
+            "wrong host",
+            ca.issue("other.example", time::Duration::days(90)),
+            ca_opt.clone(),
+            Status::Critical,
+            "not valid for the name localhost",
+        ),
+        (
+            "untrusted",
+            TestCa::new("rogue CA").issue("localhost", time::Duration::days(90)),
+            ca_opt.clone(),
+            Status::Critical,
+            "untrusted authority",
+        ),
+        (
+            "untrusted but insecure",
+            TestCa::new("rogue CA").issue("localhost", time::Duration::days(90)),
+            "insecure: true".into(),
+            Status::Ok,
+            "valid for",
+        ),
     ];
     for (name, cert, extra, status, fragment) in cases {
         let server = serve_tls(Routes::new(), &cert).await;
@@ -220,7 +343,10 @@ async fn tls_certificate_expiry_and_trust() {
         assert_eq!(result.status, status, "{name}: {result:#?}");
         assert!(result.summary.contains(fragment), "{name}: {result:#?}");
         if status != Status::Critical || name.starts_with("expir") {
-            assert!(result.perfdata.iter().any(|p| p.label == "days_left"), "{name}: {result:#?}");
+            assert!(
+                result.perfdata.iter().any(|p| p.label == "days_left"),
+                "{name}: {result:#?}"
+            );
         }
     }
 }

@@ -61,7 +61,9 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).expect("signing");
         ServerCert {
             chain: vec![cert.der().clone(), self.cert.clone()],
-            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))),
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                key.serialize_der(),
+            ))),
         }
     }
 }

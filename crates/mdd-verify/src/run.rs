@@ -210,7 +210,9 @@ pub async fn verify(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding this lock would be a bug in this module; the data is still usable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 struct RoundContext {
@@ -233,74 +235,78 @@ async fn run_round(rc: RoundContext) {
     // Each check publishes its final state for this round; dependents wait on it.
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n)
         .map(|i| {
-            let already = is_green(snapshot[i].state, rc.allow_warning).then_some(snapshot[i].state);
+            let already =
+                is_green(snapshot[i].state, rc.allow_warning).then_some(snapshot[i].state);
             watch::channel(already)
         })
         .unzip();
     let receivers = Arc::new(receivers);
     let rc = Arc::new(rc);
-    let tasks = senders.into_iter().enumerate().filter_map(|(index, sender)| {
-        if sender.borrow().is_some() {
-            return None; // green in an earlier round
-        }
-        let rc = Arc::clone(&rc);
-        let receivers = Arc::clone(&receivers);
-        Some(async move {
-            let mut blockers = Vec::new();
-            for &dep in rc.graph.dependencies(index) {
-                let mut rx = receivers[dep].clone();
-                let state = match rx.wait_for(Option::is_some).await {
-                    Ok(state) => state.unwrap_or(State::Pending),
-                    Err(_) => State::Pending,
-                };
-                if !is_green(state, rc.allow_warning) {
-                    blockers.push(rc.checks[dep].name.clone());
-                }
+    let tasks = senders
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, sender)| {
+            if sender.borrow().is_some() {
+                return None; // green in an earlier round
             }
-            let check = &rc.checks[index];
-            let (state, result) = if blockers.is_empty() {
-                let result = {
-                    let _permit = rc.semaphore.acquire().await;
-                    mdd_probes::run(check, &rc.ctx).await
-                };
-                (result.status.state(), Some(result))
-            } else {
-                (State::Blocked, None)
-            };
-            let at = rc.started.elapsed();
-            let (previous, summary) = {
-                let mut outcomes = lock(&rc.outcomes);
-                let outcome = &mut outcomes[index];
-                let previous = outcome.state;
-                outcome.state = state;
-                if result.is_some() {
-                    outcome.attempts += 1;
-                    outcome.result = result;
+            let rc = Arc::clone(&rc);
+            let receivers = Arc::clone(&receivers);
+            Some(async move {
+                let mut blockers = Vec::new();
+                for &dep in rc.graph.dependencies(index) {
+                    let mut rx = receivers[dep].clone();
+                    let state = match rx.wait_for(Option::is_some).await {
+                        Ok(state) => state.unwrap_or(State::Pending),
+                        Err(_) => State::Pending,
+                    };
+                    if !is_green(state, rc.allow_warning) {
+                        blockers.push(rc.checks[dep].name.clone());
+                    }
                 }
-                outcome.blocked_by = blockers.clone();
-                if is_green(state, rc.allow_warning) && outcome.time_to_green.is_none() {
-                    outcome.time_to_green = Some(at);
-                    outcome.green_in_round = Some(rc.round);
-                }
-                let summary = match &outcome.result {
-                    Some(r) if state != State::Blocked => r.summary.clone(),
-                    _ => format!("blocked by {}", blockers.join(", ")),
+                let check = &rc.checks[index];
+                let (state, result) = if blockers.is_empty() {
+                    let result = {
+                        let _permit = rc.semaphore.acquire().await;
+                        mdd_probes::run(check, &rc.ctx).await
+                    };
+                    (result.status.state(), Some(result))
+                } else {
+                    (State::Blocked, None)
                 };
-                (previous, summary)
-            };
-            if let Some(tx) = &rc.progress {
-                let _ = tx.send(Progress::CheckFinished {
-                    round: rc.round,
-                    index,
-                    name: check.name.clone(),
-                    state,
-                    previous,
-                    summary,
-                    at,
-                });
-            }
-            let _ = sender.send(Some(state));
-        })
-    });
+                let at = rc.started.elapsed();
+                let (previous, summary) = {
+                    let mut outcomes = lock(&rc.outcomes);
+                    let outcome = &mut outcomes[index];
+                    let previous = outcome.state;
+                    outcome.state = state;
+                    if result.is_some() {
+                        outcome.attempts += 1;
+                        outcome.result = result;
+                    }
+                    outcome.blocked_by = blockers.clone();
+                    if is_green(state, rc.allow_warning) && outcome.time_to_green.is_none() {
+                        outcome.time_to_green = Some(at);
+                        outcome.green_in_round = Some(rc.round);
+                    }
+                    let summary = match &outcome.result {
+                        Some(r) if state != State::Blocked => r.summary.clone(),
+                        _ => format!("blocked by {}", blockers.join(", ")),
+                    };
+                    (previous, summary)
+                };
+                if let Some(tx) = &rc.progress {
+                    let _ = tx.send(Progress::CheckFinished {
+                        round: rc.round,
+                        index,
+                        name: check.name.clone(),
+                        state,
+                        previous,
+                        summary,
+                        at,
+                    });
+                }
+                let _ = sender.send(Some(state));
+            })
+        });
     join_all(tasks).await;
 }

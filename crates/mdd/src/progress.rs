@@ -21,8 +21,10 @@ pub async fn show(
             ProgressDrawTarget::stderr_with_hz(10),
         );
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} green  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} green  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
@@ -44,8 +46,16 @@ pub async fn show(
                 if state != previous {
                     changed_this_round = true;
                     if bar.is_none() && waiting {
-                        let verb = if state == State::Passing { "turned green" } else { state.as_str() };
-                        eprintln!("[{:>7}] {} {name} {verb}: {summary}", format_duration(at), state.mark());
+                        let verb = if state == State::Passing {
+                            "turned green"
+                        } else {
+                            state.as_str()
+                        };
+                        eprintln!(
+                            "[{:>7}] {} {name} {verb}: {summary}",
+                            format_duration(at),
+                            state.mark()
+                        );
                     }
                 }
             }
@@ -58,7 +68,10 @@ pub async fn show(
                 if let Some(bar) = &bar {
                     bar.set_position(green as u64);
                     bar.set_message(still_red(&names, &states, round, next_in));
-                } else if waiting && changed_this_round && let Some(next) = next_in {
+                } else if waiting
+                    && changed_this_round
+                    && let Some(next) = next_in
+                {
                     eprintln!(
                         "round {round}: {green}/{total} green, next round in {}",
                         format_duration(next)

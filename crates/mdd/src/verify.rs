@@ -100,7 +100,12 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
         let interactive = std::io::stderr().is_terminal();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let names: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
-        let display = tokio::spawn(progress::show(rx, names, interactive, options.wait.is_some()));
+        let display = tokio::spawn(progress::show(
+            rx,
+            names,
+            interactive,
+            options.wait.is_some(),
+        ));
         let ctx = Arc::new(mdd_probes::ProbeContext::new(args.output_limit));
         let report = mdd_verify::verify(checks, &options, ctx, Some(tx), cancel).await;
         let _ = display.await;
@@ -138,7 +143,10 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
 
 /// Writes next to the target and renames, so a reader never sees half a report.
 fn write_file(path: &Path, contents: &str) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut temp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot write the report in {}", dir.display()))?;
     temp.write_all(contents.as_bytes())

@@ -115,23 +115,23 @@ pub(crate) fn parse_file(file: &str, text: &str) -> ParsedFile {
         Some(node) => parse_defaults(&mut ctx, node),
         None => Defaults::default(),
     };
-    if let Some(checks) = top.get("checks") {
-        if let Some(items) = list(&mut ctx, checks, "checks") {
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("checks[{i}]");
-                let (check, refs) = parse_check(&mut ctx, item, &path, &defaults);
-                parsed.checks.extend(check);
-                parsed.check_fields.push(refs);
-            }
+    if let Some(checks) = top.get("checks")
+        && let Some(items) = list(&mut ctx, checks, "checks")
+    {
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("checks[{i}]");
+            let (check, refs) = parse_check(&mut ctx, item, &path, &defaults);
+            parsed.checks.extend(check);
+            parsed.check_fields.push(refs);
         }
     }
-    if let Some(deployments) = top.get("deployments") {
-        if let Some(items) = list(&mut ctx, deployments, "deployments") {
-            for (i, item) in items.iter().enumerate() {
-                let path = format!("deployments[{i}]");
-                if let Some(parsed_deployment) = parse_deployment(&mut ctx, item, &path) {
-                    parsed.deployments.push(parsed_deployment);
-                }
+    if let Some(deployments) = top.get("deployments")
+        && let Some(items) = list(&mut ctx, deployments, "deployments")
+    {
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("deployments[{i}]");
+            if let Some(parsed_deployment) = parse_deployment(&mut ctx, item, &path) {
+                parsed.deployments.push(parsed_deployment);
             }
         }
     }
@@ -324,10 +324,24 @@ fn parse_command(ctx: &mut Ctx, node: &Node, path: &str) -> Option<CommandProbe>
                 return None;
             }
         },
-        Value::Seq(_) => {
-            let errors_before = ctx.errors.len();
-            let words = string_list(ctx, node, path);
-            if ctx.errors.len() != errors_before {
+        Value::Seq(items) => {
+            // Arguments are often numbers (`[check_dummy, 0, ok]`) or YAML booleans
+            // (`[true]`): take scalars as written rather than rejecting them.
+            let mut words = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match &item.value {
+                    Value::Str(s) => words.push(s.clone()),
+                    Value::Int(n) => words.push(n.to_string()),
+                    Value::Float(x) => words.push(x.to_string()),
+                    Value::Bool(b) => words.push(b.to_string()),
+                    _ => ctx.error(
+                        item,
+                        &format!("{path}[{i}]"),
+                        format!("expected an argument, found {}", describe(item)),
+                    ),
+                }
+            }
+            if words.len() != items.len() {
                 return None;
             }
             words
@@ -429,7 +443,9 @@ fn parse_http(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpProbe> {
             }
         }
     }
-    let body = f.get("body").and_then(|n| string(ctx, n, &format!("{path}.body")));
+    let body = f
+        .get("body")
+        .and_then(|n| string(ctx, n, &format!("{path}.body")));
     let mut status = Vec::new();
     if let Some(n) = f.get("status") {
         let field = format!("{path}.status");
@@ -442,9 +458,11 @@ fn parse_http(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpProbe> {
                 Value::Int(code) if (100..=599).contains(code) => {
                     status.push(u16::try_from(*code).unwrap_or_default())
                 }
-                Value::Int(code) => {
-                    ctx.error(item, &field, format!("{code} is not an HTTP status (100-599)"))
-                }
+                Value::Int(code) => ctx.error(
+                    item,
+                    &field,
+                    format!("{code} is not an HTTP status (100-599)"),
+                ),
                 other => ctx.error(
                     item,
                     &field,
@@ -482,7 +500,9 @@ fn parse_http(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpProbe> {
         .get("follow_redirects")
         .and_then(|n| boolean(ctx, n, &format!("{path}.follow_redirects")))
         .unwrap_or(true);
-    let ca = f.get("ca").and_then(|n| file_path(ctx, n, &format!("{path}.ca")));
+    let ca = f
+        .get("ca")
+        .and_then(|n| file_path(ctx, n, &format!("{path}.ca")));
     let insecure = f
         .get("insecure")
         .and_then(|n| boolean(ctx, n, &format!("{path}.insecure")))
@@ -511,7 +531,9 @@ fn parse_tcp(ctx: &mut Ctx, node: &Node, path: &str) -> Option<TcpProbe> {
     let errors_before = ctx.errors.len();
     let host = required(ctx, &mut f, node, path, "host", host);
     let port = required(ctx, &mut f, node, path, "port", port);
-    let send = f.get("send").and_then(|n| string(ctx, n, &format!("{path}.send")));
+    let send = f
+        .get("send")
+        .and_then(|n| string(ctx, n, &format!("{path}.send")));
     let expect = f
         .get("expect")
         .and_then(|n| non_empty_string(ctx, n, &format!("{path}.expect")));
@@ -545,7 +567,10 @@ fn parse_dns(ctx: &mut Ctx, node: &Node, path: &str) -> Option<DnsProbe> {
                 ctx.error(
                     n,
                     &format!("{path}.type"),
-                    format!("unknown record type `{t}`: expected one of {}", names.join(", ")),
+                    format!(
+                        "unknown record type `{t}`: expected one of {}",
+                        names.join(", ")
+                    ),
                 );
             }
             found
@@ -627,7 +652,9 @@ fn parse_tls(ctx: &mut Ctx, node: &Node, path: &str) -> Option<TlsProbe> {
             format!("crit_days ({c}) must not be more than warn_days ({w})"),
         );
     }
-    let ca = f.get("ca").and_then(|n| file_path(ctx, n, &format!("{path}.ca")));
+    let ca = f
+        .get("ca")
+        .and_then(|n| file_path(ctx, n, &format!("{path}.ca")));
     let insecure = f
         .get("insecure")
         .and_then(|n| boolean(ctx, n, &format!("{path}.insecure")))
@@ -776,7 +803,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut current = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
             let cost = usize::from(ca != *cb);
-            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
         }
         previous = current;
     }
@@ -823,7 +854,11 @@ fn string(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
     match &node.value {
         Value::Str(s) => Some(s.clone()),
         _ => {
-            ctx.error(node, field, format!("expected a string, found {}", describe(node)));
+            ctx.error(
+                node,
+                field,
+                format!("expected a string, found {}", describe(node)),
+            );
             None
         }
     }
@@ -859,7 +894,11 @@ fn name_field(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
 fn host(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
     let host = non_empty_string(ctx, node, field)?;
     if host.contains(|c: char| c.is_whitespace() || c == '/') {
-        ctx.error(node, field, format!("`{host}` is not a host name or address"));
+        ctx.error(
+            node,
+            field,
+            format!("`{host}` is not a host name or address"),
+        );
         return None;
     }
     Some(host)
@@ -944,7 +983,11 @@ fn list<'n>(ctx: &mut Ctx, node: &'n Node, field: &str) -> Option<&'n [Node]> {
         Value::Seq(items) => Some(items),
         Value::Null => Some(&[]),
         _ => {
-            ctx.error(node, field, format!("expected a list, found {}", describe(node)));
+            ctx.error(
+                node,
+                field,
+                format!("expected a list, found {}", describe(node)),
+            );
             None
         }
     }
@@ -973,7 +1016,11 @@ fn string_map(
         Value::Map(entries) => entries,
         Value::Null => return Vec::new(),
         _ => {
-            ctx.error(node, field, format!("expected a mapping, found {}", describe(node)));
+            ctx.error(
+                node,
+                field,
+                format!("expected a mapping, found {}", describe(node)),
+            );
             return Vec::new();
         }
     };
@@ -984,7 +1031,11 @@ fn string_map(
             Value::Str(s) => s.clone(),
             Value::Int(i) if stringify => i.to_string(),
             _ => {
-                ctx.error(key, field, format!("keys must be strings, found {}", describe(key)));
+                ctx.error(
+                    key,
+                    field,
+                    format!("keys must be strings, found {}", describe(key)),
+                );
                 continue;
             }
         };

@@ -66,6 +66,8 @@ checks:
     command: /usr/lib/nagios/plugins/check_disk -w "20 %" -c 10% -p /
   - name: listed
     command: [sh, -c, "echo 'OK'"]
+  - name: scalars
+    command: [check_dummy, 0, true, 1.5]
 "#;
 
 #[test]
@@ -75,7 +77,7 @@ fn a_full_spec_parses_with_defaults_applied() {
         text: FULL,
     }])
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(spec.checks.len(), 6);
+    assert_eq!(spec.checks.len(), 7);
     assert_eq!(spec.deployments[0].settle, Duration::from_secs(600));
 
     let dns = &spec.checks[0];
@@ -99,13 +101,19 @@ fn a_full_spec_parses_with_defaults_applied() {
     assert_eq!(h.method, "HEAD");
     assert_eq!(h.status, [200, 401]);
     assert!(!h.follow_redirects);
-    assert_eq!(h.ca.as_deref(), Some(std::path::Path::new("dc/certs/ca.pem")));
+    assert_eq!(
+        h.ca.as_deref(),
+        Some(std::path::Path::new("dc/certs/ca.pem"))
+    );
     assert_eq!(spec.checks[2].interval, Duration::from_secs(10));
 
     let Probe::Tls(t) = &spec.checks[3].probe else {
         panic!("tls probe expected")
     };
-    assert_eq!((t.port, t.server_name.as_str()), (443, "registry.ams1.example.com"));
+    assert_eq!(
+        (t.port, t.server_name.as_str()),
+        (443, "registry.ams1.example.com")
+    );
     assert_eq!((t.warn_days, t.crit_days), (30, 3));
 
     let Probe::Command(c) = &spec.checks[4].probe else {
@@ -113,13 +121,25 @@ fn a_full_spec_parses_with_defaults_applied() {
     };
     assert_eq!(
         c.argv,
-        ["/usr/lib/nagios/plugins/check_disk", "-w", "20 %", "-c", "10%", "-p", "/"]
+        [
+            "/usr/lib/nagios/plugins/check_disk",
+            "-w",
+            "20 %",
+            "-c",
+            "10%",
+            "-p",
+            "/"
+        ]
     );
     assert_eq!(spec.checks[4].subscriptions, ["docker-hosts"]);
     let Probe::Command(c) = &spec.checks[5].probe else {
         panic!("command probe expected")
     };
     assert_eq!(c.argv, ["sh", "-c", "echo 'OK'"]);
+    let Probe::Command(c) = &spec.checks[6].probe else {
+        panic!("command probe expected")
+    };
+    assert_eq!(c.argv, ["check_dummy", "0", "true", "1.5"]);
 }
 
 #[test]
@@ -143,7 +163,7 @@ fn every_error_in_the_file_is_reported_with_its_position() {
     dependson: [a]
     http: { url: "http://x/", body_regex: "([a-z" }
   - name: "bad name!"
-    command: [true]
+    command: [true, 0, {}]
   - name: f
     labels: x
     command: "unterminated 'quote"
@@ -156,11 +176,31 @@ fn every_error_in_the_file_is_reported_with_its_position() {
     assert_has(&errors, 10, "checks[2].tcp", "exactly one probe");
     assert_has(&errors, 11, "checks[3]", "no probe");
     assert_has(&errors, 13, "checks[4].name", "duplicate check name `a`");
-    assert_has(&errors, 16, "checks[5].depends_on[0]", "unknown check `nope`");
-    assert_has(&errors, 17, "checks[5].dependson", "did you mean `depends_on`");
-    assert_has(&errors, 18, "checks[5].http.body_regex", "invalid regular expression: unclosed character class");
+    assert_has(
+        &errors,
+        16,
+        "checks[5].depends_on[0]",
+        "unknown check `nope`",
+    );
+    assert_has(
+        &errors,
+        17,
+        "checks[5].dependson",
+        "did you mean `depends_on`",
+    );
+    assert_has(
+        &errors,
+        18,
+        "checks[5].http.body_regex",
+        "invalid regular expression: unclosed character class",
+    );
     assert_has(&errors, 19, "checks[6].name", "not a valid name");
-    assert_has(&errors, 20, "checks[6].command[0]", "expected a string, found the boolean true");
+    assert_has(
+        &errors,
+        20,
+        "checks[6].command[2]",
+        "expected an argument, found a mapping",
+    );
     assert_has(&errors, 22, "checks[7].labels", "expected a mapping");
     assert_has(&errors, 23, "checks[7].command", "quote is not closed");
     assert_eq!(errors.len(), 14, "{:#?}", summary(&errors));
@@ -190,8 +230,16 @@ fn cycles_are_rejected_naming_the_loop() {
 ";
     let errors = errors_of(text);
     assert_eq!(errors.len(), 2, "{:#?}", summary(&errors));
-    assert!(errors[0].message.contains("a → b → c → a"), "{:#?}", summary(&errors));
-    assert!(errors[1].message.contains("self → self"), "{:#?}", summary(&errors));
+    assert!(
+        errors[0].message.contains("a → b → c → a"),
+        "{:#?}",
+        summary(&errors)
+    );
+    assert!(
+        errors[1].message.contains("self → self"),
+        "{:#?}",
+        summary(&errors)
+    );
 }
 
 #[test]
@@ -200,14 +248,23 @@ fn yaml_syntax_errors_have_a_position() {
     assert_eq!(errors.len(), 1);
     assert!(errors[0].line >= 3, "{:?}", errors[0]);
     let errors = errors_of("checks:\n  - name: a\n    name: b\n    command: x\n");
-    assert!(errors[0].message.to_lowercase().contains("duplicate"), "{:?}", errors[0]);
+    assert!(
+        errors[0].message.to_lowercase().contains("duplicate"),
+        "{:?}",
+        errors[0]
+    );
 }
 
 #[test]
 fn wrong_shapes_everywhere() {
     assert_has(&errors_of("- a\n- b\n"), 1, "", "expected a mapping");
     assert_has(&errors_of("checks: 5\n"), 1, "checks", "expected a list");
-    assert_has(&errors_of("checks: []\nhandlers: []\n"), 2, "handlers", "unknown field");
+    assert_has(
+        &errors_of("checks: []\nhandlers: []\n"),
+        2,
+        "handlers",
+        "unknown field",
+    );
     assert_has(
         &errors_of("defaults: { interval: 0s }\nchecks: []\n"),
         1,
@@ -269,21 +326,39 @@ fn several_files_form_one_set() {
     let a = "defaults: { timeout: 3s }\nchecks:\n  - { name: dns, command: x }\n";
     let b = "checks:\n  - { name: ldap, depends_on: [dns], command: x }\n";
     let spec = load(&[
-        SpecSource { file: "a.yaml", text: a },
-        SpecSource { file: "b.yaml", text: b },
+        SpecSource {
+            file: "a.yaml",
+            text: a,
+        },
+        SpecSource {
+            file: "b.yaml",
+            text: b,
+        },
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(spec.checks[0].timeout, Duration::from_secs(3));
-    assert_eq!(spec.checks[1].timeout, DEFAULT_TIMEOUT, "defaults are per file");
+    assert_eq!(
+        spec.checks[1].timeout, DEFAULT_TIMEOUT,
+        "defaults are per file"
+    );
 
     let Err(SpecErrors(errors)) = load(&[
-        SpecSource { file: "a.yaml", text: a },
-        SpecSource { file: "b.yaml", text: a },
+        SpecSource {
+            file: "a.yaml",
+            text: a,
+        },
+        SpecSource {
+            file: "b.yaml",
+            text: a,
+        },
     ]) else {
         panic!("duplicate across files must fail")
     };
     assert_eq!(errors[0].file, "b.yaml");
-    assert!(errors[0].message.contains("already used at a.yaml:3"), "{errors:?}");
+    assert!(
+        errors[0].message.contains("already used at a.yaml:3"),
+        "{errors:?}"
+    );
 }
 
 #[test]

@@ -76,7 +76,9 @@ pub(crate) fn render(report: &Report) -> String {
                     summary: c.summary(),
                     status: ran.map(|r| r.status),
                     exit_code: ran.and_then(|r| r.exit_code),
-                    long_output: ran.map(|r| r.long_output.as_str()).filter(|s| !s.is_empty()),
+                    long_output: ran
+                        .map(|r| r.long_output.as_str())
+                        .filter(|s| !s.is_empty()),
                     perfdata: ran.map_or(&[], |r| r.perfdata.as_slice()),
                     duration_ms: ran.map(|r| r.duration.as_millis()),
                     attempts: c.attempts,
@@ -107,7 +109,8 @@ mod tests {
 
     #[test]
     fn is_valid_json_with_the_documented_fields() {
-        let value: serde_json::Value = serde_json::from_str(&render(&fixture::report())).expect("json");
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&fixture::report())).expect("json");
         assert_eq!(value["mdd_verify"], 1);
         assert_eq!(value["passed"], false);
         assert_eq!(value["totals"]["blocked"], 1);

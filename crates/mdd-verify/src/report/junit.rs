@@ -51,11 +51,16 @@ pub(crate) fn render(report: &Report) -> String {
         };
         let mut case = TestCase::new(check.name.as_str(), status);
         case.set_classname(owner);
-        if let Some(result) = check.result.as_ref().filter(|_| check.state != State::Blocked) {
+        if let Some(result) = check
+            .result
+            .as_ref()
+            .filter(|_| check.state != State::Blocked)
+        {
             case.set_time(result.duration);
             case.set_system_out(result.summary.as_str());
         }
-        case.extra.insert("file".into(), check.source.as_str().into());
+        case.extra
+            .insert("file".into(), check.source.as_str().into());
         suite.add_test_case(case);
     }
     junit.add_test_suites(suites.into_values());

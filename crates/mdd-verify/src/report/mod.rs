@@ -158,8 +158,12 @@ pub(crate) mod fixture {
 
     /// A report with one check in every verify state, fixed times, for snapshot tests.
     pub fn report() -> Report {
-        let ok = ProbeResult::new(Status::Ok, "connected to dns:53 in 12ms", Duration::from_millis(12))
-            .with_perfdata(PerfDatum::new("time", 0.012, "s"));
+        let ok = ProbeResult::new(
+            Status::Ok,
+            "connected to dns:53 in 12ms",
+            Duration::from_millis(12),
+        )
+        .with_perfdata(PerfDatum::new("time", 0.012, "s"));
         let mut dns = check("ams1-dns", Some("network"), State::Passing);
         dns.result = Some(ok);
         dns.attempts = 3;

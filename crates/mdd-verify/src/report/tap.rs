@@ -28,7 +28,11 @@ pub(crate) fn render(report: &Report) -> String {
                 if let Some(owner) = &check.owner {
                     let _ = writeln!(out, "  owner: {}", yaml_string(owner));
                 }
-                let _ = writeln!(out, "  probe: {}", yaml_string(&format!("{} {}", check.probe, check.target)));
+                let _ = writeln!(
+                    out,
+                    "  probe: {}",
+                    yaml_string(&format!("{} {}", check.probe, check.target))
+                );
                 if let Some(runbook) = &check.runbook {
                     let _ = writeln!(out, "  runbook: {}", yaml_string(runbook));
                 }

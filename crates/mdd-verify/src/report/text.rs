@@ -33,13 +33,22 @@ fn paint(style: TextStyle, state: State, text: &str) -> String {
 }
 
 fn mark(style: TextStyle, state: State) -> String {
-    let mark = if style.ascii { state.ascii_mark() } else { state.mark() };
+    let mark = if style.ascii {
+        state.ascii_mark()
+    } else {
+        state.mark()
+    };
     paint(style, state, mark)
 }
 
 pub(crate) fn render(report: &Report, style: TextStyle) -> String {
     let mut out = String::new();
-    let name_width = report.checks.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let name_width = report
+        .checks
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(0);
     let mark_width: usize = if style.ascii { 5 } else { 1 };
     for check in &report.checks {
         let took = check
@@ -47,7 +56,11 @@ pub(crate) fn render(report: &Report, style: TextStyle) -> String {
             .as_ref()
             .filter(|_| check.state != State::Blocked)
             .map_or_else(|| "-".to_string(), |r| format_duration(r.duration));
-        let plain_mark = if style.ascii { check.state.ascii_mark() } else { check.state.mark() };
+        let plain_mark = if style.ascii {
+            check.state.ascii_mark()
+        } else {
+            check.state.mark()
+        };
         let pad = mark_width.saturating_sub(plain_mark.chars().count());
         let _ = writeln!(
             out,
@@ -60,25 +73,46 @@ pub(crate) fn render(report: &Report, style: TextStyle) -> String {
         );
     }
 
-    let not_green: Vec<&CheckReport> = report.checks.iter().filter(|c| !report.is_green(c)).collect();
+    let not_green: Vec<&CheckReport> = report
+        .checks
+        .iter()
+        .filter(|c| !report.is_green(c))
+        .collect();
     if !not_green.is_empty() {
         let mut by_owner: BTreeMap<&str, Vec<&CheckReport>> = BTreeMap::new();
         for check in not_green {
-            by_owner.entry(check.owner_or_default()).or_default().push(check);
+            by_owner
+                .entry(check.owner_or_default())
+                .or_default()
+                .push(check);
         }
         let _ = writeln!(out, "\nNot green, by owner:");
         for (owner, checks) in by_owner {
             let _ = writeln!(out, "\n  {owner}");
             for check in checks {
-                let _ = writeln!(out, "    {} {} — {}", mark(style, check.state), check.name, check.summary());
-                let _ = writeln!(out, "      {} {}  ({})", check.probe, check.target, check.source);
+                let _ = writeln!(
+                    out,
+                    "    {} {} — {}",
+                    mark(style, check.state),
+                    check.name,
+                    check.summary()
+                );
+                let _ = writeln!(
+                    out,
+                    "      {} {}  ({})",
+                    check.probe, check.target, check.source
+                );
                 if let Some(description) = &check.description {
                     let _ = writeln!(out, "      {description}");
                 }
                 if let Some(runbook) = &check.runbook {
                     let _ = writeln!(out, "      runbook: {runbook}");
                 }
-                if let Some(result) = check.result.as_ref().filter(|_| check.state != State::Blocked) {
+                if let Some(result) = check
+                    .result
+                    .as_ref()
+                    .filter(|_| check.state != State::Blocked)
+                {
                     for line in result.long_output.lines().take(20) {
                         let _ = writeln!(out, "      │ {line}");
                     }
@@ -114,7 +148,14 @@ pub(crate) fn render(report: &Report, style: TextStyle) -> String {
     let t = report.totals();
     let mut line = format!("{} passed, {} failed", t.passing, t.failing);
     for (count, word) in [
-        (t.warning, if t.warning == 1 { "warning" } else { "warnings" }),
+        (
+            t.warning,
+            if t.warning == 1 {
+                "warning"
+            } else {
+                "warnings"
+            },
+        ),
         (t.unknown, "unknown"),
         (t.blocked, "blocked"),
         (t.pending, "not run"),
@@ -150,15 +191,32 @@ mod tests {
 
     #[test]
     fn ascii_marks() {
-        let text = render(&fixture::report(), TextStyle { color: false, ascii: true });
-        assert!(text.lines().next().is_some_and(|l| l.starts_with("ok    ams1-dns")), "{text}");
+        let text = render(
+            &fixture::report(),
+            TextStyle {
+                color: false,
+                ascii: true,
+            },
+        );
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.starts_with("ok    ams1-dns")),
+            "{text}"
+        );
         assert!(text.is_ascii() || text.contains('—'), "{text}");
     }
 
     #[test]
     fn colour_only_adds_to_marks() {
         let plain = render(&fixture::report(), TextStyle::default());
-        let coloured = render(&fixture::report(), TextStyle { color: true, ascii: false });
+        let coloured = render(
+            &fixture::report(),
+            TextStyle {
+                color: true,
+                ascii: false,
+            },
+        );
         assert_ne!(plain, coloured);
         assert_eq!(console::strip_ansi_codes(&coloured), plain);
     }
