@@ -284,3 +284,42 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::parse_perfdata;
+    use crate::plugin_output::PluginOutput;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_perfdata(&text);
+            let _ = PluginOutput::parse(&text);
+        }
+
+        #[test]
+        fn perfdata_shaped_text_never_panics(
+            items in proptest::collection::vec(
+                ("'?[a-z /']{0,6}'?", "=", "[-+0-9.,eEU]{0,8}", "[a-zA-Z%]{0,3}", "(;[-@~:0-9.,]{0,6}){0,5}"),
+                0..6,
+            )
+        ) {
+            let text: Vec<String> = items
+                .into_iter()
+                .map(|(l, eq, v, u, rest)| format!("{l}{eq}{v}{u}{rest}"))
+                .collect();
+            let (data, _) = parse_perfdata(&text.join(" "));
+            for datum in data {
+                // Whatever parsed must print back to something that parses to the same datum.
+                let (again, errors) = parse_perfdata(&datum.to_string());
+                prop_assert!(errors.is_empty(), "{datum} -> {errors:?}");
+                prop_assert_eq!(again.len(), 1);
+                prop_assert_eq!(&again[0], &datum);
+            }
+        }
+    }
+}
