@@ -159,7 +159,7 @@ fn run_mdd(mdd: &Path, spec: &Path, extra: &[&str]) -> Result<Duration> {
             String::from_utf8_lossy(&output.stderr),
             String::from_utf8_lossy(&output.stdout)
                 .chars()
-                .take(2000)
+                .take(3000)
                 .collect::<String>()
         );
     }

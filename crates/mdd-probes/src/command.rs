@@ -7,7 +7,6 @@
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mdd_core::spec::CommandProbe;
@@ -34,31 +33,60 @@ impl Execute for CommandProbe {
             .stderr(Stdio::piped());
         let mut wrapped = CommandWrap::from(command);
         wrapped.wrap(ProcessGroup::leader());
-        let mut child = match wrapped.spawn() {
-            Ok(child) => child,
-            Err(e) => return spawn_failure(&self.argv[0], &e),
-        };
+        // Spawning blocks the calling thread until the child has exec'd (vfork). On the blocking
+        // pool that wait overlaps with other spawns instead of stalling an async worker.
+        // The guard is made with the child, so if this future is dropped mid-spawn (Ctrl-C), the
+        // group still dies when the blocking task's output is dropped.
+        let spawned = tokio::task::spawn_blocking(move || {
+            wrapped.spawn().map(|child| {
+                let group = GroupGuard(child.id());
+                (child, group)
+            })
+        })
+        .await;
         // Whatever happens from here (timeout, the whole run cancelled by Ctrl-C), the group dies.
-        let group = GroupGuard(child.id());
+        let (mut child, group) = match spawned {
+            Ok(Ok(spawned)) => spawned,
+            Ok(Err(e)) => return spawn_failure(&self.argv[0], &e),
+            Err(e) => return spawn_failure(&self.argv[0], &std::io::Error::other(e)),
+        };
 
-        let stdout = Capture::start(child.stdout().take(), ctx.output_limit);
-        let stderr = Capture::start(child.stderr().take(), ctx.output_limit);
-
-        let waited = tokio::time::timeout(timeout, child.wait()).await;
-        // Kill the group either way: on timeout it is the plugin; after a normal exit it is
-        // whatever the plugin left behind, which would otherwise hold its pipes open.
-        group.kill();
+        let limit = ctx.output_limit;
+        let (mut out, mut err) = (Captured::default(), Captured::default());
+        let (stdout, stderr) = (child.stdout().take(), child.stderr().take());
+        let waited = {
+            // Output is read while the plugin runs, in this same task, so a chatty plugin never
+            // blocks on a full pipe and no extra tasks are spawned per check.
+            let mut reads = std::pin::pin!(futures_util::future::join(
+                drain(stdout, &mut out, limit),
+                drain(stderr, &mut err, limit),
+            ));
+            let mut wait = child.wait();
+            let run = async {
+                tokio::select! {
+                    status = &mut wait => {
+                        // Whatever the plugin left behind in its group would hold the pipes open.
+                        group.kill();
+                        // Only a descendant that left the group (a daemon) can keep them open now.
+                        let _ = tokio::time::timeout(PIPE_GRACE, &mut reads).await;
+                        status
+                    }
+                    _ = &mut reads => (&mut wait).await,
+                }
+            };
+            tokio::time::timeout(timeout, run).await
+        };
         let outcome = match waited {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => Err(format!("cannot wait for the plugin: {e}")),
             Err(_) => {
+                group.kill();
                 // Reap the killed leader so it does not linger as a zombie.
                 let _ = child.wait().await;
                 Err(format!("timed out after {}", format_duration(timeout)))
             }
         };
-        let out = stdout.finish().await;
-        let err = stderr.finish().await;
+        group.kill();
 
         let (status, exit_code, override_summary) = match outcome {
             Ok(exit) => match (exit.code(), exit.signal()) {
@@ -183,49 +211,19 @@ struct Captured {
     discarded: u64,
 }
 
-/// Reads one output stream in the background, keeping the first `limit` bytes and counting the rest.
-struct Capture {
-    shared: Arc<Mutex<Captured>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Capture {
-    fn start(stream: Option<impl AsyncRead + Unpin + Send + 'static>, limit: usize) -> Capture {
-        let shared = Arc::new(Mutex::new(Captured::default()));
-        let task = stream.map(|mut stream| {
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let Ok(mut captured) = shared.lock() else {
-                                break;
-                            };
-                            let room = limit.saturating_sub(captured.bytes.len());
-                            let keep = room.min(n);
-                            captured.bytes.extend_from_slice(&buf[..keep]);
-                            captured.discarded += (n - keep) as u64;
-                        }
-                    }
-                }
-            })
-        });
-        Capture { shared, task }
-    }
-
-    /// Waits briefly for the stream to end, then takes what was read.
-    async fn finish(mut self) -> Captured {
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(PIPE_GRACE, &mut task).await.is_err()
-        {
-            task.abort();
+/// Reads a stream to its end, keeping the first `limit` bytes and counting the rest.
+async fn drain(stream: Option<impl AsyncRead + Unpin>, into: &mut Captured, limit: usize) {
+    let Some(mut stream) = stream else { return };
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let keep = limit.saturating_sub(into.bytes.len()).min(n);
+                into.bytes.extend_from_slice(&buf[..keep]);
+                into.discarded += (n - keep) as u64;
+            }
         }
-        self.shared
-            .lock()
-            .map(|mut c| std::mem::take(&mut *c))
-            .unwrap_or_default()
     }
 }
 

@@ -126,8 +126,9 @@ async fn answer(mut stream: impl AsyncRead + AsyncWrite + Unpin, routes: &Routes
         .lines()
         .next()
         .and_then(|line| line.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
+        .unwrap_or("/");
+    // Routes match the path; a query string only makes URLs distinct.
+    let path = path.split('?').next().unwrap_or(path).to_string();
     let reply = routes.get(&path);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
