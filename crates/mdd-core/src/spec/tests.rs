@@ -411,3 +411,24 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn hostile_yaml_is_refused_not_obeyed() {
+    // A billion laughs: each level multiplies the one before by ten.
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..10 {
+        let prev = level - 1;
+        bomb.push_str(&format!(
+            "a{level}: &a{level} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+        ));
+    }
+    bomb.push_str("checks: []\n");
+    let errors = errors_of(&bomb);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.contains("budget"), "{errors:?}");
+
+    let deep = format!("checks: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let errors = errors_of(&deep);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.contains("recursion limit"), "{errors:?}");
+}
