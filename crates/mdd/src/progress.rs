@@ -15,6 +15,9 @@ pub async fn show(
     waiting: bool,
 ) {
     let mut states = vec![State::Pending; names.len()];
+    // Every check is red from the start until it turns green (verify never re-runs a green
+    // check), so how long the rest have been red is how long the run has lasted.
+    let mut latest = Duration::ZERO;
     let bar = interactive.then(|| {
         let bar = ProgressBar::with_draw_target(
             Some(names.len() as u64),
@@ -43,6 +46,7 @@ pub async fn show(
                 ..
             } => {
                 states[index] = state;
+                latest = latest.max(at);
                 if state != previous {
                     changed_this_round = true;
                     if bar.is_none() && waiting {
@@ -67,7 +71,7 @@ pub async fn show(
             } => {
                 if let Some(bar) = &bar {
                     bar.set_position(green as u64);
-                    bar.set_message(still_red(&names, &states, round, next_in));
+                    bar.set_message(still_red(&names, &states, latest, round, next_in));
                 } else if waiting
                     && changed_this_round
                     && let Some(next) = next_in
@@ -89,8 +93,14 @@ pub async fn show(
     }
 }
 
-/// "round 3 · still red: a ✗, b ⊘ +4 · next in 4s"
-fn still_red(names: &[String], states: &[State], round: u32, next_in: Option<Duration>) -> String {
+/// "round 3 · red for 2m10s: a ✗, b ⊘ +4 · next in 4s"
+fn still_red(
+    names: &[String],
+    states: &[State],
+    red_for: Duration,
+    round: u32,
+    next_in: Option<Duration>,
+) -> String {
     let red: Vec<String> = names
         .iter()
         .zip(states)
@@ -100,7 +110,7 @@ fn still_red(names: &[String], states: &[State], round: u32, next_in: Option<Dur
     let mut message = format!("round {round}");
     if !red.is_empty() {
         let shown = red.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
-        message.push_str(&format!(" · still red: {shown}"));
+        message.push_str(&format!(" · red for {}: {shown}", format_duration(red_for)));
         if red.len() > 4 {
             message.push_str(&format!(" +{}", red.len() - 4));
         }

@@ -426,3 +426,26 @@ async fn ctrl_c_stops_cleanly_kills_children_and_writes_a_partial_report() {
         .unwrap_or(false);
     assert!(!alive, "the plugin {plugin_pid} must be killed");
 }
+
+#[tokio::test]
+async fn a_spec_on_standard_input() {
+    use tokio::io::AsyncWriteExt;
+    let mut child = mdd()
+        .args(["verify", "-", "--format", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"checks:\n  - { name: piped, command: [echo, 'OK - from stdin'] }\n")
+        .await
+        .expect("write");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("mdd ran");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["checks"][0]["summary"], "OK - from stdin");
+    assert_eq!(report["checks"][0]["source"], "(stdin):2");
+}
