@@ -35,16 +35,6 @@ impl Status {
         }
     }
 
-    /// The word Nagios plugins print: `OK`, `WARNING`, `CRITICAL`, `UNKNOWN`.
-    pub fn nagios_word(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::Warning => "WARNING",
-            Status::Critical => "CRITICAL",
-            Status::Unknown => "UNKNOWN",
-        }
-    }
-
     /// The state a check is in when its latest result has this status.
     pub fn state(self) -> State {
         match self {
