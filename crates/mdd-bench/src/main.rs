@@ -33,10 +33,18 @@ struct Args {
     /// Runs of each measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Internal: run mdd on this spec and print its peak RSS in KiB.
+    #[arg(long, hide = true)]
+    rss_of: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(spec) = &args.rss_of {
+        run_mdd(&args.mdd, spec, &[])?;
+        println!("{}", children_max_rss_kib()?);
+        return Ok(());
+    }
     for tool in [CHECK_HTTP, CHECK_DUMMY] {
         if !Path::new(tool).exists() {
             bail!("{tool} is missing: install monitoring-plugins-basic (./scripts/test does)");
@@ -84,11 +92,22 @@ fn main() -> Result<()> {
         args.checks, args.repeat
     );
 
-    // Peak RSS first: getrusage(RUSAGE_CHILDREN) reports the largest child waited for so far,
-    // so it must be measured before any other child runs.
-    run_mdd(&args.mdd, &http_spec, &[])?;
-    let peak_rss_kib =
-        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?.max_rss();
+    // getrusage(RUSAGE_CHILDREN) reports the largest child a process ever waited for (even
+    // before an exec), so the peak RSS is read in a fresh helper whose only child is mdd.
+    let helper = Command::new(std::env::current_exe()?)
+        .arg("--mdd")
+        .arg(&args.mdd)
+        .arg("--rss-of")
+        .arg(&http_spec)
+        .output()
+        .context("run the RSS helper")?;
+    if !helper.status.success() {
+        bail!(
+            "RSS helper failed: {}",
+            String::from_utf8_lossy(&helper.stderr)
+        );
+    }
+    let peak_rss_kib: f64 = String::from_utf8_lossy(&helper.stdout).trim().parse()?;
 
     let mut http_mdd = Vec::new();
     let mut http_shell = Vec::new();
@@ -132,9 +151,13 @@ fn main() -> Result<()> {
     );
     println!(
         "peak RSS of mdd verify, 1,000 http checks: {:.1} MiB",
-        peak_rss_kib as f64 / 1024.0
+        peak_rss_kib / 1024.0
     );
     Ok(())
+}
+
+fn children_max_rss_kib() -> Result<i64> {
+    Ok(nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?.max_rss())
 }
 
 fn median(samples: &mut [Duration]) -> Duration {
