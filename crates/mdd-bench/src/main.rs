@@ -33,6 +33,9 @@ struct Args {
     /// Runs of each measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Only run the spawn-loop baseline (for profiling it alone).
+    #[arg(long, hide = true)]
+    baseline_only: bool,
     /// Internal: run mdd on this spec and print its peak RSS in KiB.
     #[arg(long, hide = true)]
     rss_of: Option<PathBuf>,
@@ -40,6 +43,11 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.baseline_only {
+        let took = spawn_loop(args.checks, 8)?;
+        println!("{:.3}s", took.as_secs_f64());
+        return Ok(());
+    }
     if let Some(spec) = &args.rss_of {
         run_mdd(&args.mdd, spec, &[])?;
         println!("{}", children_max_rss_kib()?);

@@ -24,3 +24,4 @@ pub use result::ProbeResult;
 pub use spec::{Check, Probe, Spec, SpecError, SpecErrors};
 pub use status::{State, Status};
 pub use threshold::Range;
+pub mod event;

@@ -67,6 +67,11 @@ pub async fn run_probe(probe: &Probe, ctx: &ProbeContext, timeout: Duration) -> 
         Probe::Tcp(p) => p.execute(ctx, timeout).await,
         Probe::Dns(p) => p.execute(ctx, timeout).await,
         Probe::Tls(p) => p.execute(ctx, timeout).await,
+        Probe::Push => ProbeResult::new(
+            Status::Unknown,
+            "push-only check: its results come from outside, there is nothing to run",
+            Duration::ZERO,
+        ),
     };
     result.duration = started.elapsed();
     result

@@ -12,4 +12,4 @@ mod select;
 
 pub use report::{CheckReport, Format, Report, Totals};
 pub use run::{Progress, VerifyOptions, verify};
-pub use select::{Selection, select};
+pub use select::{Selected, Selection, select};

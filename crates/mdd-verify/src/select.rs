@@ -13,9 +13,21 @@ pub struct Selection {
     pub labels: BTreeMap<String, String>,
 }
 
+/// What a selection came to.
+#[derive(Debug, Clone, Default)]
+pub struct Selected {
+    /// The checks to run, in spec order.
+    pub checks: Vec<Check>,
+    /// Names asked for with `--check` that the spec does not have.
+    pub unknown: Vec<String>,
+    /// Selected push-only checks: verify cannot run them, so they are left out, and they do not
+    /// block the checks that depend on them.
+    pub push_only: Vec<String>,
+}
+
 /// The checks to run: those selected, plus everything they depend on (so that a blocked check
-/// still shows its root cause). Keeps spec order. Returns the names asked for that do not exist.
-pub fn select(checks: &[Check], selection: &Selection) -> (Vec<Check>, Vec<String>) {
+/// still shows its root cause), less push-only checks.
+pub fn select(checks: &[Check], selection: &Selection) -> Selected {
     let known: HashSet<&str> = checks.iter().map(|c| c.name.as_str()).collect();
     let unknown: Vec<String> = selection
         .names
@@ -41,12 +53,15 @@ pub fn select(checks: &[Check], selection: &Selection) -> (Vec<Check>, Vec<Strin
             }
         }
     }
-    let selected = checks
+    let (push_only, runnable): (Vec<&Check>, Vec<&Check>) = checks
         .iter()
         .filter(|c| wanted.contains(c.name.as_str()))
-        .cloned()
-        .collect();
-    (selected, unknown)
+        .partition(|c| c.is_push_only());
+    Selected {
+        checks: runnable.into_iter().cloned().collect(),
+        unknown,
+        push_only: push_only.into_iter().map(|c| c.name.clone()).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +76,7 @@ mod tests {
   - { name: ldap, labels: { dc: ams1 }, depends_on: [dns], command: x }
   - { name: app, labels: { dc: fra1 }, depends_on: [ldap], command: x }
   - { name: other, labels: { dc: fra1 }, command: x }
+  - { name: nightly-backup, depends_on: [dns], ttl: 25h }
 ",
         )
         .expect("valid")
@@ -73,9 +89,10 @@ mod tests {
 
     #[test]
     fn everything_by_default() {
-        let (selected, unknown) = select(&checks(), &Selection::default());
-        assert_eq!(names(&selected), ["dns", "ldap", "app", "other"]);
-        assert!(unknown.is_empty());
+        let selected = select(&checks(), &Selection::default());
+        assert_eq!(names(&selected.checks), ["dns", "ldap", "app", "other"]);
+        assert!(selected.unknown.is_empty());
+        assert_eq!(selected.push_only, ["nightly-backup"]);
     }
 
     #[test]
@@ -84,14 +101,14 @@ mod tests {
             labels: [("dc".to_string(), "fra1".to_string())].into(),
             ..Selection::default()
         };
-        let (selected, _) = select(&checks(), &selection);
-        assert_eq!(names(&selected), ["dns", "ldap", "app", "other"]);
+        let selected = select(&checks(), &selection);
+        assert_eq!(names(&selected.checks), ["dns", "ldap", "app", "other"]);
         let selection = Selection {
             names: vec!["ldap".into(), "nope".into()],
             ..Selection::default()
         };
-        let (selected, unknown) = select(&checks(), &selection);
-        assert_eq!(names(&selected), ["dns", "ldap"]);
-        assert_eq!(unknown, ["nope"]);
+        let selected = select(&checks(), &selection);
+        assert_eq!(names(&selected.checks), ["dns", "ldap"]);
+        assert_eq!(selected.unknown, ["nope"]);
     }
 }

@@ -76,10 +76,23 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
         names: args.checks.clone(),
         labels: args.labels.iter().cloned().collect(),
     };
-    let (checks, unknown) = mdd_verify::select(&spec.checks, &selection);
-    if !unknown.is_empty() {
-        anyhow::bail!("no check named {} in the spec", unknown.join(", "));
+    let selected = mdd_verify::select(&spec.checks, &selection);
+    if !selected.unknown.is_empty() {
+        anyhow::bail!("no check named {} in the spec", selected.unknown.join(", "));
     }
+    if !selected.push_only.is_empty() {
+        eprintln!(
+            "mdd: not running {} push-only {} (results come from outside): {}",
+            selected.push_only.len(),
+            if selected.push_only.len() == 1 {
+                "check"
+            } else {
+                "checks"
+            },
+            selected.push_only.join(", ")
+        );
+    }
+    let checks = selected.checks;
     if checks.is_empty() {
         anyhow::bail!("no checks to run: the spec has none, or none match the --label filter");
     }

@@ -33,12 +33,28 @@ pub struct Check {
     pub interval: Duration,
     pub timeout: Duration,
     pub subscriptions: Vec<String>,
+    /// How long an event of this check stays fresh without a new result. Defaults to
+    /// 2 × interval + timeout for checks with a probe; required for push-only checks.
+    pub ttl: Option<Duration>,
+    /// Flap detection thresholds in percent (0 disables).
+    pub flap: crate::event::FlapThresholds,
     pub probe: Probe,
     /// Where the check was written, so reports can point back at it.
     pub source: Source,
 }
 
 impl Check {
+    /// How long a result stays fresh: the `ttl` set, or two missed runs and a timeout.
+    pub fn effective_ttl(&self) -> Duration {
+        self.ttl
+            .unwrap_or_else(|| crate::event::default_ttl(self.interval, self.timeout))
+    }
+
+    /// Whether results come from outside (`mdd result`, a cron job) instead of a probe.
+    pub fn is_push_only(&self) -> bool {
+        matches!(self.probe, Probe::Push)
+    }
+
     /// Whether every `key=value` in `selector` is among this check's labels.
     pub fn matches_labels(&self, selector: &BTreeMap<String, String>) -> bool {
         selector
@@ -62,6 +78,9 @@ pub enum Probe {
     Tcp(TcpProbe),
     Dns(DnsProbe),
     Tls(TlsProbe),
+    /// No probe: results are pushed (`mdd result`, the API) and the check goes stale when they
+    /// stop coming within its `ttl`. For cron jobs and CI pipelines that report in.
+    Push,
 }
 
 impl Probe {
@@ -73,6 +92,7 @@ impl Probe {
             Probe::Tcp(_) => "tcp",
             Probe::Dns(_) => "dns",
             Probe::Tls(_) => "tls",
+            Probe::Push => "push",
         }
     }
 
@@ -87,6 +107,7 @@ impl Probe {
                 None => format!("{} {}", d.record_type, d.name),
             },
             Probe::Tls(t) => format!("{}:{}", t.host, t.port),
+            Probe::Push => "results pushed from outside".to_string(),
         }
     }
 }

@@ -245,6 +245,39 @@ fn parse_check(
         .get("subscriptions")
         .map(|n| string_list(ctx, n, &format!("{path}.subscriptions")))
         .unwrap_or_default();
+    let ttl = fields
+        .get("ttl")
+        .and_then(|n| positive_duration(ctx, n, &format!("{path}.ttl")));
+    let mut percent = |key: &'static str| match fields.get(key) {
+        None => Some(0),
+        Some(n) => match n.value {
+            Value::Int(p) if (0..=100).contains(&p) => u32::try_from(p).ok(),
+            _ => {
+                ctx.error(
+                    n,
+                    &format!("{path}.{key}"),
+                    format!("expected a percentage (0-100), found {}", describe(n)),
+                );
+                None
+            }
+        },
+    };
+    let low_flap = percent("low_flap_threshold");
+    let high_flap = percent("high_flap_threshold");
+    let flap = match (low_flap, high_flap) {
+        (Some(low), Some(high)) if low > high => {
+            ctx.error(
+                node,
+                &format!("{path}.low_flap_threshold"),
+                format!(
+                    "low_flap_threshold ({low}) must not be above high_flap_threshold ({high})"
+                ),
+            );
+            None
+        }
+        (Some(low), Some(high)) => Some(crate::event::FlapThresholds { low, high }),
+        _ => None,
+    };
 
     let mut probe_nodes = Vec::new();
     for kind in PROBE_KINDS {
@@ -253,12 +286,13 @@ fn parse_check(
         }
     }
     let probe = match probe_nodes.as_slice() {
+        [] if ttl.is_some() => Some(Probe::Push),
         [] => {
             ctx.error(
                 node,
                 path,
                 format!(
-                    "no probe: a check needs exactly one of {}",
+                    "no probe: a check needs exactly one of {} (or only a `ttl`, for results pushed from outside)",
                     PROBE_KINDS.join(", ")
                 ),
             );
@@ -277,8 +311,8 @@ fn parse_check(
         }
     };
     fields.finish(ctx, path);
-    let check = match (name, probe) {
-        (Some(name), Some(probe)) if ctx.errors.len() == errors_before => Some(Check {
+    let check = match (name, probe, flap) {
+        (Some(name), Some(probe), Some(flap)) if ctx.errors.len() == errors_before => Some(Check {
             name,
             description,
             owner,
@@ -288,6 +322,8 @@ fn parse_check(
             interval,
             timeout,
             subscriptions,
+            ttl,
+            flap,
             probe,
             source: Source {
                 file: ctx.file.to_string(),

@@ -432,3 +432,46 @@ fn hostile_yaml_is_refused_not_obeyed() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].message.contains("recursion limit"), "{errors:?}");
 }
+
+#[test]
+fn push_only_checks_ttl_and_flap_thresholds() {
+    let spec = load_one(
+        "s.yaml",
+        "defaults: { interval: 10s, timeout: 2s }
+checks:
+  - { name: nightly-backup, ttl: 25h }
+  - { name: web, low_flap_threshold: 20, high_flap_threshold: 40, command: x }
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(spec.checks[0].is_push_only());
+    assert_eq!(
+        spec.checks[0].effective_ttl(),
+        Duration::from_secs(25 * 3600)
+    );
+    assert_eq!(
+        spec.checks[1].effective_ttl(),
+        Duration::from_secs(22),
+        "2 × interval + timeout"
+    );
+    assert_eq!(
+        (spec.checks[1].flap.low, spec.checks[1].flap.high),
+        (20, 40)
+    );
+
+    let errors = errors_of(
+        "checks:
+  - { name: a, low_flap_threshold: 50, high_flap_threshold: 40, command: x }
+  - { name: b, high_flap_threshold: 101, command: x }
+  - { name: c, ttl: 0s }
+",
+    );
+    assert_has(
+        &errors,
+        2,
+        "checks[0].low_flap_threshold",
+        "must not be above",
+    );
+    assert_has(&errors, 3, "checks[1].high_flap_threshold", "percentage");
+    assert_has(&errors, 4, "checks[2].ttl", "longer than zero");
+}
