@@ -1,0 +1,505 @@
+//! Where mdd keeps what it knows: results, events, spec revisions, entities and tokens.
+//!
+//! An embedded SQLite file in the data directory (WAL, `synchronous=FULL`, versioned
+//! migrations), so `mdd server` needs zero set-up and an acknowledged result survives a crash.
+//! Writes come from one writer at a time and arrive in groups (one transaction, one fsync per
+//! group) so that durability does not cost throughput.
+//!
+//! Owns SQL and nothing else: it does not decide what a result means (that is the core's event
+//! state machine, driven by the server) and knows nothing of HTTP.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use mdd_core::Status;
+use mdd_core::event::Event;
+use mdd_core::perfdata::PerfDatum;
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "mdd.db";
+
+/// SQLite allows 32,766 bound parameters per statement; results have 11 columns.
+const RESULT_ROWS_PER_INSERT: usize = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the disk holding {path} is full: {detail}")]
+    DiskFull { path: PathBuf, detail: String },
+    #[error("{path} is read-only: {detail}")]
+    ReadOnly { path: PathBuf, detail: String },
+    #[error("database {path}: {source}")]
+    Database { path: PathBuf, source: sqlx::Error },
+    #[error("cannot upgrade database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database {path} holds data mdd cannot read: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+impl StoreError {
+    /// The store cannot take more writes until an operator acts (disk full, read-only).
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull { .. } | StoreError::ReadOnly { .. }
+        )
+    }
+}
+
+/// One result as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResult {
+    pub id: String,
+    pub check: String,
+    pub entity: String,
+    pub status: Status,
+    pub summary: String,
+    #[serde(default)]
+    pub long_output: String,
+    #[serde(default)]
+    pub perfdata: Vec<PerfDatum>,
+    pub duration_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// ms since the epoch, by the producer's clock.
+    pub executed_at: i64,
+    /// ms since the epoch, by the server's clock.
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    pub name: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// One file of an applied spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecFile {
+    pub file: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecRevision {
+    pub revision: i64,
+    pub applied_at: i64,
+    pub files: Vec<SpecFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub role: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// Everything one group commit writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    pub results: &'a [StoredResult],
+    pub events: &'a [&'a Event],
+    /// (name, seen at) for every entity a result named.
+    pub entities: &'a [(&'a str, i64)],
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
+    pub async fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Database {
+                path: path.clone(),
+                source,
+            })?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before it returns, so an acknowledged result survives
+            // a power cut, not only a crash. Group commits keep the fsyncs few.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| classify(&path, source))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Store { pool, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: sqlx::Error) -> StoreError {
+        classify(&self.path, source)
+    }
+
+    /// Which of these result ids are already stored.
+    pub async fn existing_result_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        for chunk in ids.chunks(10_000) {
+            let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM results WHERE id IN (");
+            let mut separated = query.separated(", ");
+            for id in chunk {
+                separated.push_bind(*id);
+            }
+            separated.push_unseparated(")");
+            let rows = query
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                found.insert(row.try_get::<String, _>(0).map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a group in one transaction; when this returns Ok, all of it is on disk.
+    pub async fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for chunk in commit.results.chunks(RESULT_ROWS_PER_INSERT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at) ",
+            );
+            let mut encode_error = None;
+            query.push_values(chunk, |mut row, r| {
+                let perfdata = serde_json::to_string(&r.perfdata).unwrap_or_else(|e| {
+                    encode_error = Some(e.to_string());
+                    "[]".into()
+                });
+                row.push_bind(&r.id)
+                    .push_bind(&r.check)
+                    .push_bind(&r.entity)
+                    .push_bind(r.status.exit_code())
+                    .push_bind(&r.summary)
+                    .push_bind(&r.long_output)
+                    .push_bind(perfdata)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.exit_code)
+                    .push_bind(r.executed_at)
+                    .push_bind(r.received_at);
+            });
+            if let Some(detail) = encode_error {
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("cannot encode perfdata: {detail}"),
+                });
+            }
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        for event in commit.events {
+            let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("cannot encode an event: {e}"),
+            })?;
+            sqlx::query(
+                "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (check_name, entity) DO UPDATE SET
+                   status = excluded.status, executed_at = excluded.executed_at,
+                   last_result_id = excluded.last_result_id, body = excluded.body",
+            )
+            .bind(&event.check)
+            .bind(&event.entity)
+            .bind(event.status.exit_code())
+            .bind(event.executed_at)
+            .bind(&event.last_result_id)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        for (name, seen) in commit.entities {
+            sqlx::query(
+                "INSERT INTO entities (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
+                 ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+            )
+            .bind(name)
+            .bind(seen)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Every event, for the server to keep in memory.
+    pub async fn load_events(&self) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM events")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get(0).map_err(|e| self.err(e))?;
+                serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("an event: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Results of a check (optionally one entity) executed in `[from, to]`, newest first.
+    pub async fn results(
+        &self,
+        check: &str,
+        entity: Option<&str>,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredResult>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at
+             FROM results
+             WHERE check_name = ?1 AND (?2 IS NULL OR entity = ?2) AND executed_at BETWEEN ?3 AND ?4
+             ORDER BY executed_at DESC LIMIT ?5",
+        )
+        .bind(check)
+        .bind(entity)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(|row| self.decode_result(row)).collect()
+    }
+
+    pub async fn result(&self, id: &str) -> Result<Option<StoredResult>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at
+             FROM results WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|row| self.decode_result(&row)).transpose()
+    }
+
+    pub async fn count_results(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT count(*) FROM results")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn decode_result(&self, row: &sqlx::sqlite::SqliteRow) -> Result<StoredResult, StoreError> {
+        let get = |e: sqlx::Error| self.err(e);
+        let perfdata: String = row.try_get(6).map_err(get)?;
+        Ok(StoredResult {
+            id: row.try_get(0).map_err(get)?,
+            check: row.try_get(1).map_err(get)?,
+            entity: row.try_get(2).map_err(get)?,
+            status: Status::from_exit_code(Some(row.try_get(3).map_err(get)?)),
+            summary: row.try_get(4).map_err(get)?,
+            long_output: row.try_get(5).map_err(get)?,
+            perfdata: serde_json::from_str(&perfdata).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("perfdata of a result: {e}"),
+            })?,
+            duration_ms: row.try_get(7).map_err(get)?,
+            exit_code: row.try_get(8).map_err(get)?,
+            executed_at: row.try_get(9).map_err(get)?,
+            received_at: row.try_get(10).map_err(get)?,
+        })
+    }
+
+    pub async fn entities(&self) -> Result<Vec<EntityRecord>, StoreError> {
+        let rows = sqlx::query("SELECT name, first_seen, last_seen FROM entities ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                Ok(EntityRecord {
+                    name: row.try_get(0).map_err(|e| self.err(e))?,
+                    first_seen: row.try_get(1).map_err(|e| self.err(e))?,
+                    last_seen: row.try_get(2).map_err(|e| self.err(e))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes results received before `before` (ms since the epoch); returns how many.
+    /// Events keep pointing at their last result, which retention never removes.
+    pub async fn prune_results(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM results WHERE received_at < ?1
+             AND id NOT IN (SELECT last_result_id FROM events)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Stores a new spec revision and returns its number.
+    pub async fn apply_spec(&self, files: &[SpecFile], applied_at: i64) -> Result<i64, StoreError> {
+        let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("cannot encode the spec: {e}"),
+        })?;
+        let row = sqlx::query(
+            "INSERT INTO spec_revisions (applied_at, files) VALUES (?1, ?2) RETURNING revision",
+        )
+        .bind(applied_at)
+        .bind(files)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.try_get(0).map_err(|e| self.err(e))
+    }
+
+    pub async fn latest_spec(&self) -> Result<Option<SpecRevision>, StoreError> {
+        let row = sqlx::query(
+            "SELECT revision, applied_at, files FROM spec_revisions ORDER BY revision DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let files: String = row.try_get(2).map_err(|e| self.err(e))?;
+        Ok(Some(SpecRevision {
+            revision: row.try_get(0).map_err(|e| self.err(e))?,
+            applied_at: row.try_get(1).map_err(|e| self.err(e))?,
+            files: serde_json::from_str(&files).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a spec revision: {e}"),
+            })?,
+        }))
+    }
+
+    pub async fn create_token(
+        &self,
+        id: &str,
+        hash: &[u8],
+        role: &str,
+        name: &str,
+        created_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, hash, role, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(role)
+        .bind(name)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every token's hash with its record, for the server to check tokens against in memory.
+    pub async fn tokens(&self) -> Result<Vec<(Vec<u8>, TokenRecord)>, StoreError> {
+        let rows = sqlx::query("SELECT hash, id, role, name, created_at FROM tokens")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e: sqlx::Error| self.err(e);
+                Ok((
+                    row.try_get(0).map_err(get)?,
+                    TokenRecord {
+                        id: row.try_get(1).map_err(get)?,
+                        role: row.try_get(2).map_err(get)?,
+                        name: row.try_get(3).map_err(get)?,
+                        created_at: row.try_get(4).map_err(get)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits for every connection to finish and closes the database cleanly.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Names the conditions an operator must act on (full disk, read-only files) instead of
+/// reporting them as generic database errors.
+fn classify(path: &Path, source: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &source {
+        let primary = db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff);
+        let detail = db.message().to_string();
+        match primary {
+            Some(13) => {
+                return StoreError::DiskFull {
+                    path: path.to_path_buf(),
+                    detail,
+                };
+            }
+            Some(8) => {
+                return StoreError::ReadOnly {
+                    path: path.to_path_buf(),
+                    detail,
+                };
+            }
+            _ => {}
+        }
+    }
+    if let sqlx::Error::Io(io) = &source
+        && io.raw_os_error() == Some(28)
+    {
+        return StoreError::DiskFull {
+            path: path.to_path_buf(),
+            detail: io.to_string(),
+        };
+    }
+    StoreError::Database {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+use mdd_core::event::{Event, FlapThresholds, Observation};
+
+use super::*;
+
+fn result(id: &str, status: Status, at: i64) -> StoredResult {
+    StoredResult {
+        id: id.into(),
+        check: "dns".into(),
+        entity: "server".into(),
+        status,
+        summary: format!("{status:?}"),
+        long_output: String::new(),
+        perfdata: vec![PerfDatum::new("time", 0.01, "s")],
+        duration_ms: 1.5,
+        exit_code: Some(status.exit_code()),
+        executed_at: at,
+        received_at: at + 1,
+    }
+}
+
+#[tokio::test]
+async fn results_events_and_entities_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let r1 = result("a", Status::Ok, 1_000);
+    let r2 = result("b", Status::Critical, 2_000);
+    let mut event = Event::new(
+        "dns",
+        "server",
+        &Observation {
+            result_id: "a",
+            status: Status::Ok,
+            executed_at: 1_000,
+        },
+    );
+    event.apply(
+        &Observation {
+            result_id: "b",
+            status: Status::Critical,
+            executed_at: 2_000,
+        },
+        FlapThresholds::default(),
+    );
+    store
+        .commit(Commit {
+            results: &[r1.clone(), r2.clone()],
+            events: &[&event],
+            entities: &[("server", 2_000)],
+        })
+        .await
+        .expect("commit");
+    store.close().await;
+
+    let store = Store::open(dir.path()).await.expect("reopen");
+    assert_eq!(store.load_events().await.expect("events"), [event]);
+    assert_eq!(store.result("b").await.expect("result"), Some(r2.clone()));
+    let window = store
+        .results("dns", Some("server"), 0, 10_000, 10)
+        .await
+        .expect("results");
+    assert_eq!(window, [r2, r1], "newest first");
+    assert_eq!(
+        store.entities().await.expect("entities")[0].last_seen,
+        2_000
+    );
+    let existing = store
+        .existing_result_ids(&["a", "zzz", "b"])
+        .await
+        .expect("ids");
+    assert_eq!(existing, HashSet::from(["a".to_string(), "b".to_string()]));
+}
+
+#[tokio::test]
+async fn a_replayed_result_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let r = result("same", Status::Ok, 1_000);
+    for _ in 0..3 {
+        store
+            .commit(Commit {
+                results: std::slice::from_ref(&r),
+                ..Commit::default()
+            })
+            .await
+            .expect("commit");
+    }
+    assert_eq!(store.count_results().await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn retention_keeps_what_events_point_at() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let old = result("old", Status::Ok, 1_000);
+    let latest = result("latest", Status::Ok, 2_000);
+    let event = Event::new(
+        "dns",
+        "server",
+        &Observation {
+            result_id: "latest",
+            status: Status::Ok,
+            executed_at: 2_000,
+        },
+    );
+    store
+        .commit(Commit {
+            results: &[old, latest],
+            events: &[&event],
+            entities: &[],
+        })
+        .await
+        .expect("commit");
+    assert_eq!(store.prune_results(1_000_000).await.expect("prune"), 1);
+    assert!(store.result("latest").await.expect("read").is_some());
+    assert!(store.result("old").await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn spec_revisions_and_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    assert!(store.latest_spec().await.expect("spec").is_none());
+    let files = vec![SpecFile {
+        file: "a.yaml".into(),
+        text: "checks: []\n".into(),
+    }];
+    assert_eq!(store.apply_spec(&files, 5).await.expect("apply"), 1);
+    assert_eq!(store.apply_spec(&files, 6).await.expect("apply"), 2);
+    let latest = store.latest_spec().await.expect("spec").expect("some");
+    assert_eq!((latest.revision, latest.files), (2, files));
+
+    store
+        .create_token("t1", &[1, 2, 3], "admin", "first", 7)
+        .await
+        .expect("token");
+    assert!(
+        store
+            .create_token("t2", &[1, 2, 3], "read", "dup", 8)
+            .await
+            .is_err(),
+        "hashes are unique"
+    );
+    let tokens = store.tokens().await.expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].0, [1, 2, 3]);
+    assert_eq!(tokens[0].1.role, "admin");
+}
