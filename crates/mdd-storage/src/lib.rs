@@ -14,7 +14,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use mdd_core::Status;
-use mdd_core::event::Event;
 use mdd_core::perfdata::PerfDatum;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -108,11 +107,23 @@ pub struct TokenRecord {
     pub created_at: i64,
 }
 
+/// The latest state of a (check, entity) pair as stored: the fields queries filter on, and the
+/// server's full event as an opaque JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub check: String,
+    pub entity: String,
+    pub status: Status,
+    pub executed_at: i64,
+    pub last_result_id: String,
+    pub body: String,
+}
+
 /// Everything one group commit writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
     pub results: &'a [StoredResult],
-    pub events: &'a [&'a Event],
+    pub events: &'a [EventRow],
     /// (name, seen at) for every entity a result named.
     pub entities: &'a [(&'a str, i64)],
 }
@@ -227,10 +238,6 @@ impl Store {
                 .map_err(|e| self.err(e))?;
         }
         for event in commit.events {
-            let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("cannot encode an event: {e}"),
-            })?;
             sqlx::query(
                 "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -243,7 +250,7 @@ impl Store {
             .bind(event.status.exit_code())
             .bind(event.executed_at)
             .bind(&event.last_result_id)
-            .bind(body)
+            .bind(&event.body)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -263,17 +270,23 @@ impl Store {
     }
 
     /// Every event, for the server to keep in memory.
-    pub async fn load_events(&self) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query("SELECT body FROM events")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+    pub async fn load_events(&self) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT check_name, entity, status, executed_at, last_result_id, body FROM events",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| {
-                let body: String = row.try_get(0).map_err(|e| self.err(e))?;
-                serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("an event: {e}"),
+                let get = |e: sqlx::Error| self.err(e);
+                Ok(EventRow {
+                    check: row.try_get(0).map_err(get)?,
+                    entity: row.try_get(1).map_err(get)?,
+                    status: Status::from_exit_code(Some(row.try_get(2).map_err(get)?)),
+                    executed_at: row.try_get(3).map_err(get)?,
+                    last_result_id: row.try_get(4).map_err(get)?,
+                    body: row.try_get(5).map_err(get)?,
                 })
             })
             .collect()

@@ -1,6 +1,15 @@
-use mdd_core::event::{Event, FlapThresholds, Observation};
-
 use super::*;
+
+fn event_row(result_id: &str, status: Status, at: i64) -> EventRow {
+    EventRow {
+        check: "dns".into(),
+        entity: "server".into(),
+        status,
+        executed_at: at,
+        last_result_id: result_id.into(),
+        body: format!("{{\"made_by\": \"{result_id}\"}}"),
+    }
+}
 
 fn result(id: &str, status: Status, at: i64) -> StoredResult {
     StoredResult {
@@ -24,27 +33,11 @@ async fn results_events_and_entities_survive_a_reopen() {
     let store = Store::open(dir.path()).await.expect("open");
     let r1 = result("a", Status::Ok, 1_000);
     let r2 = result("b", Status::Critical, 2_000);
-    let mut event = Event::new(
-        "dns",
-        "server",
-        &Observation {
-            result_id: "a",
-            status: Status::Ok,
-            executed_at: 1_000,
-        },
-    );
-    event.apply(
-        &Observation {
-            result_id: "b",
-            status: Status::Critical,
-            executed_at: 2_000,
-        },
-        FlapThresholds::default(),
-    );
+    let event = event_row("b", Status::Critical, 2_000);
     store
         .commit(Commit {
             results: &[r1.clone(), r2.clone()],
-            events: &[&event],
+            events: std::slice::from_ref(&event),
             entities: &[("server", 2_000)],
         })
         .await
@@ -93,19 +86,11 @@ async fn retention_keeps_what_events_point_at() {
     let store = Store::open(dir.path()).await.expect("open");
     let old = result("old", Status::Ok, 1_000);
     let latest = result("latest", Status::Ok, 2_000);
-    let event = Event::new(
-        "dns",
-        "server",
-        &Observation {
-            result_id: "latest",
-            status: Status::Ok,
-            executed_at: 2_000,
-        },
-    );
+    let event = event_row("latest", Status::Ok, 2_000);
     store
         .commit(Commit {
             results: &[old, latest],
-            events: &[&event],
+            events: &[event],
             entities: &[],
         })
         .await

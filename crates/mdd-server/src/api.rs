@@ -1,0 +1,697 @@
+//! The HTTP JSON API (documented in docs/api.md). Reads need a token unless `--public-read`;
+//! writes always do: results need an agent or admin token, specs and tokens an admin token.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State as AxumState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use mdd_core::{PluginOutput, State, Status};
+use mdd_storage::{StoreError, StoredResult};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::Role;
+use crate::checks::{CheckSet, SpecDiff};
+use crate::view::{EventView, StateResolver, timestamp};
+use crate::{Shared, now_ms};
+
+/// The most results one request may carry.
+pub const MAX_BATCH: usize = 10_000;
+/// The most bytes of plugin output one result may carry.
+pub const MAX_OUTPUT: usize = 64 * 1024;
+const MAX_NAME: usize = 128;
+
+type AppState = Arc<Shared>;
+
+pub fn router(shared: AppState) -> Router {
+    let max_body = shared.config.max_body;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/results", post(post_results))
+        .route("/api/v1/results/{id}", get(get_result))
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/events/{check}/{entity}", get(get_event))
+        .route("/api/v1/checks", get(list_checks))
+        .route("/api/v1/checks/{name}/results", get(check_results))
+        .route("/api/v1/entities", get(list_entities))
+        .route("/api/v1/spec", get(get_spec).post(apply_spec))
+        .route("/api/v1/tokens", post(create_token))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(shared)
+}
+
+/// An error answer: a status and a message that says what and where.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn store(error: &StoreError) -> ApiError {
+        let status = if error.is_capacity() {
+            StatusCode::INSUFFICIENT_STORAGE
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        ApiError::new(status, format!("not stored: {error}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Checks the bearer token for `needed`; reads pass without one under `--public-read`.
+fn authorize(shared: &Shared, headers: &HeaderMap, needed: Role, route: &str) -> ApiResult<()> {
+    if needed == Role::Read && shared.config.public_read {
+        return Ok(());
+    }
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(secret) = secret else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a token is required: send `Authorization: Bearer <token>` (mdd --token or MDD_TOKEN)",
+        ));
+    };
+    match shared.token(secret) {
+        Some(token) if token.role.allows(needed) => Ok(()),
+        Some(token) => {
+            tracing::warn!(
+                route,
+                token = token.id,
+                role = token.role.as_str(),
+                "token lacks the role for this request"
+            );
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this needs a token with the {} role; this token has {}",
+                    needed.as_str(),
+                    token.role.as_str()
+                ),
+            ))
+        }
+        None => {
+            // The secret itself is never logged.
+            tracing::warn!(route, "rejected a request with an unknown token");
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))
+        }
+    }
+}
+
+async fn healthz(AxumState(shared): AxumState<AppState>) -> Json<serde_json::Value> {
+    let checks = shared.checks();
+    Json(json!({
+        "status": "ok",
+        "revision": checks.revision,
+        "checks": checks.checks().len(),
+        "events": shared.events_read().len(),
+    }))
+}
+
+async fn metrics(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/metrics")?;
+    let checks = shared.checks();
+    let events = shared.events_read();
+    let now = now_ms();
+    let mut resolver = StateResolver::new(&checks, &events, now);
+    let states: Vec<(String, String, &'static str)> = events
+        .keys()
+        .map(|(check, entity)| {
+            let (state, _) = resolver.state(check, entity);
+            (check.clone(), entity.clone(), state.as_str())
+        })
+        .collect();
+    let text = shared.metrics.render(states.into_iter());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultsRequest {
+    results: Vec<ResultIn>,
+}
+
+/// One result as producers send it. `output` is what a Nagios plugin prints (summary, long
+/// output, perfdata after `|`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResultIn {
+    id: String,
+    check: String,
+    #[serde(default)]
+    entity: Option<String>,
+    status: i64,
+    #[serde(default)]
+    output: String,
+    /// RFC 3339; defaults to the time the server received it.
+    #[serde(default)]
+    executed_at: Option<String>,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+    #[serde(default)]
+    exit_code: Option<i32>,
+}
+
+fn valid_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_NAME
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
+async fn post_results(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<crate::ingest::IngestOutcome>> {
+    let started = Instant::now();
+    authorize(&shared, &headers, Role::Agent, "/api/v1/results")?;
+    let request: ResultsRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid results payload: {e}")))?;
+    if request.results.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} results in one request; send at most {MAX_BATCH} per request",
+                request.results.len()
+            ),
+        ));
+    }
+    let received_at = now_ms();
+    let checks = shared.checks();
+    let mut results = Vec::with_capacity(request.results.len());
+    for (i, r) in request.results.into_iter().enumerate() {
+        results.push(validate_result(
+            i,
+            r,
+            &checks,
+            &shared.config.entity,
+            received_at,
+        )?);
+    }
+    let outcome = shared
+        .ingest(results)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    shared
+        .metrics
+        .http_seconds
+        .get_or_create(&crate::metrics::RouteLabels {
+            route: "/api/v1/results".into(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Json(outcome))
+}
+
+fn validate_result(
+    i: usize,
+    r: ResultIn,
+    checks: &CheckSet,
+    default_entity: &str,
+    received_at: i64,
+) -> ApiResult<StoredResult> {
+    let at = |field: &str, message: String| {
+        ApiError::bad_request(format!("results[{i}].{field}: {message}"))
+    };
+    if !valid_name(&r.id) {
+        return Err(at(
+            "id",
+            format!(
+                "`{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+                truncate(&r.id)
+            ),
+        ));
+    }
+    if checks.get(&r.check).is_none() {
+        return Err(at(
+            "check",
+            format!(
+                "unknown check `{}` (not in the applied spec)",
+                truncate(&r.check)
+            ),
+        ));
+    }
+    let entity = r.entity.unwrap_or_else(|| default_entity.to_string());
+    if !valid_name(&entity) {
+        return Err(at(
+            "entity",
+            format!(
+                "`{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+                truncate(&entity)
+            ),
+        ));
+    }
+    if !(0..=255).contains(&r.status) {
+        return Err(at(
+            "status",
+            format!("{} is not an exit status (0-255)", r.status),
+        ));
+    }
+    if r.output.len() > MAX_OUTPUT {
+        return Err(at(
+            "output",
+            format!("{} bytes; at most {MAX_OUTPUT}", r.output.len()),
+        ));
+    }
+    let executed_at = match &r.executed_at {
+        None => received_at,
+        Some(text) => text
+            .parse::<jiff::Timestamp>()
+            .map_err(|e| {
+                at(
+                    "executed_at",
+                    format!("`{}` is not an RFC 3339 time: {e}", truncate(text)),
+                )
+            })?
+            .as_millisecond(),
+    };
+    let duration_ms = r.duration_ms.unwrap_or(0.0);
+    if !duration_ms.is_finite() || duration_ms < 0.0 {
+        return Err(at("duration_ms", "must be a positive number".into()));
+    }
+    let status = Status::from_exit_code(i32::try_from(r.status).ok());
+    let parsed = PluginOutput::parse(&r.output);
+    Ok(StoredResult {
+        id: r.id,
+        check: r.check,
+        entity,
+        status,
+        summary: parsed.summary,
+        long_output: parsed.long_output,
+        perfdata: parsed.perfdata,
+        duration_ms,
+        exit_code: r.exit_code,
+        executed_at,
+        received_at,
+    })
+}
+
+/// Hostile payloads can carry megabytes in a name: quote only the start.
+fn truncate(text: &str) -> String {
+    if text.len() <= 80 {
+        return text.to_string();
+    }
+    let mut end = 80;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+async fn get_result(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StoredResult>> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/results/{id}")?;
+    match shared.store.result(&id).await {
+        Ok(Some(result)) => Ok(Json(result)),
+        Ok(None) => Err(ApiError::not_found(format!(
+            "no result `{}`",
+            truncate(&id)
+        ))),
+        Err(e) => Err(ApiError::store(&e)),
+    }
+}
+
+/// The filters of GET /api/v1/events, from a query string where keys may repeat.
+#[derive(Debug, Default)]
+struct EventFilter {
+    labels: BTreeMap<String, String>,
+    states: Vec<State>,
+    owner: Option<String>,
+    entity: Option<String>,
+    check: Option<String>,
+}
+
+impl EventFilter {
+    fn parse(query: Option<&str>) -> ApiResult<EventFilter> {
+        let mut filter = EventFilter::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "label" => {
+                    let (k, v) = value.split_once('=').ok_or_else(|| {
+                        ApiError::bad_request(format!("label=`{value}` must be KEY=VALUE"))
+                    })?;
+                    filter.labels.insert(k.to_string(), v.to_string());
+                }
+                "state" => {
+                    for name in value.split(',') {
+                        filter
+                            .states
+                            .push(name.parse().map_err(ApiError::bad_request)?);
+                    }
+                }
+                "owner" => filter.owner = Some(value.into_owned()),
+                "entity" => filter.entity = Some(value.into_owned()),
+                "check" => filter.check = Some(value.into_owned()),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown filter `{other}`: use label, state, owner, entity, check"
+                    )));
+                }
+            }
+        }
+        Ok(filter)
+    }
+}
+
+async fn list_events(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/events")?;
+    let filter = EventFilter::parse(query.as_deref())?;
+    let checks = shared.checks();
+    let events = shared.events_read();
+    let mut resolver = StateResolver::new(&checks, &events, now_ms());
+    let mut views = Vec::new();
+    for ((check, entity), cached) in events.iter() {
+        if filter.check.as_ref().is_some_and(|c| c != check)
+            || filter.entity.as_ref().is_some_and(|e| e != entity)
+        {
+            continue;
+        }
+        let config = checks.get(check);
+        if !filter.labels.is_empty() && !config.is_some_and(|c| c.matches_labels(&filter.labels)) {
+            continue;
+        }
+        if let Some(owner) = &filter.owner
+            && config.and_then(|c| c.owner.as_ref()) != Some(owner)
+        {
+            continue;
+        }
+        let (state, blocked_by) = resolver.state(check, entity);
+        if !filter.states.is_empty() && !filter.states.contains(&state) {
+            continue;
+        }
+        views.push(EventView::new(cached, &checks, state, blocked_by));
+    }
+    Ok(Json(json!({ "events": views })).into_response())
+}
+
+async fn get_event(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path((check, entity)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    authorize(
+        &shared,
+        &headers,
+        Role::Read,
+        "/api/v1/events/{check}/{entity}",
+    )?;
+    let checks = shared.checks();
+    let events = shared.events_read();
+    let Some(cached) = events.get(&(check.clone(), entity.clone())) else {
+        return Err(ApiError::not_found(format!(
+            "no event for check `{}` on entity `{}`",
+            truncate(&check),
+            truncate(&entity)
+        )));
+    };
+    let mut resolver = StateResolver::new(&checks, &events, now_ms());
+    let (state, blocked_by) = resolver.state(&cached.event.check, &cached.event.entity);
+    Ok(Json(EventView::new(cached, &checks, state, blocked_by)).into_response())
+}
+
+#[derive(Serialize)]
+struct CheckView<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    owner: Option<&'a str>,
+    runbook: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+    depends_on: &'a [String],
+    subscriptions: &'a [String],
+    probe: &'static str,
+    target: String,
+    interval_ms: u128,
+    timeout_ms: u128,
+    ttl_ms: u128,
+    source: String,
+}
+
+async fn list_checks(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/checks")?;
+    let checks = shared.checks();
+    let views: Vec<CheckView<'_>> = checks
+        .checks()
+        .iter()
+        .map(|c| CheckView {
+            name: &c.name,
+            description: c.description.as_deref(),
+            owner: c.owner.as_deref(),
+            runbook: c.runbook.as_deref(),
+            labels: &c.labels,
+            depends_on: &c.depends_on,
+            subscriptions: &c.subscriptions,
+            probe: c.probe.kind(),
+            target: c.probe.target(),
+            interval_ms: c.interval.as_millis(),
+            timeout_ms: c.timeout.as_millis(),
+            ttl_ms: c.effective_ttl().as_millis(),
+            source: format!("{}:{}", c.source.file, c.source.line),
+        })
+        .collect();
+    Ok(Json(json!({ "revision": checks.revision, "checks": views })).into_response())
+}
+
+async fn check_results(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    authorize(
+        &shared,
+        &headers,
+        Role::Read,
+        "/api/v1/checks/{name}/results",
+    )?;
+    let now = now_ms();
+    let (mut from, mut to, mut entity, mut limit) = (now - 24 * 3600 * 1000, now, None, 100u32);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let time = |v: &str| {
+            v.parse::<jiff::Timestamp>()
+                .map(|t| t.as_millisecond())
+                .map_err(|e| {
+                    ApiError::bad_request(format!("{key}=`{v}` is not an RFC 3339 time: {e}"))
+                })
+        };
+        match key.as_ref() {
+            "from" => from = time(&value)?,
+            "to" => to = time(&value)?,
+            "entity" => entity = Some(value.into_owned()),
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=10_000).contains(l))
+                    .ok_or_else(|| ApiError::bad_request("limit must be 1 to 10000"))?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter `{other}`: use from, to, entity, limit"
+                )));
+            }
+        }
+    }
+    let results = shared
+        .store
+        .results(&name, entity.as_deref(), from, to, limit)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    Ok(Json(json!({
+        "check": name,
+        "from": timestamp(from),
+        "to": timestamp(to),
+        "results": results,
+    }))
+    .into_response())
+}
+
+async fn list_entities(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/entities")?;
+    let entities = shared
+        .store
+        .entities()
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let views: Vec<serde_json::Value> = entities
+        .into_iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "first_seen": timestamp(e.first_seen),
+                "last_seen": timestamp(e.last_seen),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "entities": views })).into_response())
+}
+
+async fn get_spec(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/spec")?;
+    let checks = shared.checks();
+    Ok(
+        Json(json!({ "revision": checks.revision, "files": checks.files_for_storage() }))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyRequest {
+    files: Vec<mdd_storage::SpecFile>,
+    #[serde(default)]
+    dry_run: bool,
+    /// Remove the files (and so the checks) that this request does not name.
+    #[serde(default)]
+    prune: bool,
+}
+
+async fn apply_spec(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Admin, "/api/v1/spec")?;
+    let request: ApplyRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid apply payload: {e}")))?;
+    let _serialised = shared.apply_lock.lock().await;
+    let current = shared.checks();
+    let mut files = if request.prune {
+        BTreeMap::new()
+    } else {
+        current.files.clone()
+    };
+    for file in request.files {
+        files.insert(file.file, file.text);
+    }
+    let candidate = match CheckSet::parse(current.revision, files) {
+        Ok(candidate) => candidate,
+        Err(errors) => {
+            let list: Vec<serde_json::Value> = errors
+                .0
+                .iter()
+                .map(|e| {
+                    json!({
+                        "file": e.file, "line": e.line, "column": e.column,
+                        "field": e.field, "check": e.check, "message": e.message,
+                        "text": e.to_string(),
+                    })
+                })
+                .collect();
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                body: json!({
+                    "error": format!("the spec has {} errors; nothing was changed", list.len()),
+                    "errors": list,
+                }),
+            });
+        }
+    };
+    let diff = SpecDiff::between(&current, &candidate);
+    let files_changed = candidate.files != current.files;
+    let mut revision = current.revision;
+    if !request.dry_run && files_changed {
+        revision = shared
+            .store
+            .apply_spec(&candidate.files_for_storage(), now_ms())
+            .await
+            .map_err(|e| ApiError::store(&e))?;
+        let mut candidate = candidate;
+        candidate.revision = revision;
+        shared.set_checks(candidate);
+    }
+    Ok(Json(json!({
+        "revision": revision,
+        "dry_run": request.dry_run,
+        "added": diff.added,
+        "changed": diff.changed,
+        "removed": diff.removed,
+        "unchanged": diff.unchanged,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    role: Role,
+    #[serde(default)]
+    name: String,
+}
+
+async fn create_token(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Admin, "/api/v1/tokens")?;
+    let request: TokenRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?;
+    let secret = shared
+        .create_token(request.role, &request.name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": secret, "role": request.role, "name": request.name })),
+    )
+        .into_response())
+}

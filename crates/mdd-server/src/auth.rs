@@ -1,0 +1,109 @@
+//! Tokens: 256-bit random secrets, stored only as SHA-256, compared in constant time.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a token may do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read the API.
+    Read,
+    /// Report results (and read).
+    Agent,
+    /// Everything: apply specs, create tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Agent => "agent",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "read" => Some(Role::Read),
+            "agent" => Some(Role::Agent),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may do what `needed` allows.
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub hash: [u8; 32],
+    pub id: String,
+    pub role: Role,
+    pub name: String,
+}
+
+pub fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.trim().as_bytes()).into()
+}
+
+/// A new secret: `mdd_` and 64 hex digits of OS randomness.
+pub fn new_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let mut secret = String::with_capacity(68);
+    secret.push_str("mdd_");
+    for byte in bytes {
+        secret.push_str(&format!("{byte:02x}"));
+    }
+    Ok(secret)
+}
+
+/// Finds the token whose hash matches, looking at every entry so that timing says nothing about
+/// which (or whether one) matched.
+pub fn find<'a>(tokens: &'a [TokenEntry], secret: &str) -> Option<&'a TokenEntry> {
+    let wanted = hash(secret);
+    let mut found = None;
+    for entry in tokens {
+        if bool::from(entry.hash.ct_eq(&wanted)) {
+            found = Some(entry);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_found_by_hash() {
+        let a = new_secret().expect("random");
+        let b = new_secret().expect("random");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 68);
+        let tokens = vec![TokenEntry {
+            hash: hash(&a),
+            id: "t1".into(),
+            role: Role::Agent,
+            name: "agent".into(),
+        }];
+        assert_eq!(find(&tokens, &a).map(|t| t.id.as_str()), Some("t1"));
+        assert!(find(&tokens, &b).is_none());
+        assert!(find(&tokens, "").is_none());
+    }
+
+    #[test]
+    fn roles_are_ordered_by_power() {
+        assert!(Role::Admin.allows(Role::Agent));
+        assert!(Role::Agent.allows(Role::Read));
+        assert!(!Role::Read.allows(Role::Agent));
+        assert!(!Role::Agent.allows(Role::Admin));
+    }
+}

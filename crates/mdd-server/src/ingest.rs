@@ -1,0 +1,187 @@
+//! Result ingestion: one writer task, group commits, the event state machine, then the ack.
+//!
+//! Every producer (the HTTP API, the server's own scheduler) sends a job and waits for its
+//! reply. The writer takes every job waiting at that moment as one group: it drops results
+//! already stored (ids are chosen by producers, so replays are harmless), applies the rest to
+//! their events in order, writes results, events and entities in one transaction, and only
+//! when that transaction is on disk updates the in-memory events and answers. A failed commit
+//! answers every job of the group with the error and changes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mdd_core::event::{Event, Observation};
+use mdd_storage::{Commit, EventRow, StoreError, StoredResult};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{CachedEvent, EventKey, Shared};
+
+/// The most results one group commit takes; more waiting jobs go into the next group.
+const MAX_GROUP: usize = 50_000;
+
+pub struct IngestJob {
+    pub results: Vec<StoredResult>,
+    pub reply: oneshot::Sender<Result<IngestOutcome, Arc<StoreError>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestOutcome {
+    /// Results stored by this request.
+    pub stored: usize,
+    /// Results already stored before (a replay) or repeated within the request.
+    pub duplicates: usize,
+}
+
+/// Runs until `drain` is cancelled and every job sent before that has been answered.
+pub async fn run_writer(
+    shared: Arc<Shared>,
+    mut jobs: mpsc::Receiver<IngestJob>,
+    drain: tokio_util::sync::CancellationToken,
+) {
+    let mut closing = false;
+    loop {
+        let next = tokio::select! {
+            job = jobs.recv() => job,
+            _ = drain.cancelled(), if !closing => {
+                // No new jobs from now on; the ones already queued are still written.
+                jobs.close();
+                closing = true;
+                continue;
+            }
+        };
+        let Some(first) = next else { break };
+        let mut size = first.results.len();
+        let mut group = vec![first];
+        while size < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    size += job.results.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        write_group(&shared, group).await;
+    }
+    tracing::debug!("ingestion writer drained and stopped");
+}
+
+async fn write_group(shared: &Shared, group: Vec<IngestJob>) {
+    let started = Instant::now();
+    let ids: Vec<&str> = group
+        .iter()
+        .flat_map(|job| job.results.iter().map(|r| r.id.as_str()))
+        .collect();
+    let existing = match shared.store.existing_result_ids(&ids).await {
+        Ok(existing) => existing,
+        Err(error) => return fail(shared, group, error),
+    };
+
+    // Which results are new, in arrival order, and how each job fares.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
+    let mut outcomes = vec![IngestOutcome::default(); group.len()];
+    let mut fresh: Vec<&StoredResult> = Vec::with_capacity(ids.len());
+    for (job, outcome) in group.iter().zip(outcomes.iter_mut()) {
+        for result in &job.results {
+            if existing.contains(&result.id) || !seen.insert(&result.id) {
+                outcome.duplicates += 1;
+            } else {
+                outcome.stored += 1;
+                fresh.push(result);
+            }
+        }
+    }
+
+    // Apply the fresh results to copies of their events; the cache changes only after commit.
+    let checks = shared.checks();
+    let mut staged: HashMap<EventKey, CachedEvent> = HashMap::new();
+    let mut entities: HashMap<&str, i64> = HashMap::new();
+    {
+        let cache = shared.events_read();
+        for result in &fresh {
+            let key = (result.check.clone(), result.entity.clone());
+            let flap = checks
+                .get(&result.check)
+                .map(|c| c.flap)
+                .unwrap_or_default();
+            let observation = Observation {
+                result_id: &result.id,
+                status: result.status,
+                executed_at: result.executed_at,
+            };
+            let entry = staged.entry(key.clone());
+            let cached = match entry {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => match cache.get(&key) {
+                    Some(existing) => e.insert(existing.clone()),
+                    None => e.insert(CachedEvent::new(
+                        Event::new(&result.check, &result.entity, &observation),
+                        result,
+                    )),
+                },
+            };
+            if cached.event.last_result_id != result.id {
+                let change = cached.event.apply(&observation, flap);
+                if change != mdd_core::event::Change::OutOfOrder {
+                    cached.take_output(result);
+                }
+            }
+            let seen_at = entities
+                .entry(result.entity.as_str())
+                .or_insert(result.received_at);
+            *seen_at = (*seen_at).max(result.received_at);
+        }
+    }
+    let mut rows = Vec::with_capacity(staged.len());
+    for cached in staged.values() {
+        match serde_json::to_string(cached) {
+            Ok(body) => rows.push(EventRow {
+                check: cached.event.check.clone(),
+                entity: cached.event.entity.clone(),
+                status: cached.event.status,
+                executed_at: cached.event.executed_at,
+                last_result_id: cached.event.last_result_id.clone(),
+                body,
+            }),
+            Err(e) => {
+                let error = StoreError::Corrupt {
+                    path: shared.store.path().to_path_buf(),
+                    detail: format!("cannot encode an event: {e}"),
+                };
+                return fail(shared, group, error);
+            }
+        }
+    }
+    let fresh_owned: Vec<StoredResult> = fresh.iter().map(|r| (*r).clone()).collect();
+    let entity_list: Vec<(&str, i64)> = entities.into_iter().collect();
+    let commit = Commit {
+        results: &fresh_owned,
+        events: &rows,
+        entities: &entity_list,
+    };
+    if let Err(error) = shared.store.commit(commit).await {
+        return fail(shared, group, error);
+    }
+    let stored = fresh_owned.len();
+    {
+        let mut cache = shared.events_write();
+        for (key, cached) in staged {
+            cache.insert(key, cached);
+        }
+    }
+    shared.metrics.record_group(&fresh_owned, started.elapsed());
+    tracing::debug!(stored, jobs = group.len(), "group committed");
+    for (job, outcome) in group.into_iter().zip(outcomes) {
+        let _ = job.reply.send(Ok(outcome));
+    }
+}
+
+fn fail(shared: &Shared, group: Vec<IngestJob>, error: StoreError) {
+    tracing::error!("cannot store results: {error}");
+    shared.metrics.ingest_failures.inc();
+    let error = Arc::new(error);
+    for job in group {
+        let _ = job.reply.send(Err(Arc::clone(&error)));
+    }
+}

@@ -1,0 +1,378 @@
+//! `mdd server`: runs the checks that belong to the server, ingests results from everyone,
+//! turns them into events, and answers for them over an HTTP JSON API.
+//!
+//! Owns the HTTP API (`api`), authentication (`auth`), the applied check set (`checks`), the
+//! ingestion pipeline with group commits (`ingest`), the scheduler of server-side checks
+//! (`scheduler`), derived event states (`view`) and Prometheus metrics (`metrics`).
+//! Storage is `mdd-storage`; meaning (event state machine, spec) is `mdd-core`; running a probe
+//! is `mdd-probes`. Must not print: the binary owns the terminal.
+
+pub mod api;
+pub mod auth;
+pub mod checks;
+pub mod ingest;
+pub mod metrics;
+pub mod scheduler;
+pub mod view;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use mdd_core::event::Event;
+use mdd_core::perfdata::PerfDatum;
+use mdd_storage::{Store, StoreError, StoredResult};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Role, TokenEntry};
+use crate::checks::CheckSet;
+use crate::ingest::{IngestJob, IngestOutcome};
+
+/// (check, entity)
+pub type EventKey = (String, String);
+
+/// An event as the server keeps it: the state machine's event plus the output of the result
+/// that made it, so reads need no join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub summary: String,
+    #[serde(default)]
+    pub long_output: String,
+    #[serde(default)]
+    pub perfdata: Vec<PerfDatum>,
+    pub duration_ms: f64,
+}
+
+impl CachedEvent {
+    pub fn new(event: Event, result: &StoredResult) -> CachedEvent {
+        let mut cached = CachedEvent {
+            event,
+            summary: String::new(),
+            long_output: String::new(),
+            perfdata: Vec::new(),
+            duration_ms: 0.0,
+        };
+        cached.take_output(result);
+        cached
+    }
+
+    pub fn take_output(&mut self, result: &StoredResult) {
+        self.summary.clone_from(&result.summary);
+        self.long_output.clone_from(&result.long_output);
+        self.perfdata.clone_from(&result.perfdata);
+        self.duration_ms = result.duration_ms;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Spec files loaded at start and on SIGHUP (in addition to what was applied before).
+    pub specs: Vec<PathBuf>,
+    /// Reads without a token.
+    pub public_read: bool,
+    /// The first admin token's secret, when the operator provides it instead of mdd making one.
+    pub admin_token: Option<String>,
+    /// How long results are kept.
+    pub retention: Duration,
+    /// The entity name of checks the server runs itself.
+    pub entity: String,
+    /// The biggest request body accepted.
+    pub max_body: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir,
+            specs: Vec::new(),
+            public_read: false,
+            admin_token: None,
+            retention: Duration::from_secs(14 * 24 * 3600),
+            entity: "mdd-server".into(),
+            max_body: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("spec {path}: {detail}")]
+    Spec { path: PathBuf, detail: String },
+    #[error("cannot create a token: {0}")]
+    Token(String),
+}
+
+/// State shared by every handler and task.
+pub struct Shared {
+    pub store: Store,
+    checks: RwLock<Arc<CheckSet>>,
+    events: RwLock<BTreeMap<EventKey, CachedEvent>>,
+    tokens: RwLock<Vec<TokenEntry>>,
+    ingest: mpsc::Sender<IngestJob>,
+    pub metrics: metrics::Metrics,
+    pub config: ServerConfig,
+    /// Serialises applies, so two concurrent applies cannot lose each other's files.
+    pub apply_lock: tokio::sync::Mutex<()>,
+    /// Tells the scheduler the check set changed.
+    pub checks_changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn checks(&self) -> Arc<CheckSet> {
+        Arc::clone(&self.checks.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set_checks(&self, checks: CheckSet) {
+        *self.checks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(checks);
+        self.checks_changed.notify_waiters();
+    }
+
+    pub fn events_read(&self) -> RwLockReadGuard<'_, BTreeMap<EventKey, CachedEvent>> {
+        self.events.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn events_write(&self) -> RwLockWriteGuard<'_, BTreeMap<EventKey, CachedEvent>> {
+        self.events.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn token(&self, secret: &str) -> Option<TokenEntry> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        auth::find(&tokens, secret).cloned()
+    }
+
+    /// Stores results durably and updates their events; Ok means on disk.
+    pub async fn ingest(
+        &self,
+        results: Vec<StoredResult>,
+    ) -> Result<IngestOutcome, Arc<StoreError>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || {
+            Arc::new(StoreError::Corrupt {
+                path: self.store.path().to_path_buf(),
+                detail: "the ingestion writer has stopped".into(),
+            })
+        };
+        self.ingest
+            .send(IngestJob { results, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Creates a token, stores its hash, and returns the secret (shown once, never stored).
+    pub async fn create_token(&self, role: Role, name: &str) -> Result<String, ServerError> {
+        let secret = auth::new_secret().map_err(|e| ServerError::Token(e.to_string()))?;
+        self.add_token(&secret, role, name).await?;
+        Ok(secret)
+    }
+
+    async fn add_token(&self, secret: &str, role: Role, name: &str) -> Result<(), ServerError> {
+        let hash = auth::hash(secret);
+        let id = uuid::Uuid::now_v7().to_string();
+        self.store
+            .create_token(&id, &hash, role.as_str(), name, now_ms())
+            .await?;
+        self.tokens
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(TokenEntry {
+                hash,
+                id,
+                role,
+                name: name.to_string(),
+            });
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A started server: its address, and what to await for it to finish.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    /// Set when the first start created an admin token: print it once.
+    pub new_admin_token: Option<String>,
+    task: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+    drain: CancellationToken,
+}
+
+impl RunningServer {
+    /// Waits until shutdown has been asked for and everything acknowledged is on disk.
+    pub async fn finished(self) {
+        let _ = self.task.await;
+        // The HTTP server and the scheduler are done: write what is queued, then stop.
+        self.drain.cancel();
+        let _ = self.writer.await;
+        self.shared.store.close().await;
+    }
+}
+
+/// Opens the store, loads state, binds the listener and starts serving until `shutdown`.
+pub async fn start(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningServer, ServerError> {
+    let store = Store::open(&config.data_dir).await?;
+
+    // The last applied revision, plus the --spec files on top.
+    let mut files = BTreeMap::new();
+    let mut revision = 0;
+    if let Some(latest) = store.latest_spec().await? {
+        revision = latest.revision;
+        for file in latest.files {
+            files.insert(file.file, file.text);
+        }
+    }
+    let stored_files = files.clone();
+    for path in &config.specs {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::Spec {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        files.insert(path.display().to_string(), text);
+    }
+    let mut checks =
+        CheckSet::parse(revision, files.clone()).map_err(|errors| ServerError::Spec {
+            path: config.specs.first().cloned().unwrap_or_default(),
+            detail: format!("\n{errors}"),
+        })?;
+    if files != stored_files {
+        checks.revision = store
+            .apply_spec(&checks.files_for_storage(), now_ms())
+            .await?;
+    }
+
+    let mut events = BTreeMap::new();
+    for row in store.load_events().await? {
+        let cached: CachedEvent =
+            serde_json::from_str(&row.body).map_err(|e| StoreError::Corrupt {
+                path: store.path().to_path_buf(),
+                detail: format!("event {}/{}: {e}", row.check, row.entity),
+            })?;
+        events.insert((row.check, row.entity), cached);
+    }
+    let tokens: Vec<TokenEntry> = store
+        .tokens()
+        .await?
+        .into_iter()
+        .filter_map(|(hash, record)| {
+            Some(TokenEntry {
+                hash: hash.try_into().ok()?,
+                id: record.id,
+                role: Role::parse(&record.role)?,
+                name: record.name,
+            })
+        })
+        .collect();
+
+    let (sender, receiver) = mpsc::channel(1024);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let shared = Arc::new(Shared {
+        store,
+        checks: RwLock::new(Arc::new(checks)),
+        events: RwLock::new(events),
+        tokens: RwLock::new(tokens),
+        ingest: sender,
+        metrics: metrics::Metrics::new(),
+        config,
+        apply_lock: tokio::sync::Mutex::new(()),
+        checks_changed: tokio::sync::Notify::new(),
+    });
+
+    let mut new_admin_token = None;
+    let has_tokens = !shared
+        .tokens
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_empty();
+    if !has_tokens {
+        match shared.config.admin_token.clone() {
+            Some(secret) => {
+                shared
+                    .add_token(&secret, Role::Admin, "first admin")
+                    .await?
+            }
+            None => new_admin_token = Some(shared.create_token(Role::Admin, "first admin").await?),
+        }
+    }
+
+    let drain = CancellationToken::new();
+    let writer = tokio::spawn(ingest::run_writer(
+        Arc::clone(&shared),
+        receiver,
+        drain.clone(),
+    ));
+    let app = api::router(Arc::clone(&shared));
+    let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
+    let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
+    let serve_shared = Arc::clone(&shared);
+    let task = tokio::spawn(async move {
+        let stop = shutdown.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("HTTP server failed: {e}");
+        }
+        shutdown.cancel();
+        let _ = scheduler.await;
+        let _ = housekeeping.await;
+        drop(serve_shared);
+    });
+    Ok(RunningServer {
+        addr,
+        shared,
+        new_admin_token,
+        task,
+        writer,
+        drain,
+    })
+}
+
+/// Deletes results older than the retention, hourly.
+async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let before =
+            now_ms() - i64::try_from(shared.config.retention.as_millis()).unwrap_or(i64::MAX);
+        match shared.store.prune_results(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("retention removed {n} old results"),
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
