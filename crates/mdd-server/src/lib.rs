@@ -376,3 +376,27 @@ async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
     }
 }
+
+/// Re-reads the `--spec` files (SIGHUP) and applies them on top of the current set. An invalid
+/// file changes nothing; the errors are returned to be logged.
+pub async fn reload_specs(shared: &Shared) -> Result<checks::SpecDiff, String> {
+    let _serialised = shared.apply_lock.lock().await;
+    let current = shared.checks();
+    let mut files = current.files.clone();
+    for path in &shared.config.specs {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.insert(path.display().to_string(), text);
+    }
+    if files == current.files {
+        return Ok(checks::SpecDiff::default());
+    }
+    let mut candidate = CheckSet::parse(current.revision, files).map_err(|e| e.to_string())?;
+    let diff = checks::SpecDiff::between(&current, &candidate);
+    candidate.revision = shared
+        .store
+        .apply_spec(&candidate.files_for_storage(), now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
+    shared.set_checks(candidate);
+    Ok(diff)
+}

@@ -40,6 +40,122 @@ pub enum Command {
     Lint(LintArgs),
     /// Print the example spec, to start your own from.
     Example,
+    /// Run the server: server-side checks, result ingestion, events, the HTTP API.
+    Server(ServerArgs),
+    /// Push specs to a server: it validates, stores a new revision and reports what changed.
+    Apply(ApplyArgs),
+    /// Report a result for a check (a cron job, a CI pipeline, a script).
+    Result(ResultArgs),
+    /// Show events from a server as a table.
+    Status(StatusArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// How to reach a server: every client command takes these.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(long, env = "MDD_SERVER", default_value = "http://127.0.0.1:7700")]
+    pub server: String,
+    /// An API token (admin for apply and token, agent for result, read for status).
+    #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on. Loopback by default: expose it on purpose.
+    #[arg(long, env = "MDD_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: std::net::SocketAddr,
+    /// Data directory (SQLite database inside).
+    #[arg(long, env = "MDD_DATA", default_value = "mdd-data")]
+    pub data: PathBuf,
+    /// Spec files to load at start and again on SIGHUP.
+    #[arg(long = "spec", value_name = "SPEC")]
+    pub specs: Vec<PathBuf>,
+    /// Let anyone who can reach the server read (writes still need a token).
+    #[arg(long)]
+    pub public_read: bool,
+    /// A file holding the first admin token, instead of letting mdd make one (also MDD_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How long results are kept.
+    #[arg(long, value_parser = parse_duration, default_value = "14d", value_name = "DURATION")]
+    pub retention: Duration,
+    /// Entity name for the checks the server runs itself.
+    #[arg(long, default_value = "mdd-server")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Spec files (YAML).
+    #[arg(value_name = "SPEC", required = true)]
+    pub specs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove the spec files (and their checks) that this apply does not name.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    /// The check the result is for.
+    #[arg(long)]
+    pub check: String,
+    /// Nagios exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    #[arg(long)]
+    pub status: i64,
+    /// What a plugin would print: summary, long output, perfdata after `|`.
+    #[arg(long, default_value = "")]
+    pub output: String,
+    /// Where it ran (default: this host's name).
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// A unique id, so that sending the same result twice stores it once (default: a new UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only events whose check has this label (repeatable).
+    #[arg(long = "label", value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+    /// Only events in this state (repeatable): passing, warning, failing, unknown, blocked, stale, flapping, pending.
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    /// Keep the table on screen, refreshed every 2 seconds.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the events as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once and never stored.
+    Create {
+        /// admin, agent or read.
+        #[arg(long)]
+        role: String,
+        /// A note to recognise it by.
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]

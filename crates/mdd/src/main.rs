@@ -1,7 +1,9 @@
 //! `mdd`: the one binary. Parses arguments and wires the libraries; holds little logic itself.
 
 mod cli;
+mod client;
 mod progress;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -18,6 +20,11 @@ fn main() -> ExitCode {
             print!("{}", cli::EXAMPLE_SPEC);
             Ok(cli::exit::OK)
         }
+        cli::Command::Server(args) => serve::server(args),
+        cli::Command::Apply(args) => serve::apply(args),
+        cli::Command::Result(args) => serve::result(args),
+        cli::Command::Status(args) => serve::status(args),
+        cli::Command::Token(command) => serve::token(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,96 @@
+//! The HTTP client every command that talks to a server uses: `--server`/`MDD_SERVER`,
+//! `--token`/`MDD_TOKEN`, errors that say what the server said.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// What went wrong, when the server answered with an error.
+#[derive(Debug)]
+pub struct ServerSaid {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl std::fmt::Display for ServerSaid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.body.get("error").and_then(|e| e.as_str()) {
+            Some(message) => write!(f, "server answered {}: {message}", self.status),
+            None => write!(f, "server answered {}", self.status),
+        }
+    }
+}
+
+impl std::error::Error for ServerSaid {}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("mdd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(Client {
+            base: server.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).context("cannot encode the request")?;
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, mut request: reqwest::RequestBuilder) -> Result<T> {
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mdd server at {}", self.base))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("the server at {} broke off its answer", self.base))?;
+        if !status.is_success() {
+            let body = serde_json::from_slice(&bytes).unwrap_or_else(
+                |_| serde_json::json!({ "error": String::from_utf8_lossy(&bytes) }),
+            );
+            return Err(ServerSaid {
+                status: status.as_u16(),
+                body,
+            }
+            .into());
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(value),
+            Err(e) => bail!(
+                "the server at {} answered something mdd cannot read: {e}",
+                self.base
+            ),
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! `mdd server` and the client commands that talk to it: apply, result, status, token.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use mdd_server::ServerConfig;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ApplyArgs, ResultArgs, ServerArgs, StatusArgs, TokenCommand, exit};
+use crate::client::{Client, ServerSaid};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn server(args: ServerArgs) -> Result<u8> {
+    let admin_token = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("MDD_ADMIN_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string()),
+    };
+    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+        bail!("the admin token must be at least 16 characters");
+    }
+    let mut config = ServerConfig::new(args.data.clone());
+    config.listen = args.listen;
+    config.specs = args.specs.clone();
+    config.public_read = args.public_read;
+    config.admin_token = admin_token;
+    config.retention = args.retention;
+    config.entity = args.name.clone();
+
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let running = mdd_server::start(config, shutdown.clone())
+            .await
+            .context("cannot start the server")?;
+        if let Some(secret) = &running.new_admin_token {
+            eprintln!(
+                "mdd: created the first admin token. It is shown once and stored only as a hash:"
+            );
+            eprintln!("  {secret}");
+        }
+        eprintln!(
+            "mdd: serving on http://{} with data in {}",
+            running.addr,
+            args.data.display()
+        );
+        tokio::spawn(handle_signals(running.shared.clone(), shutdown));
+        running.finished().await;
+        eprintln!("mdd: stopped; everything acknowledged is stored");
+        Ok(exit::OK)
+    })
+}
+
+/// SIGINT/SIGTERM stop the server gracefully; SIGHUP reloads the --spec files.
+async fn handle_signals(shared: std::sync::Arc<mdd_server::Shared>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => match mdd_server::reload_specs(&shared).await {
+                Ok(diff) => tracing::info!(
+                    added = diff.added.len(), changed = diff.changed.len(), removed = diff.removed.len(),
+                    "reloaded the spec files"
+                ),
+                Err(errors) => tracing::error!("spec files not reloaded, nothing changed:\n{errors}"),
+            },
+        }
+    }
+    shutdown.cancel();
+}
+
+#[derive(Deserialize)]
+struct ApplyAnswer {
+    revision: i64,
+    dry_run: bool,
+    added: Vec<String>,
+    changed: Vec<String>,
+    removed: Vec<String>,
+    unchanged: usize,
+}
+
+pub fn apply(args: ApplyArgs) -> Result<u8> {
+    let mut files = Vec::new();
+    for path in &args.specs {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read spec {}", path.display()))?;
+        files.push(json!({ "file": path.display().to_string(), "text": text }));
+    }
+    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let body = json!({ "files": files, "dry_run": args.dry_run, "prune": args.prune });
+    let answer: Result<ApplyAnswer> = runtime()?.block_on(client.post("/api/v1/spec", &body));
+    match answer {
+        Ok(answer) => {
+            let mut out = std::io::stdout().lock();
+            for (word, names) in [
+                ("added", &answer.added),
+                ("changed", &answer.changed),
+                ("removed", &answer.removed),
+            ] {
+                for name in names {
+                    writeln!(out, "{word:>8}  {name}")?;
+                }
+            }
+            let verb = if answer.dry_run { "would be" } else { "now" };
+            writeln!(
+                out,
+                "{} added, {} changed, {} removed, {} unchanged; revision {verb} {}",
+                answer.added.len(),
+                answer.changed.len(),
+                answer.removed.len(),
+                answer.unchanged,
+                answer.revision
+            )?;
+            Ok(exit::OK)
+        }
+        Err(error) => match error.downcast_ref::<ServerSaid>() {
+            Some(said) if said.status == 400 && said.body.get("errors").is_some() => {
+                for e in said.body["errors"].as_array().into_iter().flatten() {
+                    eprintln!("{}", e["text"].as_str().unwrap_or_default());
+                }
+                eprintln!("mdd: {said}");
+                Ok(exit::USAGE)
+            }
+            _ => Err(error),
+        },
+    }
+}
+
+pub fn result(args: ResultArgs) -> Result<u8> {
+    let entity = match args.entity {
+        Some(e) => e,
+        None => nix::unistd::gethostname()
+            .context("cannot read this host's name; pass --entity")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let id = args.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let body = json!({
+        "results": [{
+            "id": id, "check": args.check, "entity": entity, "status": args.status,
+            "output": args.output, "executed_at": jiff::Timestamp::now().to_string(),
+        }]
+    });
+    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let answer: serde_json::Value = runtime()?.block_on(client.post("/api/v1/results", &body))?;
+    let stored = answer["stored"].as_u64().unwrap_or(0);
+    println!(
+        "{} result {id} for {} on {entity}",
+        if stored == 1 { "stored" } else { "already had" },
+        args.check
+    );
+    Ok(exit::OK)
+}
+
+pub fn status(args: StatusArgs) -> Result<u8> {
+    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let mut query: Vec<String> = Vec::new();
+    for (k, v) in &args.labels {
+        query.push(format!("label={}", encode(&format!("{k}={v}"))));
+    }
+    for state in &args.states {
+        query.push(format!("state={}", encode(state)));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/events".to_string()
+    } else {
+        format!("/api/v1/events?{}", query.join("&"))
+    };
+    let runtime = runtime()?;
+    loop {
+        let answer: serde_json::Value = runtime.block_on(client.get(&path))?;
+        let events = answer["events"].as_array().cloned().unwrap_or_default();
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&events)?);
+            return Ok(exit::OK);
+        }
+        let table = render_table(&events);
+        if args.watch {
+            let term = console::Term::stdout();
+            let _ = term.clear_screen();
+            print!("{table}");
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(2));
+        } else {
+            print!("{table}");
+            let all_passing = events.iter().all(|e| e["state"] == "passing");
+            return Ok(if all_passing {
+                exit::OK
+            } else {
+                exit::NOT_GREEN
+            });
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn render_table(events: &[serde_json::Value]) -> String {
+    let rows: Vec<[String; 5]> = events
+        .iter()
+        .map(|e| {
+            let state: mdd_core::State = e["state"]
+                .as_str()
+                .unwrap_or("unknown")
+                .parse()
+                .unwrap_or(mdd_core::State::Unknown);
+            [
+                format!("{} {state}", state.mark()),
+                e["check"].as_str().unwrap_or_default().to_string(),
+                e["entity"].as_str().unwrap_or_default().to_string(),
+                e["executed_at"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(19)
+                    .collect(),
+                e["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(100)
+                    .collect(),
+            ]
+        })
+        .collect();
+    let headers = ["STATE", "CHECK", "ENTITY", "LAST RESULT (UTC)", "OUTPUT"];
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: [&str; 5]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == 4 {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        text.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(headers));
+    for row in &rows {
+        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+    }
+    let passing = events.iter().filter(|e| e["state"] == "passing").count();
+    out.push_str(&format!("{passing} of {} passing\n", events.len()));
+    out
+}
+
+pub fn token(command: TokenCommand) -> Result<u8> {
+    match command {
+        TokenCommand::Create { role, name, client } => {
+            let http = Client::new(&client.server, client.token.clone())?;
+            let answer: serde_json::Value = runtime()?
+                .block_on(http.post("/api/v1/tokens", &json!({ "role": role, "name": name })))?;
+            println!("{}", answer["token"].as_str().unwrap_or_default());
+            Ok(exit::OK)
+        }
+    }
+}
