@@ -409,7 +409,7 @@ async fn list_events(
     let checks = shared.checks();
     let events = shared.events_read();
     let mut resolver = StateResolver::new(&checks, &events, now_ms());
-    let mut views = Vec::new();
+    let mut views: Vec<serde_json::Value> = Vec::new();
     for ((check, entity), cached) in events.iter() {
         if filter.check.as_ref().is_some_and(|c| c != check)
             || filter.entity.as_ref().is_some_and(|e| e != entity)
@@ -429,7 +429,40 @@ async fn list_events(
         if !filter.states.is_empty() && !filter.states.contains(&state) {
             continue;
         }
-        views.push(EventView::new(cached, &checks, state, blocked_by));
+        views.push(
+            serde_json::to_value(EventView::new(cached, &checks, state, blocked_by))
+                .unwrap_or_default(),
+        );
+    }
+    // Checks that never reported are events too, in the pending state: in a deployment that
+    // is just starting, they are most of what there is to see.
+    if filter.entity.is_none()
+        && (filter.states.is_empty() || filter.states.contains(&State::Pending))
+    {
+        for check in checks.checks() {
+            let has_event = events
+                .range((check.name.clone(), String::new())..)
+                .next()
+                .is_some_and(|((c, _), _)| *c == check.name);
+            if has_event
+                || filter.check.as_ref().is_some_and(|c| *c != check.name)
+                || (!filter.labels.is_empty() && !check.matches_labels(&filter.labels))
+                || filter
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| check.owner.as_ref() != Some(o))
+            {
+                continue;
+            }
+            views.push(json!({
+                "check": check.name,
+                "entity": null,
+                "state": State::Pending,
+                "summary": "no result yet",
+                "owner": check.owner,
+                "labels": check.labels,
+            }));
+        }
     }
     Ok(Json(json!({ "events": views })).into_response())
 }

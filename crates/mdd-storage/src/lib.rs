@@ -27,21 +27,23 @@ const RESULT_ROWS_PER_INSERT: usize = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use data directory {path}: {source}")]
+    // The inner errors are part of the message, not error sources, so that a chain printed
+    // with `{:#}` says it once.
+    #[error("cannot use data directory {path}: {error}")]
     DataDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the disk holding {path} is full: {detail}")]
     DiskFull { path: PathBuf, detail: String },
     #[error("{path} is read-only: {detail}")]
     ReadOnly { path: PathBuf, detail: String },
-    #[error("database {path}: {source}")]
-    Database { path: PathBuf, source: sqlx::Error },
-    #[error("cannot upgrade database {path}: {source}")]
+    #[error("database {path}: {error}")]
+    Database { path: PathBuf, error: sqlx::Error },
+    #[error("cannot upgrade database {path}: {error}")]
     Migrate {
         path: PathBuf,
-        source: sqlx::migrate::MigrateError,
+        error: sqlx::migrate::MigrateError,
     },
     #[error("database {path} holds data mdd cannot read: {detail}")]
     Corrupt { path: PathBuf, detail: String },
@@ -137,15 +139,16 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
     pub async fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::DataDir {
             path: dir.to_path_buf(),
-            source,
+            error,
         })?;
+        check_writable(dir)?;
         let path = dir.join(DB_FILE);
         let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| StoreError::Database {
+            .map_err(|error| StoreError::Database {
                 path: path.clone(),
-                source,
+                error,
             })?
             .filename(&path)
             .create_if_missing(true)
@@ -163,9 +166,9 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
+            .map_err(|error| StoreError::Migrate {
                 path: path.clone(),
-                source,
+                error,
             })?;
         Ok(Store { pool, path })
     }
@@ -510,7 +513,35 @@ fn classify(path: &Path, source: sqlx::Error) -> StoreError {
     }
     StoreError::Database {
         path: path.to_path_buf(),
-        source,
+        error: source,
+    }
+}
+
+/// Fails early, and in words, when the data directory cannot be written: SQLite would only say
+/// "unable to open database file".
+fn check_writable(dir: &Path) -> Result<(), StoreError> {
+    let probe = dir.join(".mdd-write-check");
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e)
+            if e.raw_os_error() == Some(30) || e.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Err(StoreError::ReadOnly {
+                path: dir.to_path_buf(),
+                detail: format!("cannot write there ({e}); mdd needs to write its database"),
+            })
+        }
+        Err(e) if e.raw_os_error() == Some(28) => Err(StoreError::DiskFull {
+            path: dir.to_path_buf(),
+            detail: e.to_string(),
+        }),
+        Err(error) => Err(StoreError::DataDir {
+            path: dir.to_path_buf(),
+            error,
+        }),
     }
 }
 

@@ -1,0 +1,627 @@
+//! `mdd server` end to end: the built binary on loopback, real clients, real kills.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const ADMIN: &str = "mdd_test_admin_token_0123456789abcdef";
+
+struct TestServer {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts `mdd server` on a port the OS picks and waits until it serves.
+    async fn start(data: &Path, extra: &[&str]) -> TestServer {
+        TestServer::start_wrapped(&[], data, extra)
+            .await
+            .expect("server starts")
+    }
+
+    /// Starts the server behind `wrapper` (e.g. unshare), returning its stderr if it fails.
+    async fn start_wrapped(
+        wrapper: &[&str],
+        data: &Path,
+        extra: &[&str],
+    ) -> Result<TestServer, String> {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_mdd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_mdd")),
+        };
+        command
+            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("MDD_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn mdd server");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut said = String::new();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                said.push_str(&line);
+                said.push('\n');
+                if let Some(rest) = line.split("serving on ").nth(1) {
+                    return Some(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(url) = url else {
+            let _ = child.kill().await;
+            return Err(said);
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(TestServer {
+            child,
+            url,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(ADMIN), None)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(ADMIN),
+            Some(serde_json::to_vec(body).expect("json")),
+        )
+        .await
+    }
+
+    async fn apply(&self, files: &[(&str, &str)]) -> (u16, Value) {
+        let files: Vec<Value> = files
+            .iter()
+            .map(|(f, t)| json!({ "file": f, "text": t }))
+            .collect();
+        self.post("/api/v1/spec", &json!({ "files": files })).await
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    async fn stop(mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server stops after SIGTERM")
+            .expect("wait")
+    }
+
+    async fn kill9(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn result(id: &str, check: &str, status: i64) -> Value {
+    json!({ "id": id, "check": check, "entity": "e1", "status": status, "output": format!("{id} | v=1") })
+}
+
+const PUSH_SPEC: &str =
+    "checks:\n  - { name: cron, owner: platform, ttl: 1h }\n  - { name: ci, ttl: 1h }\n";
+
+#[tokio::test]
+async fn apply_validates_and_reports_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "checks:\n  - { name: a, ttl: 1h }\n  - { name: b, ttl: 1h }\n",
+    )
+    .expect("write");
+    let mdd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+            .args(args)
+            .env("MDD_SERVER", &server.url)
+            .env("MDD_TOKEN", ADMIN)
+            .output()
+            .expect("mdd")
+    };
+    let path = spec.to_str().expect("utf-8");
+    let out = mdd(&["apply", path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("added  a") && text.contains("2 added, 0 changed, 0 removed"),
+        "{text}"
+    );
+
+    std::fs::write(
+        &spec,
+        "checks:\n  - { name: a, ttl: 2h }\n  - { name: c, ttl: 1h }\n",
+    )
+    .expect("write");
+    let out = mdd(&["apply", path, "--dry-run", "--prune"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 added, 1 changed, 1 removed") && text.contains("would be 1"),
+        "{text}"
+    );
+    let (_, spec_now) = server.get("/api/v1/spec").await;
+    assert_eq!(spec_now["revision"], 1, "a dry run changes nothing");
+
+    // An invalid spec: every error with file and line, nothing changed, exit 2.
+    std::fs::write(
+        &spec,
+        "checks:\n  - { name: a, ttl: soon }\n  - { name: a, bogus: 1, ttl: 1h }\n",
+    )
+    .expect("write");
+    let out = mdd(&["apply", path]);
+    assert_eq!(out.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        errors.contains(&format!("{path}:2:")) && errors.contains("`soon` is not a duration"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(&format!("{path}:3:")) && errors.contains("unknown field `bogus`"),
+        "{errors}"
+    );
+    let (_, after) = server.get("/api/v1/checks").await;
+    assert_eq!(after["revision"], 1);
+    assert_eq!(after["checks"].as_array().map(Vec::len), Some(2));
+
+    let out = mdd(&["apply", path, "--token", "mdd_wrong"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.stop().await.success());
+}
+
+#[tokio::test]
+async fn server_side_checks_become_events_with_blocking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    let listener = mdd_testkit::tcp::serve("hello\r\n", &[]).await;
+    std::fs::write(
+        &spec,
+        format!(
+            "defaults: {{ interval: 500ms, timeout: 400ms }}
+checks:
+  - {{ name: up, owner: net, tcp: {{ host: 127.0.0.1, port: {} }} }}
+  - {{ name: down, owner: net, tcp: {{ host: 127.0.0.1, port: {} }} }}
+  - {{ name: behind, owner: app, depends_on: [down], command: [true] }}
+  - {{ name: never, ttl: 1h }}
+",
+            listener.port(),
+            mdd_testkit::free_port()
+        ),
+    )
+    .expect("write");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec.to_str().expect("utf-8")],
+    )
+    .await;
+    let mut events = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = server.get("/api/v1/events").await;
+        assert_eq!(status, 200);
+        events = body;
+        if events["events"].as_array().is_some_and(|e| {
+            e.iter()
+                .filter(|e| e["occurrences"].as_u64() >= Some(2))
+                .count()
+                == 3
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = |check: &str| -> String {
+        events["events"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["check"] == check))
+            .map(|e| e["state"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("up"), "passing", "{events}");
+    assert_eq!(state("down"), "failing", "{events}");
+    assert_eq!(state("behind"), "blocked", "{events}");
+    assert_eq!(state("never"), "pending", "{events}");
+
+    let (_, failing) = server
+        .get("/api/v1/events?state=failing,blocked&owner=app")
+        .await;
+    let names: Vec<&str> = failing["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["check"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["behind"]);
+
+    let (_, event) = server.get("/api/v1/events/down/mdd-server").await;
+    assert!(
+        event["history"].as_array().is_some_and(|h| h.len() >= 2),
+        "{event}"
+    );
+    let result_id = event["last_result_id"].as_str().expect("linked result");
+    let (status, result) = server.get(&format!("/api/v1/results/{result_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        result["check"], "down",
+        "every event links to the result that made it"
+    );
+
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "mdd_check_state{check=\"behind\",entity=\"mdd-server\",state=\"blocked\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mdd_results_total{status=\"critical\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mdd_process_resident_memory_bytes"),
+        "{metrics}"
+    );
+    assert!(server.stop().await.success());
+}
+
+#[tokio::test]
+async fn hostile_input_gets_clear_4xx_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    assert_eq!(server.apply(&[("push.yaml", PUSH_SPEC)]).await.0, 200);
+    let post_raw = |body: Vec<u8>, token: Option<&'static str>| {
+        let server = &server;
+        async move {
+            server
+                .call(reqwest::Method::POST, "/api/v1/results", token, Some(body))
+                .await
+        }
+    };
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "invalid results payload"),
+        (br#"{"results": "many"}"#.to_vec(), 400, "invalid type"),
+        (br#"{"results": [{"id": "a", "check": "cron", "status": "ok"}]}"#.to_vec(), 400, "invalid type"),
+        (br#"{"results": [], "extra": 1}"#.to_vec(), 400, "unknown field"),
+        (serde_json::to_vec(&json!({"results": [result("a", "nope", 0)]})).expect("json"), 400, "results[0].check: unknown check `nope`"),
+        (serde_json::to_vec(&json!({"results": [result("a b", "cron", 0)]})).expect("json"), 400, "results[0].id"),
+        (serde_json::to_vec(&json!({"results": [result("a", "cron", 300)]})).expect("json"), 400, "results[0].status"),
+        (serde_json::to_vec(&json!({"results": [{"id": "a", "check": "cron", "status": 0, "output": "x".repeat(70_000)}]})).expect("json"), 400, "results[0].output"),
+        (serde_json::to_vec(&json!({"results": [{"id": "a", "check": "cron", "status": 0, "executed_at": "yesterday"}]})).expect("json"), 400, "results[0].executed_at"),
+        (format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), 400, "invalid results payload"),
+        (format!("{{\"results\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(), 400, "invalid results payload"),
+        (serde_json::to_vec(&json!({"results": [{"id": "x".repeat(1_000_000), "check": "cron", "status": 0}]})).expect("json"), 400, "results[0].id"),
+    ];
+    for (body, status, fragment) in cases {
+        let (got, answer) = post_raw(body, Some(ADMIN)).await;
+        assert_eq!(got, status, "{fragment}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(fragment)),
+            "{fragment}: {answer}"
+        );
+    }
+    // Too many results in one batch, and a body over the size cap.
+    let many: Vec<Value> = (0..10_001)
+        .map(|i| result(&format!("m{i}"), "cron", 0))
+        .collect();
+    let (got, answer) = post_raw(
+        serde_json::to_vec(&json!({ "results": many })).expect("json"),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(got, 413, "{answer}");
+    let million: Vec<Value> = (0..1_000_000)
+        .map(|i| json!({"id": format!("r{i}"), "check": "cron", "status": 0}))
+        .collect();
+    let (got, _) = post_raw(
+        serde_json::to_vec(&json!({ "results": million })).expect("json"),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(got, 413);
+    // Without a token, or with one that may only read.
+    let ok = serde_json::to_vec(&json!({"results": [result("fine", "cron", 0)]})).expect("json");
+    assert_eq!(post_raw(ok.clone(), None).await.0, 401);
+    assert_eq!(post_raw(ok.clone(), Some("mdd_nonsense")).await.0, 401);
+    let (_, reader) = server
+        .post(
+            "/api/v1/tokens",
+            &json!({"role": "read", "name": "dashboard"}),
+        )
+        .await;
+    let reader: &'static str = Box::leak(
+        reader["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+            .into_boxed_str(),
+    );
+    assert_eq!(post_raw(ok.clone(), Some(reader)).await.0, 403);
+    assert_eq!(
+        server
+            .call(reqwest::Method::GET, "/api/v1/events", Some(reader), None)
+            .await
+            .0,
+        200
+    );
+
+    // Nothing of the rejected requests was stored; the server still works.
+    let (status, answer) = post_raw(ok, Some(ADMIN)).await;
+    assert_eq!(
+        (status, answer["stored"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let (_, results) = server
+        .get("/api/v1/checks/cron/results?from=1970-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        results["results"].as_array().map(Vec::len),
+        Some(1),
+        "{results}"
+    );
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert!(server.stop().await.success());
+}
+
+#[tokio::test]
+async fn replays_are_stored_once_and_events_follow_sensu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    server.apply(&[("push.yaml", PUSH_SPEC)]).await;
+    let batch = json!({ "results": [result("r1", "cron", 0), result("r2", "cron", 2), result("r2", "cron", 2), result("r3", "cron", 2)] });
+    let (_, first) = server.post("/api/v1/results", &batch).await;
+    assert_eq!(
+        (first["stored"].as_u64(), first["duplicates"].as_u64()),
+        (Some(3), Some(1)),
+        "{first}"
+    );
+    let (_, replay) = server.post("/api/v1/results", &batch).await;
+    assert_eq!(
+        (replay["stored"].as_u64(), replay["duplicates"].as_u64()),
+        (Some(0), Some(4)),
+        "{replay}"
+    );
+    let (_, event) = server.get("/api/v1/events/cron/e1").await;
+    assert_eq!(event["status"], "critical");
+    assert_eq!(event["occurrences"], 2, "{event}");
+    assert_eq!(
+        event["history"].as_array().map(Vec::len),
+        Some(3),
+        "a replay adds no history: {event}"
+    );
+    assert_eq!(event["last_result_id"], "r3");
+    assert!(server.stop().await.success());
+}
+
+/// Several clients post in a loop; the server is killed with SIGKILL mid-stream. After a
+/// restart, every result that got a 2xx is there, exactly once.
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    server.apply(&[("push.yaml", PUSH_SPEC)]).await;
+    let url = server.url.clone();
+    let mut clients = Vec::new();
+    for client in 0..6 {
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut acked: Vec<String> = Vec::new();
+            for round in 0..10_000 {
+                let ids: Vec<String> = (0..20).map(|i| format!("c{client}-{round}-{i}")).collect();
+                let body = json!({ "results": ids.iter().map(|id| result(id, "ci", 0)).collect::<Vec<_>>() });
+                let sent = http
+                    .post(format!("{url}/api/v1/results"))
+                    .bearer_auth(ADMIN)
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&body).expect("json"))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => acked.extend(ids),
+                    _ => break, // the server is gone
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9().await;
+    let mut acked = Vec::new();
+    for client in clients {
+        acked.extend(client.await.expect("client"));
+    }
+    assert!(acked.len() > 100, "the clients got going: {}", acked.len());
+
+    let server = TestServer::start(&data, &[]).await;
+    let (_, stored) = server
+        .get("/api/v1/checks/ci/results?from=1970-01-01T00:00:00Z&limit=10000")
+        .await;
+    // The limit caps one page; count through the store's own total for the exact figure.
+    let mut stored_ids: std::collections::HashSet<String> = stored["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let mut missing = Vec::new();
+    for id in &acked {
+        if !stored_ids.contains(id) {
+            let (status, _) = server.get(&format!("/api/v1/results/{id}")).await;
+            if status == 200 {
+                stored_ids.insert(id.clone());
+            } else {
+                missing.push(id.clone());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged results lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(server.stop().await.success());
+}
+
+/// Runs the server in its own mount namespace on a tiny tmpfs, so a full disk is real but
+/// touches nothing outside the test.
+fn in_small_tmpfs(dir: &Path, size: &str) -> Vec<String> {
+    vec![
+        "unshare".into(),
+        "-rm".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount -t tmpfs -o size={size} tmpfs {} && exec \"$@\"",
+            dir.display()
+        ),
+        "sh".into(),
+    ]
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_and_nothing_unstored_is_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount: PathBuf = dir.path().join("small");
+    std::fs::create_dir(&mount).expect("mkdir");
+    let wrapper = in_small_tmpfs(&mount, "2m");
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let server = TestServer::start_wrapped(&wrapper, &mount.join("data"), &[])
+        .await
+        .expect("server starts in a private tmpfs (needs unshare from util-linux)");
+    server.apply(&[("push.yaml", PUSH_SPEC)]).await;
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for round in 0..1_000 {
+        let ids: Vec<String> = (0..10).map(|i| format!("big-{round}-{i}")).collect();
+        let body = json!({ "results": ids.iter().map(|id| json!({"id": id, "check": "ci", "status": 0, "output": "y".repeat(60_000)})).collect::<Vec<_>>() });
+        let (status, answer) = server.post("/api/v1/results", &body).await;
+        if status == 200 {
+            acked.extend(ids);
+        } else {
+            refusal = Some((status, answer));
+            break;
+        }
+    }
+    let (status, answer) = refusal.expect("a 2 MiB disk fills up");
+    assert_eq!(status, 507, "{answer}");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| e.contains("full")),
+        "{answer}"
+    );
+    // Reads still work, and everything acknowledged is there.
+    assert_eq!(server.get("/healthz").await.0, 200);
+    for id in &acked {
+        assert_eq!(
+            server.get(&format!("/api/v1/results/{id}")).await.0,
+            200,
+            "{id} was acknowledged"
+        );
+    }
+    server.kill9().await;
+}
+
+#[tokio::test]
+async fn a_read_only_data_directory_is_refused_at_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    assert!(server.stop().await.success());
+    let wrapper = [
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" \"$0\" && mount -o remount,ro,bind \"$0\" && exec \"$@\"",
+    ];
+    let mut wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+    wrapper.push(data.display().to_string());
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let said = match TestServer::start_wrapped(&wrapper, &data, &[]).await {
+        Ok(server) => {
+            server.kill9().await;
+            panic!("a server on a read-only data directory must not start");
+        }
+        Err(said) => said,
+    };
+    assert!(
+        said.to_lowercase().contains("read-only") || said.contains("readonly"),
+        "{said}"
+    );
+}
