@@ -3,9 +3,12 @@
 //! Every producer (the HTTP API, the server's own scheduler) sends a job and waits for its
 //! reply. The writer takes every job waiting at that moment as one group: it drops results
 //! already stored (ids are chosen by producers, so replays are harmless), applies the rest to
-//! their events in order, writes results, events and entities in one transaction, and only
-//! when that transaction is on disk updates the in-memory events and answers. A failed commit
-//! answers every job of the group with the error and changes nothing.
+//! their events in order, writes results and entities in one transaction, and only when that
+//! transaction is on disk updates the in-memory events and answers. A failed commit answers
+//! every job of the group with the error and changes nothing.
+//!
+//! Events are derived from results, so they are written as a checkpoint once a second rather
+//! than with every group; a start after a crash replays the results after the checkpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use std::time::Instant;
 
 use mdd_core::event::{Event, Observation};
 use mdd_storage::{Commit, EventRow, StoreError, StoredResult};
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{CachedEvent, EventKey, Shared};
@@ -40,9 +44,16 @@ pub async fn run_writer(
     drain: tokio_util::sync::CancellationToken,
 ) {
     let mut closing = false;
+    let mut dirty: HashSet<EventKey> = HashSet::new();
+    let mut tick = tokio::time::interval(shared.config.event_checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             job = jobs.recv() => job,
+            _ = tick.tick() => {
+                checkpoint(&shared, &mut dirty).await;
+                continue;
+            }
             _ = drain.cancelled(), if !closing => {
                 // No new jobs from now on; the ones already queued are still written.
                 jobs.close();
@@ -62,12 +73,71 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
-        write_group(&shared, group).await;
+        write_group(&shared, group, &mut dirty).await;
     }
+    checkpoint(&shared, &mut dirty).await;
     tracing::debug!("ingestion writer drained and stopped");
 }
 
-async fn write_group(shared: &Shared, group: Vec<IngestJob>) {
+/// Applies results, in order, to copies of their events (taken from `cache` or made new).
+/// Ingestion and the replay at start share it, so both give the same events.
+pub fn apply_results(
+    cache: &std::collections::BTreeMap<EventKey, CachedEvent>,
+    results: &[&StoredResult],
+    checks: &crate::checks::CheckSet,
+) -> HashMap<EventKey, CachedEvent> {
+    let mut staged: HashMap<EventKey, CachedEvent> = HashMap::new();
+    for result in results {
+        let key = (result.check.clone(), result.entity.clone());
+        let flap = checks
+            .get(&result.check)
+            .map(|c| c.flap)
+            .unwrap_or_default();
+        let observation = Observation {
+            result_id: &result.id,
+            status: result.status,
+            executed_at: result.executed_at,
+        };
+        let cached = match staged.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match cache.get(e.key()) {
+                Some(existing) => e.insert(existing.clone()),
+                None => e.insert(CachedEvent::new(
+                    Event::new(&result.check, &result.entity, &observation),
+                    result,
+                )),
+            },
+        };
+        if cached.event.last_result_id != result.id
+            && cached.event.apply(&observation, flap) != mdd_core::event::Change::OutOfOrder
+        {
+            cached.take_output(result);
+        }
+    }
+    staged
+}
+
+/// Writes the events changed since the last checkpoint. On failure they stay dirty and the
+/// next checkpoint tries again; results are already safe, so nothing is lost meanwhile.
+pub async fn checkpoint(shared: &Shared, dirty: &mut HashSet<EventKey>) {
+    if dirty.is_empty() {
+        return;
+    }
+    let rows: Vec<EventRow> = {
+        let cache = shared.events_read();
+        dirty
+            .iter()
+            .filter_map(|key| cache.get(key))
+            .filter_map(CachedEvent::to_row)
+            .collect()
+    };
+    match shared.store.checkpoint_events(&rows).await {
+        Ok(_) => dirty.clear(),
+        Err(e) => tracing::warn!("cannot write the event checkpoint (will retry): {e}"),
+    }
+}
+
+async fn write_group(shared: &Shared, group: Vec<IngestJob>, dirty: &mut HashSet<EventKey>) {
     let started = Instant::now();
     let ids: Vec<&str> = group
         .iter()
@@ -95,69 +165,21 @@ async fn write_group(shared: &Shared, group: Vec<IngestJob>) {
 
     // Apply the fresh results to copies of their events; the cache changes only after commit.
     let checks = shared.checks();
-    let mut staged: HashMap<EventKey, CachedEvent> = HashMap::new();
-    let mut entities: HashMap<&str, i64> = HashMap::new();
-    {
+    let staged = {
         let cache = shared.events_read();
-        for result in &fresh {
-            let key = (result.check.clone(), result.entity.clone());
-            let flap = checks
-                .get(&result.check)
-                .map(|c| c.flap)
-                .unwrap_or_default();
-            let observation = Observation {
-                result_id: &result.id,
-                status: result.status,
-                executed_at: result.executed_at,
-            };
-            let entry = staged.entry(key.clone());
-            let cached = match entry {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => match cache.get(&key) {
-                    Some(existing) => e.insert(existing.clone()),
-                    None => e.insert(CachedEvent::new(
-                        Event::new(&result.check, &result.entity, &observation),
-                        result,
-                    )),
-                },
-            };
-            if cached.event.last_result_id != result.id {
-                let change = cached.event.apply(&observation, flap);
-                if change != mdd_core::event::Change::OutOfOrder {
-                    cached.take_output(result);
-                }
-            }
-            let seen_at = entities
-                .entry(result.entity.as_str())
-                .or_insert(result.received_at);
-            *seen_at = (*seen_at).max(result.received_at);
-        }
-    }
-    let mut rows = Vec::with_capacity(staged.len());
-    for cached in staged.values() {
-        match serde_json::to_string(cached) {
-            Ok(body) => rows.push(EventRow {
-                check: cached.event.check.clone(),
-                entity: cached.event.entity.clone(),
-                status: cached.event.status,
-                executed_at: cached.event.executed_at,
-                last_result_id: cached.event.last_result_id.clone(),
-                body,
-            }),
-            Err(e) => {
-                let error = StoreError::Corrupt {
-                    path: shared.store.path().to_path_buf(),
-                    detail: format!("cannot encode an event: {e}"),
-                };
-                return fail(shared, group, error);
-            }
-        }
+        apply_results(&cache, &fresh, &checks)
+    };
+    let mut entities: HashMap<&str, i64> = HashMap::new();
+    for result in &fresh {
+        let seen_at = entities
+            .entry(result.entity.as_str())
+            .or_insert(result.received_at);
+        *seen_at = (*seen_at).max(result.received_at);
     }
     let fresh_owned: Vec<StoredResult> = fresh.iter().map(|r| (*r).clone()).collect();
     let entity_list: Vec<(&str, i64)> = entities.into_iter().collect();
     let commit = Commit {
         results: &fresh_owned,
-        events: &rows,
         entities: &entity_list,
     };
     if let Err(error) = shared.store.commit(commit).await {
@@ -167,6 +189,7 @@ async fn write_group(shared: &Shared, group: Vec<IngestJob>) {
     {
         let mut cache = shared.events_write();
         for (key, cached) in staged {
+            dirty.insert(key.clone());
             cache.insert(key, cached);
         }
     }

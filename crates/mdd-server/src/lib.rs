@@ -62,6 +62,21 @@ impl CachedEvent {
         cached
     }
 
+    /// The row the store keeps for this event; None (logged) if it cannot be encoded.
+    pub fn to_row(&self) -> Option<mdd_storage::EventRow> {
+        let body = serde_json::to_string(self)
+            .inspect_err(|e| tracing::error!("cannot encode an event: {e}"))
+            .ok()?;
+        Some(mdd_storage::EventRow {
+            check: self.event.check.clone(),
+            entity: self.event.entity.clone(),
+            status: self.event.status,
+            executed_at: self.event.executed_at,
+            last_result_id: self.event.last_result_id.clone(),
+            body,
+        })
+    }
+
     pub fn take_output(&mut self, result: &StoredResult) {
         self.summary.clone_from(&result.summary);
         self.long_output.clone_from(&result.long_output);
@@ -86,6 +101,10 @@ pub struct ServerConfig {
     pub entity: String,
     /// The biggest request body accepted.
     pub max_body: usize,
+    /// How often changed events are written. Events are derived from results, which are
+    /// durable before they are acknowledged; after a crash the results since the last
+    /// checkpoint are replayed, so this bounds the replay, never what is kept.
+    pub event_checkpoint_interval: Duration,
 }
 
 impl ServerConfig {
@@ -99,6 +118,7 @@ impl ServerConfig {
             retention: Duration::from_secs(14 * 24 * 3600),
             entity: "mdd-server".into(),
             max_body: 16 * 1024 * 1024,
+            event_checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -262,15 +282,7 @@ pub async fn start(
             .await?;
     }
 
-    let mut events = BTreeMap::new();
-    for row in store.load_events().await? {
-        let cached: CachedEvent =
-            serde_json::from_str(&row.body).map_err(|e| StoreError::Corrupt {
-                path: store.path().to_path_buf(),
-                detail: format!("event {}/{}: {e}", row.check, row.entity),
-            })?;
-        events.insert((row.check, row.entity), cached);
-    }
+    let events = load_events(&store, &checks).await?;
     let tokens: Vec<TokenEntry> = store
         .tokens()
         .await?
@@ -358,6 +370,49 @@ pub async fn start(
         writer,
         drain,
     })
+}
+
+/// The stored event checkpoint, brought up to date with the results stored after it (what a
+/// crash left unchecked), then checkpointed again.
+async fn load_events(
+    store: &Store,
+    checks: &CheckSet,
+) -> Result<BTreeMap<EventKey, CachedEvent>, ServerError> {
+    let checkpoint = store.load_event_checkpoint().await?;
+    let mut events = BTreeMap::new();
+    for row in checkpoint.events {
+        let cached: CachedEvent =
+            serde_json::from_str(&row.body).map_err(|e| StoreError::Corrupt {
+                path: store.path().to_path_buf(),
+                detail: format!("event {}/{}: {e}", row.check, row.entity),
+            })?;
+        events.insert((row.check, row.entity), cached);
+    }
+    let mut after = checkpoint.through_rowid;
+    let mut replayed = std::collections::HashSet::new();
+    loop {
+        let page = store.results_after(after, 10_000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        let results: Vec<&StoredResult> = page.iter().map(|(_, r)| r).collect();
+        for (key, cached) in ingest::apply_results(&events, &results, checks) {
+            replayed.insert(key.clone());
+            events.insert(key, cached);
+        }
+    }
+    if !replayed.is_empty() {
+        tracing::info!(
+            events = replayed.len(),
+            "brought events up to date from results after the last checkpoint"
+        );
+        let rows: Vec<mdd_storage::EventRow> = replayed
+            .iter()
+            .filter_map(|key| events.get(key))
+            .filter_map(CachedEvent::to_row)
+            .collect();
+        store.checkpoint_events(&rows).await?;
+    }
+    Ok(events)
 }
 
 /// Deletes results older than the retention, hourly.

@@ -125,10 +125,19 @@ pub struct EventRow {
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
     pub results: &'a [StoredResult],
-    pub events: &'a [EventRow],
     /// (name, seen at) for every entity a result named.
     pub entities: &'a [(&'a str, i64)],
 }
+
+/// The stored events and the last result (by rowid) they include.
+#[derive(Debug, Default)]
+pub struct EventCheckpoint {
+    pub events: Vec<EventRow>,
+    pub through_rowid: i64,
+}
+
+/// SQLite allows 32,766 bound parameters per statement; event rows have 6 columns.
+const EVENT_ROWS_PER_UPSERT: usize = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -240,24 +249,6 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e))?;
         }
-        for event in commit.events {
-            sqlx::query(
-                "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (check_name, entity) DO UPDATE SET
-                   status = excluded.status, executed_at = excluded.executed_at,
-                   last_result_id = excluded.last_result_id, body = excluded.body",
-            )
-            .bind(&event.check)
-            .bind(&event.entity)
-            .bind(event.status.exit_code())
-            .bind(event.executed_at)
-            .bind(&event.last_result_id)
-            .bind(&event.body)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        }
         for (name, seen) in commit.entities {
             sqlx::query(
                 "INSERT INTO entities (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
@@ -272,8 +263,89 @@ impl Store {
         tx.commit().await.map_err(|e| self.err(e))
     }
 
+    /// Writes the events that changed since the last checkpoint, and records that the stored
+    /// events now include every result up to the newest stored. Call it from the single writer,
+    /// between group commits, so that "newest stored" is exactly what the events include.
+    pub async fn checkpoint_events(&self, events: &[EventRow]) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for chunk in events.chunks(EVENT_ROWS_PER_UPSERT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body) ",
+            );
+            query.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.check)
+                    .push_bind(&e.entity)
+                    .push_bind(e.status.exit_code())
+                    .push_bind(e.executed_at)
+                    .push_bind(&e.last_result_id)
+                    .push_bind(&e.body);
+            });
+            query.push(
+                " ON CONFLICT (check_name, entity) DO UPDATE SET
+                   status = excluded.status, executed_at = excluded.executed_at,
+                   last_result_id = excluded.last_result_id, body = excluded.body",
+            );
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let row = sqlx::query(
+            "INSERT INTO checkpoints (name, value) SELECT 'events', coalesce(max(rowid), 0) FROM results WHERE true
+             -- `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value
+             RETURNING value",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let through: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(through)
+    }
+
+    /// Results stored after `rowid`, oldest first, to bring checkpointed events up to date.
+    pub async fn results_after(
+        &self,
+        rowid: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, StoredResult)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, rowid
+             FROM results WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        )
+        .bind(rowid)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                let rowid: i64 = row.try_get(11).map_err(|e| self.err(e))?;
+                Ok((rowid, self.decode_result(row)?))
+            })
+            .collect()
+    }
+
+    /// Every stored event and the result they are complete through.
+    pub async fn load_event_checkpoint(&self) -> Result<EventCheckpoint, StoreError> {
+        let through: Option<i64> =
+            sqlx::query("SELECT value FROM checkpoints WHERE name = 'events'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(|e| self.err(e))?;
+        Ok(EventCheckpoint {
+            events: self.load_events().await?,
+            through_rowid: through.unwrap_or(0),
+        })
+    }
+
     /// Every event, for the server to keep in memory.
-    pub async fn load_events(&self) -> Result<Vec<EventRow>, StoreError> {
+    async fn load_events(&self) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT check_name, entity, status, executed_at, last_result_id, body FROM events",
         )
@@ -379,11 +451,13 @@ impl Store {
     }
 
     /// Deletes results received before `before` (ms since the epoch); returns how many.
-    /// Events keep pointing at their last result, which retention never removes.
+    /// Events keep pointing at their last result, which retention never removes, and results
+    /// not yet in an event checkpoint are never removed either.
     pub async fn prune_results(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "DELETE FROM results WHERE received_at < ?1
-             AND id NOT IN (SELECT last_result_id FROM events)",
+             AND id NOT IN (SELECT last_result_id FROM events)
+             AND rowid <= (SELECT value FROM checkpoints WHERE name = 'events')",
         )
         .bind(before)
         .execute(&self.pool)

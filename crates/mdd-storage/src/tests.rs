@@ -37,18 +37,43 @@ async fn results_events_and_entities_survive_a_reopen() {
     store
         .commit(Commit {
             results: &[r1.clone(), r2.clone()],
-            events: std::slice::from_ref(&event),
             entities: &[("server", 2_000)],
         })
         .await
         .expect("commit");
+    assert_eq!(
+        store
+            .checkpoint_events(std::slice::from_ref(&event))
+            .await
+            .expect("checkpoint"),
+        2
+    );
+    let r3 = result("c", Status::Ok, 3_000);
+    store
+        .commit(Commit {
+            results: std::slice::from_ref(&r3),
+            entities: &[],
+        })
+        .await
+        .expect("commit after the checkpoint");
     store.close().await;
 
     let store = Store::open(dir.path()).await.expect("reopen");
-    assert_eq!(store.load_events().await.expect("events"), [event]);
+    let checkpoint = store.load_event_checkpoint().await.expect("events");
+    assert_eq!(checkpoint.events, [event]);
+    assert_eq!(checkpoint.through_rowid, 2);
+    let after = store
+        .results_after(checkpoint.through_rowid, 100)
+        .await
+        .expect("replay");
+    assert_eq!(
+        after,
+        [(3, r3)],
+        "only what the checkpoint does not include"
+    );
     assert_eq!(store.result("b").await.expect("result"), Some(r2.clone()));
     let window = store
-        .results("dns", Some("server"), 0, 10_000, 10)
+        .results("dns", Some("server"), 0, 2_500, 10)
         .await
         .expect("results");
     assert_eq!(window, [r2, r1], "newest first");
@@ -90,7 +115,15 @@ async fn retention_keeps_what_events_point_at() {
     store
         .commit(Commit {
             results: &[old, latest],
-            events: &[event],
+            entities: &[],
+        })
+        .await
+        .expect("commit");
+    let unchecked = result("unchecked", Status::Ok, 500);
+    store.checkpoint_events(&[event]).await.expect("checkpoint");
+    store
+        .commit(Commit {
+            results: std::slice::from_ref(&unchecked),
             entities: &[],
         })
         .await
@@ -98,6 +131,10 @@ async fn retention_keeps_what_events_point_at() {
     assert_eq!(store.prune_results(1_000_000).await.expect("prune"), 1);
     assert!(store.result("latest").await.expect("read").is_some());
     assert!(store.result("old").await.expect("read").is_none());
+    assert!(
+        store.result("unchecked").await.expect("read").is_some(),
+        "results after the checkpoint are needed to rebuild events"
+    );
 }
 
 #[tokio::test]

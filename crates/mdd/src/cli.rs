@@ -87,6 +87,9 @@ pub struct ServerArgs {
     /// Entity name for the checks the server runs itself.
     #[arg(long, default_value = "mdd-server")]
     pub name: String,
+    /// How often changed events are checkpointed (results are always durable at once).
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", hide = true)]
+    pub event_checkpoint_interval: Duration,
 }
 
 #[derive(Debug, Args)]

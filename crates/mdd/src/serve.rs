@@ -41,6 +41,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     config.admin_token = admin_token;
     config.retention = args.retention;
     config.entity = args.name.clone();
+    config.event_checkpoint_interval = args.event_checkpoint_interval;
 
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -625,3 +625,35 @@ async fn a_read_only_data_directory_is_refused_at_start_with_a_clear_message() {
         "{said}"
     );
 }
+
+/// Events are checkpointed once a second; a crash right after results were acknowledged must
+/// still give the events those results made (replayed from the stored results at start).
+#[tokio::test]
+async fn events_are_rebuilt_after_a_crash_between_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // No checkpoint after the first (at start) until long after the kill: the events must come
+    // from replaying results.
+    let server = TestServer::start(&data, &["--event-checkpoint-interval", "1h"]).await;
+    server.apply(&[("push.yaml", PUSH_SPEC)]).await;
+    let batch = json!({ "results": (1..=5).map(|i| result(&format!("k{i}"), "cron", 2)).collect::<Vec<_>>() });
+    let (status, _) = server.post("/api/v1/results", &batch).await;
+    assert_eq!(status, 200);
+    let (_, before) = server.get("/api/v1/events/cron/e1").await;
+    server.kill9().await;
+
+    let server = TestServer::start(&data, &[]).await;
+    let (_, after) = server.get("/api/v1/events/cron/e1").await;
+    for field in [
+        "occurrences",
+        "occurrences_watermark",
+        "history",
+        "last_result_id",
+        "status",
+        "first_seen",
+    ] {
+        assert_eq!(after[field], before[field], "{field}: {after}");
+    }
+    assert_eq!(after["occurrences"], 5);
+    assert!(server.stop().await.success());
+}

@@ -1,0 +1,246 @@
+//! Sustained result ingestion into a real `mdd server` (results stored durably: SQLite WAL,
+//! synchronous=FULL), with 10, 100 and 1,000 concurrent HTTP clients posting batches; the
+//! baseline, in the same run, is a minimal axum handler that parses the same JSON into the
+//! same shape and discards it. Goal: ≥ 40,000 results/s stored and ≥ 0.5 of the baseline.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::response::IntoResponse;
+use clap::Args;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const TOKEN: &str = "mdd_bench_admin_token_0123456789abcdef";
+const CHECKS: usize = 100;
+const ENTITIES: usize = 10;
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The mdd binary to measure (a release build).
+    #[arg(long, default_value = "target/release/mdd")]
+    mdd: PathBuf,
+    /// Seconds of load per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Results per request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Concurrent clients, comma separated.
+    #[arg(long, default_value = "10,100,1000", value_delimiter = ',')]
+    clients: Vec<usize>,
+}
+
+/// The same shape the server reads, so the baseline parses as much as mdd does.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Payload {
+    results: Vec<ResultIn>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct ResultIn {
+    id: String,
+    check: String,
+    entity: Option<String>,
+    status: i64,
+    output: String,
+}
+
+struct Load {
+    results_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+pub fn run(args: IngestArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: IngestArgs) -> Result<()> {
+    if !args.mdd.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p mdd",
+            args.mdd.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let spec: String = std::iter::once("checks:\n".to_string())
+        .chain((0..CHECKS).map(|i| format!("  - {{ name: push-{i}, ttl: 1h }}\n")))
+        .collect();
+    let spec_path = dir.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec)?;
+
+    let mut server = tokio::process::Command::new(&args.mdd)
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--spec")
+        .arg(&spec_path)
+        .env("MDD_ADMIN_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start mdd server")?;
+    let mut lines = BufReader::new(server.stderr.take().context("stderr")?).lines();
+    let mut mdd_url = None;
+    while let Some(line) = lines.next_line().await? {
+        if let Some(rest) = line.split("serving on ").nth(1) {
+            mdd_url = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    let mdd_url = mdd_url.context("mdd server did not start")?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let baseline = axum::Router::new().route(
+        "/api/v1/results",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            match serde_json::from_slice::<Payload>(&body) {
+                Ok(p) => {
+                    axum::Json(serde_json::json!({ "stored": p.results.len(), "duplicates": 0 }))
+                        .into_response()
+                }
+                Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let baseline_url = format!("http://{}", listener.local_addr()?);
+    let baseline_task = tokio::spawn(async move { axum::serve(listener, baseline).await });
+
+    println!(
+        "mdd-bench ingest: batches of {} results, {} s per measurement, results durable (WAL, synchronous=FULL)\n",
+        args.batch, args.seconds
+    );
+    println!(
+        "{:>8}  {:>14} {:>9} {:>9}   {:>14} {:>9}   {:>6}",
+        "clients", "mdd results/s", "p50", "p99", "baseline r/s", "p99", "ratio"
+    );
+    let run_id = AtomicU64::new(0);
+    for &clients in &args.clients {
+        let tag = run_id.fetch_add(1, Ordering::Relaxed);
+        let mdd = load(
+            &mdd_url,
+            clients,
+            args.batch,
+            args.seconds,
+            &format!("m{tag}"),
+        )
+        .await?;
+        let base = load(
+            &baseline_url,
+            clients,
+            args.batch,
+            args.seconds,
+            &format!("b{tag}"),
+        )
+        .await?;
+        let ratio = mdd.results_per_second / base.results_per_second;
+        println!(
+            "{clients:>8}  {:>14.0} {:>9} {:>9}   {:>14.0} {:>9}   {ratio:>6.2}{}",
+            mdd.results_per_second,
+            format!("{:.1}ms", mdd.p50.as_secs_f64() * 1000.0),
+            format!("{:.1}ms", mdd.p99.as_secs_f64() * 1000.0),
+            base.results_per_second,
+            format!("{:.1}ms", base.p99.as_secs_f64() * 1000.0),
+            if mdd.errors + base.errors > 0 {
+                format!(
+                    "  ({} mdd errors, {} baseline errors)",
+                    mdd.errors, base.errors
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    baseline_task.abort();
+    let _ = server.kill().await;
+    println!("\ngoal: ≥ 40,000 results/s stored and a ratio ≥ 0.5");
+    Ok(())
+}
+
+/// `clients` tasks, each with its own connection, posting batches back to back for `seconds`.
+async fn load(url: &str, clients: usize, batch: usize, seconds: u64, tag: &str) -> Result<Load> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let stored = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let url = format!("{url}/api/v1/results");
+        let stored = Arc::clone(&stored);
+        let errors = Arc::clone(&errors);
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client");
+            let mut latencies = Vec::new();
+            let mut round = 0u64;
+            while Instant::now() < deadline {
+                let results: Vec<serde_json::Value> = (0..batch)
+                    .map(|i| {
+                        let n = round as usize * batch + i;
+                        serde_json::json!({
+                            "id": format!("{tag}-{client}-{round}-{i}"),
+                            "check": format!("push-{}", n % CHECKS),
+                            "entity": format!("host-{}", (n / CHECKS) % ENTITIES),
+                            "status": if n % 7 == 0 { 2 } else { 0 },
+                            "output": "OK - bench | time=0.012s;0.5;1;0",
+                        })
+                    })
+                    .collect();
+                let body =
+                    serde_json::to_vec(&serde_json::json!({ "results": results })).expect("json");
+                let sent = Instant::now();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match response {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        latencies.push(sent.elapsed());
+                        stored.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                round += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Load {
+        results_per_second: stored.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
