@@ -195,7 +195,7 @@ async fn load(url: &str, clients: usize, batch: usize, seconds: u64, tag: &str) 
                             "id": format!("{tag}-{client}-{round}-{i}"),
                             "check": format!("push-{}", n % CHECKS),
                             "entity": format!("host-{}", (n / CHECKS) % ENTITIES),
-                            "status": if n % 7 == 0 { 2 } else { 0 },
+                            "status": if n.is_multiple_of(7) { 2 } else { 0 },
                             "output": "OK - bench | time=0.012s;0.5;1;0",
                         })
                     })

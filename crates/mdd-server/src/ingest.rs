@@ -139,53 +139,42 @@ pub async fn checkpoint(shared: &Shared, dirty: &mut HashSet<EventKey>) {
 
 async fn write_group(shared: &Shared, group: Vec<IngestJob>, dirty: &mut HashSet<EventKey>) {
     let started = Instant::now();
-    let ids: Vec<&str> = group
-        .iter()
-        .flat_map(|job| job.results.iter().map(|r| r.id.as_str()))
-        .collect();
-    let existing = match shared.store.existing_result_ids(&ids).await {
-        Ok(existing) => existing,
+    // Each id once, in arrival order; the store reports which of them were new.
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut candidates: Vec<&StoredResult> = Vec::new();
+    let mut entities: HashMap<&str, i64> = HashMap::new();
+    for result in group.iter().flat_map(|job| &job.results) {
+        if seen.insert(&result.id) {
+            candidates.push(result);
+            let seen_at = entities
+                .entry(result.entity.as_str())
+                .or_insert(result.received_at);
+            *seen_at = (*seen_at).max(result.received_at);
+        }
+    }
+    let entity_list: Vec<(&str, i64)> = entities.into_iter().collect();
+    let inserted = match shared
+        .store
+        .commit(Commit {
+            results: &candidates,
+            entities: &entity_list,
+        })
+        .await
+    {
+        Ok(inserted) => inserted,
         Err(error) => return fail(shared, group, error),
     };
 
-    // Which results are new, in arrival order, and how each job fares.
-    let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
-    let mut outcomes = vec![IngestOutcome::default(); group.len()];
-    let mut fresh: Vec<&StoredResult> = Vec::with_capacity(ids.len());
-    for (job, outcome) in group.iter().zip(outcomes.iter_mut()) {
-        for result in &job.results {
-            if existing.contains(&result.id) || !seen.insert(&result.id) {
-                outcome.duplicates += 1;
-            } else {
-                outcome.stored += 1;
-                fresh.push(result);
-            }
-        }
-    }
-
-    // Apply the fresh results to copies of their events; the cache changes only after commit.
+    // Only now, with the results on disk, do the events move.
+    let fresh: Vec<&StoredResult> = candidates
+        .into_iter()
+        .filter(|r| inserted.contains(&r.id))
+        .collect();
     let checks = shared.checks();
     let staged = {
         let cache = shared.events_read();
         apply_results(&cache, &fresh, &checks)
     };
-    let mut entities: HashMap<&str, i64> = HashMap::new();
-    for result in &fresh {
-        let seen_at = entities
-            .entry(result.entity.as_str())
-            .or_insert(result.received_at);
-        *seen_at = (*seen_at).max(result.received_at);
-    }
-    let fresh_owned: Vec<StoredResult> = fresh.iter().map(|r| (*r).clone()).collect();
-    let entity_list: Vec<(&str, i64)> = entities.into_iter().collect();
-    let commit = Commit {
-        results: &fresh_owned,
-        entities: &entity_list,
-    };
-    if let Err(error) = shared.store.commit(commit).await {
-        return fail(shared, group, error);
-    }
-    let stored = fresh_owned.len();
     {
         let mut cache = shared.events_write();
         for (key, cached) in staged {
@@ -193,8 +182,24 @@ async fn write_group(shared: &Shared, group: Vec<IngestJob>, dirty: &mut HashSet
             cache.insert(key, cached);
         }
     }
-    shared.metrics.record_group(&fresh_owned, started.elapsed());
-    tracing::debug!(stored, jobs = group.len(), "group committed");
+    shared.metrics.record_group(&fresh, started.elapsed());
+    tracing::debug!(stored = fresh.len(), jobs = group.len(), "group committed");
+
+    let mut counted: HashSet<&str> = HashSet::with_capacity(inserted.len());
+    let outcomes: Vec<IngestOutcome> = group
+        .iter()
+        .map(|job| {
+            let mut outcome = IngestOutcome::default();
+            for result in &job.results {
+                if inserted.contains(&result.id) && counted.insert(&result.id) {
+                    outcome.stored += 1;
+                } else {
+                    outcome.duplicates += 1;
+                }
+            }
+            outcome
+        })
+        .collect();
     for (job, outcome) in group.into_iter().zip(outcomes) {
         let _ = job.reply.send(Ok(outcome));
     }

@@ -110,7 +110,7 @@ impl Metrics {
         }
     }
 
-    pub fn record_group(&self, stored: &[StoredResult], took: Duration) {
+    pub fn record_group(&self, stored: &[&StoredResult], took: Duration) {
         for result in stored {
             self.results
                 .get_or_create(&StatusLabel {

@@ -36,7 +36,7 @@ async fn results_events_and_entities_survive_a_reopen() {
     let event = event_row("b", Status::Critical, 2_000);
     store
         .commit(Commit {
-            results: &[r1.clone(), r2.clone()],
+            results: &[&r1, &r2],
             entities: &[("server", 2_000)],
         })
         .await
@@ -51,7 +51,7 @@ async fn results_events_and_entities_survive_a_reopen() {
     let r3 = result("c", Status::Ok, 3_000);
     store
         .commit(Commit {
-            results: std::slice::from_ref(&r3),
+            results: &[&r3],
             entities: &[],
         })
         .await
@@ -93,14 +93,19 @@ async fn a_replayed_result_is_stored_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).await.expect("open");
     let r = result("same", Status::Ok, 1_000);
-    for _ in 0..3 {
-        store
+    for attempt in 0..3 {
+        let inserted = store
             .commit(Commit {
-                results: std::slice::from_ref(&r),
+                results: &[&r],
                 ..Commit::default()
             })
             .await
             .expect("commit");
+        assert_eq!(
+            inserted.contains("same"),
+            attempt == 0,
+            "new only the first time"
+        );
     }
     assert_eq!(store.count_results().await.expect("count"), 1);
 }
@@ -114,7 +119,7 @@ async fn retention_keeps_what_events_point_at() {
     let event = event_row("latest", Status::Ok, 2_000);
     store
         .commit(Commit {
-            results: &[old, latest],
+            results: &[&old, &latest],
             entities: &[],
         })
         .await
@@ -123,7 +128,7 @@ async fn retention_keeps_what_events_point_at() {
     store.checkpoint_events(&[event]).await.expect("checkpoint");
     store
         .commit(Commit {
-            results: std::slice::from_ref(&unchecked),
+            results: &[&unchecked],
             entities: &[],
         })
         .await
