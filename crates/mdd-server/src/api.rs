@@ -150,10 +150,14 @@ async fn metrics(
     let now = now_ms();
     let mut resolver = StateResolver::new(&checks, &events, now);
     let states: Vec<(String, String, &'static str)> = events
-        .keys()
-        .map(|(check, entity)| {
-            let (state, _) = resolver.state(check, entity);
-            (check.clone(), entity.clone(), state.as_str())
+        .values()
+        .map(|cached| {
+            let (state, _) = resolver.state_of(cached);
+            (
+                cached.event.check.clone(),
+                cached.event.entity.clone(),
+                state.as_str(),
+            )
         })
         .collect();
     let text = shared.metrics.render(states.into_iter());
@@ -236,13 +240,7 @@ async fn post_results(
         .ingest(results)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    shared
-        .metrics
-        .http_seconds
-        .get_or_create(&crate::metrics::RouteLabels {
-            route: "/api/v1/results".into(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    shared.metrics.observe_route("/api/v1/results", started);
     Ok(Json(outcome))
 }
 
@@ -399,17 +397,33 @@ impl EventFilter {
     }
 }
 
+/// One entry of the events list: an event, or a check that never reported.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ListEntry<'a> {
+    Event(EventView<'a>),
+    Pending {
+        check: &'a str,
+        entity: Option<&'a str>,
+        state: State,
+        summary: &'static str,
+        owner: Option<&'a str>,
+        labels: &'a BTreeMap<String, String>,
+    },
+}
+
 async fn list_events(
     AxumState(shared): AxumState<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    let started = Instant::now();
     authorize(&shared, &headers, Role::Read, "/api/v1/events")?;
     let filter = EventFilter::parse(query.as_deref())?;
     let checks = shared.checks();
     let events = shared.events_read();
     let mut resolver = StateResolver::new(&checks, &events, now_ms());
-    let mut views: Vec<serde_json::Value> = Vec::new();
+    let mut views: Vec<ListEntry<'_>> = Vec::new();
     for ((check, entity), cached) in events.iter() {
         if filter.check.as_ref().is_some_and(|c| c != check)
             || filter.entity.as_ref().is_some_and(|e| e != entity)
@@ -425,14 +439,13 @@ async fn list_events(
         {
             continue;
         }
-        let (state, blocked_by) = resolver.state(check, entity);
+        let (state, blocked_by) = resolver.state_of(cached);
         if !filter.states.is_empty() && !filter.states.contains(&state) {
             continue;
         }
-        views.push(
-            serde_json::to_value(EventView::new(cached, &checks, state, blocked_by))
-                .unwrap_or_default(),
-        );
+        views.push(ListEntry::Event(EventView::new(
+            cached, &checks, state, blocked_by, false,
+        )));
     }
     // Checks that never reported are events too, in the pending state: in a deployment that
     // is just starting, they are most of what there is to see.
@@ -454,17 +467,32 @@ async fn list_events(
             {
                 continue;
             }
-            views.push(json!({
-                "check": check.name,
-                "entity": null,
-                "state": State::Pending,
-                "summary": "no result yet",
-                "owner": check.owner,
-                "labels": check.labels,
-            }));
+            views.push(ListEntry::Pending {
+                check: &check.name,
+                entity: None,
+                state: State::Pending,
+                summary: "no result yet",
+                owner: check.owner.as_deref(),
+                labels: &check.labels,
+            });
         }
     }
-    Ok(Json(json!({ "events": views })).into_response())
+    #[derive(Serialize)]
+    struct EventList<'a> {
+        events: Vec<ListEntry<'a>>,
+    }
+    // Serialized straight from the views into a buffer sized for them: going through
+    // serde_json::Value would copy every event into a map first.
+    let mut body = Vec::with_capacity(64 + views.len() * 512);
+    if let Err(e) = serde_json::to_writer(&mut body, &EventList { events: views }) {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode events: {e}"),
+        ));
+    }
+    let response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    shared.metrics.observe_route("/api/v1/events", started);
+    Ok(response)
 }
 
 async fn get_event(
@@ -489,7 +517,7 @@ async fn get_event(
     };
     let mut resolver = StateResolver::new(&checks, &events, now_ms());
     let (state, blocked_by) = resolver.state(&cached.event.check, &cached.event.entity);
-    Ok(Json(EventView::new(cached, &checks, state, blocked_by)).into_response())
+    Ok(Json(EventView::new(cached, &checks, state, blocked_by, true)).into_response())
 }
 
 #[derive(Serialize)]

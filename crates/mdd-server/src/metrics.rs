@@ -110,6 +110,15 @@ impl Metrics {
         }
     }
 
+    /// Records how long the server spent on a request of `route`, from `started`.
+    pub fn observe_route(&self, route: &str, started: std::time::Instant) {
+        self.http_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     pub fn record_group(&self, stored: &[&StoredResult], took: Duration) {
         for result in stored {
             self.results

@@ -44,6 +44,23 @@ impl<'a> StateResolver<'a> {
         answer
     }
 
+    /// The state of an event already in hand. Checks without dependencies (most of them) need
+    /// no lookups and nothing remembered, which keeps listing ten thousand events cheap.
+    pub fn state_of(&mut self, cached: &'a CachedEvent) -> (State, Vec<String>) {
+        let check = cached.event.check.as_str();
+        match self.checks.get(check) {
+            Some(config) if !config.depends_on.is_empty() => {
+                self.state(check, cached.event.entity.as_str())
+            }
+            config => (
+                cached
+                    .event
+                    .own_state(self.now, config.map(|c| c.effective_ttl())),
+                Vec::new(),
+            ),
+        }
+    }
+
     fn work_out(&mut self, check: &'a str, entity: &'a str) -> (State, Vec<String>) {
         let Some(cached) = self.events.get(&(check.to_string(), entity.to_string())) else {
             return (State::Pending, Vec::new());
@@ -90,11 +107,100 @@ impl<'a> StateResolver<'a> {
     }
 }
 
-/// RFC 3339 for a time in ms since the epoch.
+/// RFC 3339 (UTC, milliseconds) for a time in ms since the epoch, like
+/// `2026-11-26T17:28:29.705Z`.
 pub fn timestamp(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| ms.to_string())
+    let mut buffer = [0u8; 24];
+    match write_timestamp(ms, &mut buffer) {
+        Some(text) => text.to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// Writes the RFC 3339 form into `buffer`; None for years outside 0000-9999. Written out by
+/// hand because lists format tens of thousands per request; the test checks it against jiff.
+fn write_timestamp(ms: i64, buffer: &mut [u8; 24]) -> Option<&str> {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let fields = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (in_day / 3_600_000, 2, b':'),
+        (in_day / 60_000 % 60, 2, b':'),
+        (in_day / 1_000 % 60, 2, b'.'),
+        (in_day % 1_000, 3, b'Z'),
+    ];
+    let mut at = 0;
+    for (value, width, after) in fields {
+        for place in (0..width).rev() {
+            buffer[at] = b'0' + ((value / 10_i64.pow(place)) % 10) as u8;
+            at += 1;
+        }
+        buffer[at] = after;
+        at += 1;
+    }
+    std::str::from_utf8(&buffer[..at]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn timestamps_match_jiff() {
+        for ms in [
+            0,
+            951_782_400_000,   // 2000-02-29
+            1_764_178_109_705, // an ordinary afternoon
+            4_102_444_799_999, // the last ms of 2099
+            -86_400_000,       // 1969-12-31
+            1_709_251_199_999, // the end of a leap-year February
+        ] {
+            let expected = jiff::Timestamp::from_millisecond(ms)
+                .expect("in range")
+                .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
+            assert_eq!(timestamp(ms), expected, "{ms}");
+        }
+    }
+}
+
+/// A time (ms since the epoch) that serializes as RFC 3339 without a heap allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Time(pub i64);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut buffer = [0u8; 24];
+        match write_timestamp(self.0, &mut buffer) {
+            Some(text) => serializer.serialize_str(text),
+            None => serializer.serialize_i64(self.0),
+        }
+    }
+}
+
+/// An event's history as bare exit codes, serialized straight from it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecentStatuses<'a>(pub &'a [mdd_core::event::HistoryEntry]);
+
+impl Serialize for RecentStatuses<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|h| h.status.exit_code()))
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -110,18 +216,26 @@ pub struct EventView<'a> {
     pub state: State,
     pub status: mdd_core::Status,
     pub summary: &'a str,
-    pub long_output: &'a str,
-    pub perfdata: &'a [mdd_core::PerfDatum],
+    /// Only in the one-event view (`GET /api/v1/events/{check}/{entity}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_output: Option<&'a str>,
+    /// Only in the one-event view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perfdata: Option<&'a [mdd_core::PerfDatum]>,
     pub duration_ms: f64,
-    pub executed_at: String,
+    pub executed_at: Time,
     pub occurrences: u32,
     pub occurrences_watermark: u32,
-    pub history: Vec<HistoryView>,
+    /// The last 21 Nagios exit codes, oldest first: a compact history for lists.
+    pub recent_statuses: RecentStatuses<'a>,
+    /// The same history with times; only in the one-event view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryView>>,
     pub total_state_change: u32,
     pub flapping: bool,
-    pub first_seen: String,
-    pub last_ok: Option<String>,
-    pub last_state_change: Option<String>,
+    pub first_seen: Time,
+    pub last_ok: Option<Time>,
+    pub last_state_change: Option<Time>,
     /// The result this event was made from: GET /api/v1/results/{id}.
     pub last_result_id: &'a str,
     pub blocked_by: Vec<String>,
@@ -130,11 +244,14 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
+    /// `detail`: the one-event view, with long output, perfdata and timed history. Lists leave
+    /// them out so that ten thousand events stay a small, fast document.
     pub fn new(
         cached: &'a CachedEvent,
         checks: &'a CheckSet,
         state: State,
         blocked_by: Vec<String>,
+        detail: bool,
     ) -> EventView<'a> {
         let event = &cached.event;
         let config = checks.get(&event.check);
@@ -144,25 +261,28 @@ impl<'a> EventView<'a> {
             state,
             status: event.status,
             summary: &cached.summary,
-            long_output: &cached.long_output,
-            perfdata: &cached.perfdata,
+            long_output: detail.then_some(cached.long_output.as_str()),
+            perfdata: detail.then_some(cached.perfdata.as_slice()),
             duration_ms: cached.duration_ms,
-            executed_at: timestamp(event.executed_at),
+            executed_at: Time(event.executed_at),
             occurrences: event.occurrences,
             occurrences_watermark: event.occurrences_watermark,
-            history: event
-                .history
-                .iter()
-                .map(|h| HistoryView {
-                    status: h.status,
-                    executed_at: timestamp(h.executed_at),
-                })
-                .collect(),
+            recent_statuses: RecentStatuses(&event.history),
+            history: detail.then(|| {
+                event
+                    .history
+                    .iter()
+                    .map(|h| HistoryView {
+                        status: h.status,
+                        executed_at: timestamp(h.executed_at),
+                    })
+                    .collect()
+            }),
             total_state_change: event.total_state_change,
             flapping: event.flapping,
-            first_seen: timestamp(event.first_seen),
-            last_ok: event.last_ok.map(timestamp),
-            last_state_change: event.last_state_change.map(timestamp),
+            first_seen: Time(event.first_seen),
+            last_ok: event.last_ok.map(Time),
+            last_state_change: event.last_state_change.map(Time),
             last_result_id: &event.last_result_id,
             blocked_by,
             owner: config.and_then(|c| c.owner.as_deref()),
