@@ -193,28 +193,6 @@ impl Store {
         classify(&self.path, source)
     }
 
-    /// Which of these result ids are already stored.
-    pub async fn existing_result_ids(&self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-        let mut found = HashSet::new();
-        for chunk in ids.chunks(10_000) {
-            let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM results WHERE id IN (");
-            let mut separated = query.separated(", ");
-            for id in chunk {
-                separated.push_bind(*id);
-            }
-            separated.push_unseparated(")");
-            let rows = query
-                .build()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                found.insert(row.try_get::<String, _>(0).map_err(|e| self.err(e))?);
-            }
-        }
-        Ok(found)
-    }
-
     /// Writes a group in one transaction; when this returns Ok, all of it is on disk. Returns
     /// the ids that were new (a result whose id is already stored is left as it was).
     pub async fn commit(&self, commit: Commit<'_>) -> Result<HashSet<String>, StoreError> {

@@ -81,11 +81,6 @@ async fn results_events_and_entities_survive_a_reopen() {
         store.entities().await.expect("entities")[0].last_seen,
         2_000
     );
-    let existing = store
-        .existing_result_ids(&["a", "zzz", "b"])
-        .await
-        .expect("ids");
-    assert_eq!(existing, HashSet::from(["a".to_string(), "b".to_string()]));
 }
 
 #[tokio::test]

@@ -657,3 +657,151 @@ async fn events_are_rebuilt_after_a_crash_between_checkpoints() {
     assert_eq!(after["occurrences"], 5);
     assert!(server.stop().await.success());
 }
+
+#[tokio::test]
+async fn client_commands_public_read_and_sighup_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "checks:\n  - { name: cron, owner: platform, ttl: 1h }\n",
+    )
+    .expect("write");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--public-read", "--spec", spec.to_str().expect("utf-8")],
+    )
+    .await;
+    let mdd = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mdd"));
+        command
+            .args(args)
+            .env("MDD_SERVER", &server.url)
+            .env_remove("MDD_TOKEN");
+        if let Some(token) = token {
+            command.env("MDD_TOKEN", token);
+        }
+        command.output().expect("mdd")
+    };
+
+    // Reads need no token under --public-read; writes still do.
+    let out = mdd(&["status"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a pending check is not green: {table}"
+    );
+    assert!(
+        table.contains("… pending") && table.contains("cron"),
+        "{table}"
+    );
+    let out = mdd(
+        &[
+            "result",
+            "--check",
+            "cron",
+            "--status",
+            "0",
+            "--output",
+            "backup ok | bytes=10B",
+            "--entity",
+            "db1",
+            "--id",
+            "run-1",
+        ],
+        None,
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "writing without a token must fail"
+    );
+
+    let out = mdd(
+        &["token", "create", "--role", "agent", "--name", "cron jobs"],
+        Some(ADMIN),
+    );
+    let agent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(agent.starts_with("mdd_"), "{agent}");
+    let args = [
+        "result",
+        "--check",
+        "cron",
+        "--status",
+        "0",
+        "--output",
+        "backup ok | bytes=10B",
+        "--entity",
+        "db1",
+        "--id",
+        "run-1",
+    ];
+    let out = mdd(&args, Some(&agent));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("stored result run-1"));
+    let out = mdd(&args, Some(&agent));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("already had result run-1"),
+        "replays are harmless"
+    );
+    let out = mdd(&["apply", spec.to_str().expect("utf-8")], Some(&agent));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "an agent token cannot apply specs"
+    );
+
+    let out = mdd(&["status", "--state", "passing"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(
+        table.contains("✓ passing") && table.contains("db1") && table.contains("backup ok"),
+        "{table}"
+    );
+
+    // SIGHUP re-reads the spec file: a new check appears; an invalid file changes nothing.
+    std::fs::write(
+        &spec,
+        "checks:\n  - { name: cron, owner: platform, ttl: 1h }\n  - { name: ci, ttl: 1h }\n",
+    )
+    .expect("write");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        let (_, checks) = server.get("/api/v1/checks").await;
+        names = checks["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if names.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names, ["cron", "ci"]);
+    std::fs::write(&spec, "checks:\n  - { name: cron, ttl: never }\n").expect("write");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, checks) = server.get("/api/v1/checks").await;
+    assert_eq!(
+        checks["checks"].as_array().map(Vec::len),
+        Some(2),
+        "an invalid reload changes nothing"
+    );
+    assert!(server.stop().await.success());
+}
