@@ -1,8 +1,8 @@
 //! The pure core of mdd: what a spec says, what a result means.
 //!
 //! Owns the spec (parsing YAML into checks and validating them with file/line/column errors),
-//! statuses and states, Nagios plugin output and perfdata, threshold ranges, durations, and the
-//! dependency graph between checks.
+//! statuses and states, Nagios plugin output and perfdata, threshold ranges, durations, the
+//! dependency graph between checks, and the event state machine.
 //!
 //! Invariant: this crate does no I/O. No files, no sockets, no clocks, no processes. It takes
 //! text and values in and gives values out, so every rule here is unit-testable exhaustively.
