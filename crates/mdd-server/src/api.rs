@@ -152,7 +152,7 @@ async fn metrics(
     let states: Vec<(String, String, &'static str)> = events
         .values()
         .map(|cached| {
-            let (state, _) = resolver.state_of(cached);
+            let (state, _) = resolver.state_of(cached, checks.get(&cached.event.check));
             (
                 cached.event.check.clone(),
                 cached.event.entity.clone(),
@@ -439,12 +439,12 @@ async fn list_events(
         {
             continue;
         }
-        let (state, blocked_by) = resolver.state_of(cached);
+        let (state, blocked_by) = resolver.state_of(cached, config);
         if !filter.states.is_empty() && !filter.states.contains(&state) {
             continue;
         }
         views.push(ListEntry::Event(EventView::new(
-            cached, &checks, state, blocked_by, false,
+            cached, config, state, blocked_by, false,
         )));
     }
     // Checks that never reported are events too, in the pending state: in a deployment that
@@ -517,7 +517,8 @@ async fn get_event(
     };
     let mut resolver = StateResolver::new(&checks, &events, now_ms());
     let (state, blocked_by) = resolver.state(&cached.event.check, &cached.event.entity);
-    Ok(Json(EventView::new(cached, &checks, state, blocked_by, true)).into_response())
+    let config = checks.get(&cached.event.check);
+    Ok(Json(EventView::new(cached, config, state, blocked_by, true)).into_response())
 }
 
 #[derive(Serialize)]

@@ -46,9 +46,14 @@ impl<'a> StateResolver<'a> {
 
     /// The state of an event already in hand. Checks without dependencies (most of them) need
     /// no lookups and nothing remembered, which keeps listing ten thousand events cheap.
-    pub fn state_of(&mut self, cached: &'a CachedEvent) -> (State, Vec<String>) {
+    /// `config` is the event's check, which callers usually have at hand already.
+    pub fn state_of(
+        &mut self,
+        cached: &'a CachedEvent,
+        config: Option<&'a mdd_core::spec::Check>,
+    ) -> (State, Vec<String>) {
         let check = cached.event.check.as_str();
-        match self.checks.get(check) {
+        match config {
             Some(config) if !config.depends_on.is_empty() => {
                 self.state(check, cached.event.entity.as_str())
             }
@@ -248,13 +253,12 @@ impl<'a> EventView<'a> {
     /// them out so that ten thousand events stay a small, fast document.
     pub fn new(
         cached: &'a CachedEvent,
-        checks: &'a CheckSet,
+        config: Option<&'a mdd_core::spec::Check>,
         state: State,
         blocked_by: Vec<String>,
         detail: bool,
     ) -> EventView<'a> {
         let event = &cached.event;
-        let config = checks.get(&event.check);
         EventView {
             check: &event.check,
             entity: &event.entity,
