@@ -696,34 +696,6 @@ async fn client_commands_public_read_and_sighup_reload() {
         table.contains("… pending") && table.contains("cron"),
         "{table}"
     );
-    let out = mdd(
-        &[
-            "result",
-            "--check",
-            "cron",
-            "--status",
-            "0",
-            "--output",
-            "backup ok | bytes=10B",
-            "--entity",
-            "db1",
-            "--id",
-            "run-1",
-        ],
-        None,
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(0),
-        "writing without a token must fail"
-    );
-
-    let out = mdd(
-        &["token", "create", "--role", "agent", "--name", "cron jobs"],
-        Some(ADMIN),
-    );
-    let agent = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(agent.starts_with("mdd_"), "{agent}");
     let args = [
         "result",
         "--check",
@@ -737,6 +709,19 @@ async fn client_commands_public_read_and_sighup_reload() {
         "--id",
         "run-1",
     ];
+    let out = mdd(&args, None);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "writing without a token must fail"
+    );
+
+    let out = mdd(
+        &["token", "create", "--role", "agent", "--name", "cron jobs"],
+        Some(ADMIN),
+    );
+    let agent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(agent.starts_with("mdd_"), "{agent}");
     let out = mdd(&args, Some(&agent));
     assert_eq!(
         out.status.code(),
