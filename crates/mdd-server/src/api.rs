@@ -151,13 +151,15 @@ async fn metrics(
     let mut resolver = StateResolver::new(&checks, &events, now);
     let states: Vec<(String, String, &'static str)> = events
         .values()
-        .map(|cached| {
-            let (state, _) = resolver.state_of(cached, checks.get(&cached.event.check));
-            (
+        .filter_map(|cached| {
+            // Like the events list: only checks that are in the spec.
+            let config = checks.get(&cached.event.check)?;
+            let (state, _) = resolver.state_of(cached, Some(config));
+            Some((
                 cached.event.check.clone(),
                 cached.event.entity.clone(),
                 state.as_str(),
-            )
+            ))
         })
         .collect();
     let text = shared.metrics.render(states.into_iter());
@@ -430,7 +432,12 @@ async fn list_events(
         {
             continue;
         }
-        let config = checks.get(check);
+        // Events of checks no longer in the spec stay stored (their history can still be
+        // read one by one) but are not listed: a pruned check is gone from the picture.
+        let Some(config) = checks.get(check) else {
+            continue;
+        };
+        let config = Some(config);
         if !filter.labels.is_empty() && !config.is_some_and(|c| c.matches_labels(&filter.labels)) {
             continue;
         }

@@ -790,3 +790,30 @@ async fn client_commands_public_read_and_sighup_reload() {
     );
     assert!(server.stop().await.success());
 }
+
+#[tokio::test]
+async fn pruned_checks_leave_the_events_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    server.apply(&[("push.yaml", PUSH_SPEC)]).await;
+    let batch = json!({ "results": [result("p1", "cron", 0), result("p2", "ci", 0)] });
+    assert_eq!(server.post("/api/v1/results", &batch).await.0, 200);
+    let (_, applied) = server
+        .post(
+            "/api/v1/spec",
+            &json!({ "files": [{ "file": "push.yaml", "text": "checks:\n  - { name: ci, ttl: 1h }\n" }], "prune": true }),
+        )
+        .await;
+    assert_eq!(applied["removed"], json!(["cron"]), "{applied}");
+    let (_, events) = server.get("/api/v1/events").await;
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["check"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["ci"]);
+    let (status, _) = server.get("/api/v1/events/cron/e1").await;
+    assert_eq!(status, 200, "its history can still be read");
+    assert!(server.stop().await.success());
+}
