@@ -13,6 +13,7 @@ pub mod graph;
 pub mod perfdata;
 pub mod plugin_output;
 pub mod result;
+pub mod schedule;
 pub mod spec;
 pub mod status;
 pub mod threshold;

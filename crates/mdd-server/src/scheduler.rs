@@ -1,6 +1,5 @@
 //! Runs the checks that belong to the server (those without `subscriptions`), each on its
-//! interval with a stable splay: a check's runs fall at `splay + k × interval` since the epoch,
-//! so runs never drift and a restart keeps the phase.
+//! interval on the grid `mdd_core::schedule` defines (no drift, restarts keep the phase).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,32 +10,9 @@ use mdd_probes::ProbeContext;
 use mdd_storage::StoredResult;
 use tokio_util::sync::CancellationToken;
 
+use mdd_core::schedule::{next_run, splay};
+
 use crate::{Shared, now_ms};
-
-/// The offset of a check's runs within its interval: a hash of its name, stable across restarts
-/// and machines, so checks spread over the interval instead of firing together.
-pub fn splay(name: &str, interval: Duration) -> i64 {
-    // FNV-1a: tiny, stable, and good enough to spread names.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    let interval_ms = i64::try_from(interval.as_millis())
-        .unwrap_or(i64::MAX)
-        .max(1);
-    (hash % interval_ms.unsigned_abs()) as i64
-}
-
-/// The first run time strictly after `now` for a check with this interval and splay.
-pub fn next_run(now: i64, interval: Duration, splay: i64) -> i64 {
-    let interval_ms = i64::try_from(interval.as_millis())
-        .unwrap_or(i64::MAX)
-        .max(1);
-    let since = now - splay;
-    let k = since.div_euclid(interval_ms) + 1;
-    splay + k * interval_ms
-}
 
 fn runs_here(check: &Check) -> bool {
     check.subscriptions.is_empty() && !check.is_push_only()
@@ -115,26 +91,5 @@ async fn run_check(
         if let Err(e) = shared.ingest(vec![stored]).await {
             tracing::error!(check = check.name, "cannot store the result: {e}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_fall_on_a_fixed_grid() {
-        let interval = Duration::from_secs(30);
-        let s = splay("ams1-dns", interval);
-        assert!((0..30_000).contains(&s));
-        assert_eq!(s, splay("ams1-dns", interval), "stable");
-        assert_ne!(s, splay("ams1-ldap", interval), "spread");
-        let first = next_run(1_000_000, interval, s);
-        assert!(first > 1_000_000 && first <= 1_030_000);
-        assert_eq!((first - s) % 30_000, 0);
-        // Asking again at the due time gives the next slot, never the same one twice.
-        assert_eq!(next_run(first, interval, s), first + 30_000);
-        // A late wake-up does not shift later runs.
-        assert_eq!(next_run(first + 7_000, interval, s), first + 30_000);
     }
 }
