@@ -43,6 +43,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v1/entities", get(list_entities))
         .route("/api/v1/spec", get(get_spec).post(apply_spec))
         .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/agent/checks", get(agent_checks))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
 }
@@ -763,4 +764,91 @@ async fn create_token(
         Json(json!({ "token": secret, "role": request.role, "name": request.name })),
     )
         .into_response())
+}
+
+/// The longest an agent's long-poll is held open.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The checks for a set of subscriptions, and a version that changes exactly when they do.
+fn checks_for<'a>(
+    checks: &'a CheckSet,
+    subscriptions: &[String],
+) -> (String, Vec<&'a mdd_core::spec::Check>) {
+    let selected: Vec<&mdd_core::spec::Check> = checks
+        .checks()
+        .iter()
+        .filter(|c| c.subscriptions.iter().any(|s| subscriptions.contains(s)))
+        .collect();
+    // FNV-1a over the JSON of exactly these checks: applies that change other checks leave
+    // this version alone, so they wake no agent that does not run them.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in serde_json::to_vec(&selected).unwrap_or_default() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (format!("{hash:016x}"), selected)
+}
+
+/// `GET /api/v1/agent/checks?subscriptions=a,b&after=VERSION&wait=30s`: the checks an agent
+/// with these subscriptions runs. When `after` is the current version, the answer waits (up to
+/// `wait`, at most 60 s) for the set to change, so an apply reaches agents at once without
+/// polling storms.
+async fn agent_checks(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Agent, "/api/v1/agent/checks")?;
+    let mut subscriptions: Vec<String> = Vec::new();
+    let mut after = None;
+    let mut wait = std::time::Duration::ZERO;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "subscriptions" => subscriptions.extend(
+                value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
+            ),
+            "after" => after = Some(value.into_owned()),
+            "wait" => {
+                wait = mdd_core::parse_duration(&value)
+                    .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
+                    .min(MAX_WAIT);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter `{other}`: use subscriptions, after, wait"
+                )));
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut revisions = shared.watch_revision();
+    loop {
+        let checks = shared.checks();
+        let (version, selected) = checks_for(&checks, &subscriptions);
+        if after.as_deref() != Some(version.as_str()) {
+            return Ok(Json(json!({
+                "version": version,
+                "revision": checks.revision,
+                "checks": selected,
+            }))
+            .into_response());
+        }
+        drop(selected);
+        tokio::select! {
+            changed = revisions.changed() => {
+                if changed.is_err() {
+                    return Ok(Json(json!({ "version": version, "unchanged": true })).into_response());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(Json(json!({ "version": version, "unchanged": true })).into_response());
+            }
+            _ = shared.shutdown.cancelled() => {
+                return Ok(Json(json!({ "version": version, "unchanged": true })).into_response());
+            }
+        }
+    }
 }

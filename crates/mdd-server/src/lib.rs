@@ -151,6 +151,10 @@ pub struct Shared {
     pub apply_lock: tokio::sync::Mutex<()>,
     /// Tells the scheduler the check set changed.
     pub checks_changed: tokio::sync::Notify,
+    /// The applied revision, for agents' long-polls to wait on.
+    revision: tokio::sync::watch::Sender<i64>,
+    /// Cancelled when the server stops, so long-polls end at once instead of holding it up.
+    pub shutdown: CancellationToken,
 }
 
 impl Shared {
@@ -159,8 +163,15 @@ impl Shared {
     }
 
     pub fn set_checks(&self, checks: CheckSet) {
+        let revision = checks.revision;
         *self.checks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(checks);
         self.checks_changed.notify_waiters();
+        self.revision.send_replace(revision);
+    }
+
+    /// A receiver that wakes when a new check set is applied.
+    pub fn watch_revision(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.revision.subscribe()
     }
 
     pub fn events_read(&self) -> RwLockReadGuard<'_, BTreeMap<EventKey, CachedEvent>> {
@@ -310,8 +321,11 @@ pub async fn start(
             addr: config.listen,
             source,
         })?;
+    let (revision, _) = tokio::sync::watch::channel(checks.revision);
     let shared = Arc::new(Shared {
         store,
+        revision,
+        shutdown: shutdown.clone(),
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
         tokens: RwLock::new(tokens),

@@ -826,3 +826,97 @@ async fn pruned_checks_leave_the_events_list() {
     assert_eq!(status, 200, "its history can still be read");
     assert!(server.stop().await.success());
 }
+
+/// Agents long-poll for their checks: they see only their subscriptions' checks, and an apply
+/// wakes exactly the agents whose checks it changed.
+#[tokio::test]
+async fn agents_long_poll_for_the_checks_of_their_subscriptions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = |disk_warn: u32, ldap_port: u32| {
+        format!(
+            "checks:
+  - {{ name: disk, subscriptions: [docker-hosts], command: check_disk -w {disk_warn}% -p / }}
+  - {{ name: ldap, subscriptions: [ldap-hosts], tcp: {{ host: ldap.example, port: {ldap_port} }} }}
+  - {{ name: central, command: [true] }}
+"
+        )
+    };
+    assert_eq!(server.apply(&[("dc.yaml", &spec(20, 636))]).await.0, 200);
+    let (_, agent) = server
+        .post("/api/v1/tokens", &json!({"role": "agent"}))
+        .await;
+    let agent = agent["token"].as_str().expect("token").to_string();
+    let poll = |after: Option<String>, wait: &str| {
+        let url = format!(
+            "{}/api/v1/agent/checks?subscriptions=docker-hosts,web&wait={wait}{}",
+            server.url,
+            after.map(|v| format!("&after={v}")).unwrap_or_default()
+        );
+        let token = agent.clone();
+        let http = server.http.clone();
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.expect("poll");
+            assert_eq!(response.status().as_u16(), 200);
+            serde_json::from_slice::<Value>(&response.bytes().await.expect("body")).expect("json")
+        }
+    };
+    let first = poll(None, "0s").await;
+    let names: Vec<&str> = first["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["disk"],
+        "only the checks of its subscriptions: {first}"
+    );
+    assert_eq!(first["checks"][0]["probe"]["command"]["argv"][2], "20%");
+    let version = first["version"].as_str().expect("version").to_string();
+
+    // An apply that changes only another subscription's check does not wake this agent.
+    let waiting = tokio::spawn(poll(Some(version.clone()), "20s"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.apply(&[("dc.yaml", &spec(20, 389))]).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "woken by a change that is not its own"
+    );
+    // One that changes its check answers the waiting poll with the new definition.
+    assert_eq!(server.apply(&[("dc.yaml", &spec(15, 389))]).await.0, 200);
+    let changed = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the apply reaches the waiting agent")
+        .expect("poll task");
+    assert_ne!(changed["version"], json!(version));
+    assert_eq!(changed["checks"][0]["probe"]["command"]["argv"][2], "15%");
+
+    // Nothing changes: the poll ends after its wait, saying so.
+    let unchanged = poll(changed["version"].as_str().map(str::to_string), "300ms").await;
+    assert_eq!(unchanged["unchanged"], true, "{unchanged}");
+
+    // A read token cannot pose as an agent.
+    let (_, reader) = server
+        .post("/api/v1/tokens", &json!({"role": "read"}))
+        .await;
+    let status = server
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/agent/checks?subscriptions=docker-hosts",
+            reader["token"].as_str(),
+            None,
+        )
+        .await
+        .0;
+    assert_eq!(status, 403);
+    // A long-poll does not hold up a graceful stop.
+    let _pending = tokio::spawn(poll(
+        unchanged["version"].as_str().map(str::to_string),
+        "60s",
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(server.stop().await.success());
+}

@@ -12,6 +12,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use parse::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, PROBE_KINDS};
 
 /// A validated set of checks (and deployments) from one or more spec files.
@@ -22,7 +24,7 @@ pub struct Spec {
 }
 
 /// One monitor of one integration point.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,
     pub description: Option<String>,
@@ -30,11 +32,14 @@ pub struct Check {
     pub runbook: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub depends_on: Vec<String>,
+    #[serde(with = "crate::result::duration_ms", rename = "interval_ms")]
     pub interval: Duration,
+    #[serde(with = "crate::result::duration_ms", rename = "timeout_ms")]
     pub timeout: Duration,
     pub subscriptions: Vec<String>,
     /// How long an event of this check stays fresh without a new result. Defaults to
     /// 2 × interval + timeout for checks with a probe; required for push-only checks.
+    #[serde(with = "optional_duration_ms", rename = "ttl_ms")]
     pub ttl: Option<Duration>,
     /// Flap detection thresholds in percent (0 disables).
     pub flap: crate::event::FlapThresholds,
@@ -63,7 +68,7 @@ impl Check {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     pub file: String,
     pub line: u32,
@@ -71,7 +76,8 @@ pub struct Source {
 }
 
 /// How a check is executed: exactly one per check.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Probe {
     Command(CommandProbe),
     Http(HttpProbe),
@@ -113,12 +119,12 @@ impl Probe {
 }
 
 /// Runs a Nagios plugin (or any program). Never through a shell.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandProbe {
     pub argv: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpProbe {
     pub url: String,
     pub method: String,
@@ -128,6 +134,7 @@ pub struct HttpProbe {
     pub status: Vec<u16>,
     pub body_contains: Option<String>,
     pub body_regex: Option<String>,
+    #[serde(with = "optional_duration_ms", rename = "max_latency_ms")]
     pub max_latency: Option<Duration>,
     pub follow_redirects: bool,
     /// A PEM file of CA certificates to trust instead of the system's, resolved against the
@@ -136,17 +143,19 @@ pub struct HttpProbe {
     pub insecure: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpProbe {
     pub host: String,
     pub port: u16,
     pub send: Option<String>,
     pub expect: Option<String>,
+    #[serde(with = "optional_duration_ms", rename = "max_latency_ms")]
     pub max_latency: Option<Duration>,
 }
 
 /// The DNS record types a `dns` probe can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum RecordType {
     A,
     Aaaa,
@@ -196,7 +205,7 @@ impl fmt::Display for RecordType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsProbe {
     pub name: String,
     pub record_type: RecordType,
@@ -204,10 +213,11 @@ pub struct DnsProbe {
     pub server: Option<std::net::SocketAddr>,
     /// Values that must all be among the answers.
     pub expect: Vec<String>,
+    #[serde(with = "optional_duration_ms", rename = "max_latency_ms")]
     pub max_latency: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsProbe {
     pub host: String,
     pub port: u16,
@@ -219,12 +229,30 @@ pub struct TlsProbe {
 }
 
 /// A named rollout: the checks its selector picks, done when all pass for `settle`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     pub name: String,
     pub description: Option<String>,
     pub selector: BTreeMap<String, String>,
+    #[serde(with = "crate::result::duration_ms", rename = "settle_ms")]
     pub settle: Duration,
+}
+
+/// `Option<Duration>` as milliseconds or null, for the JSON form of checks.
+mod optional_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_secs_f64() * 1000.0).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|ms| Duration::try_from_secs_f64(ms / 1000.0).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// One problem in a spec, pointing at where it is.

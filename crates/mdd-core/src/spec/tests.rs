@@ -475,3 +475,16 @@ checks:
     assert_has(&errors, 3, "checks[1].high_flap_threshold", "percentage");
     assert_has(&errors, 4, "checks[2].ttl", "longer than zero");
 }
+
+/// Checks travel as JSON from the server to agents; nothing may be lost on the way.
+#[test]
+fn checks_round_trip_through_json() {
+    let spec = load_one("dc/spec.yaml", FULL).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_string(&spec.checks).expect("serialize");
+    let back: Vec<Check> = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, spec.checks);
+    assert!(json.contains("\"interval_ms\":60000.0"), "{json}");
+    let push = load_one("s.yaml", "checks:\n  - { name: p, ttl: 1h }\n").expect("valid");
+    let json = serde_json::to_string(&push.checks[0]).expect("serialize");
+    assert!(json.contains("\"probe\":\"push\""), "{json}");
+}
