@@ -5,14 +5,15 @@
 //! and TLS handshakes. Every probe has a hard timeout and returns a [`ProbeResult`]; a probe never
 //! returns an error, because a failure to probe *is* the result (CRITICAL or UNKNOWN with the reason).
 //!
-//! Must not know about schedules, reports, storage or the server: it runs one check once.
-//! Adding a probe kind: one new module implementing [`Execute`], one arm in [`run`], and the
+//! `scheduler` runs checks over and over on their grid, for the server and agents alike.
+//! Must not know about reports, storage or the server. Adding a probe kind: one new module implementing [`Execute`], one arm in [`run`], and the
 //! spec's parser in `mdd-core`.
 
 mod command;
 mod dns;
 mod error_text;
 mod http;
+pub mod scheduler;
 mod tcp;
 mod tls;
 

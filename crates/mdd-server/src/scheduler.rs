@@ -1,95 +1,62 @@
-//! Runs the checks that belong to the server (those without `subscriptions`), each on its
-//! interval on the grid `mdd_core::schedule` defines (no drift, restarts keep the phase).
+//! Runs the checks that belong to the server (those without `subscriptions`) with the shared
+//! scheduler of `mdd-probes`, and stores their results like any other producer's.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mdd_core::spec::Check;
 use mdd_probes::ProbeContext;
+use mdd_probes::scheduler::{Executed, Scheduler};
 use mdd_storage::StoredResult;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use mdd_core::schedule::{next_run, splay};
 
 use crate::{Shared, now_ms};
 
 fn runs_here(check: &Check) -> bool {
-    check.subscriptions.is_empty() && !check.is_push_only()
+    check.subscriptions.is_empty()
 }
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let ctx = Arc::new(ProbeContext::default());
-    let mut running: HashMap<String, (Check, CancellationToken)> = HashMap::new();
+    let (sender, mut executed) = mpsc::channel::<Executed>(1024);
+    let mut scheduler = Scheduler::new(
+        Arc::new(ProbeContext::default()),
+        shutdown.child_token(),
+        sender,
+    );
+    let store_shared = Arc::clone(&shared);
+    let storing = tokio::spawn(async move {
+        while let Some(run) = executed.recv().await {
+            let result = run.result;
+            let stored = StoredResult {
+                id: uuid::Uuid::now_v7().to_string(),
+                check: run.check,
+                entity: store_shared.config.entity.clone(),
+                status: result.status,
+                summary: result.summary,
+                long_output: result.long_output,
+                perfdata: result.perfdata,
+                duration_ms: result.duration.as_secs_f64() * 1000.0,
+                exit_code: result.exit_code,
+                executed_at: run.executed_at,
+                received_at: now_ms(),
+            };
+            if let Err(e) = store_shared.ingest(vec![stored]).await {
+                tracing::error!("cannot store a result of the server's own checks: {e}");
+            }
+        }
+    });
     loop {
-        // Start what is new or changed, stop what is gone or changed.
+        // Registered before reading the checks, so an apply in between is not missed.
+        let changed = shared.checks_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let checks = shared.checks();
-        let wanted: HashMap<&str, &Check> = checks
-            .checks()
-            .iter()
-            .filter(|c| runs_here(c))
-            .map(|c| (c.name.as_str(), c))
-            .collect();
-        running.retain(|name, (check, stop)| {
-            let keep = wanted.get(name.as_str()).is_some_and(|c| *c == check);
-            if !keep {
-                stop.cancel();
-            }
-            keep
-        });
-        for (name, check) in wanted {
-            if !running.contains_key(name) {
-                let stop = shutdown.child_token();
-                tokio::spawn(run_check(
-                    Arc::clone(&shared),
-                    Arc::clone(&ctx),
-                    check.clone(),
-                    stop.clone(),
-                ));
-                running.insert(name.to_string(), (check.clone(), stop));
-            }
-        }
+        scheduler.set_checks(checks.checks().iter().filter(|c| runs_here(c)));
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = shared.checks_changed.notified() => {}
+            _ = shutdown.cancelled() => break,
+            _ = changed => {}
         }
     }
-}
-
-async fn run_check(
-    shared: Arc<Shared>,
-    ctx: Arc<ProbeContext>,
-    check: Check,
-    stop: CancellationToken,
-) {
-    let splay = splay(&check.name, check.interval);
-    loop {
-        let due = next_run(now_ms(), check.interval, splay);
-        let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let executed_at = now_ms();
-        let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = mdd_probes::run(&check, &ctx) => r,
-        };
-        let stored = StoredResult {
-            id: uuid::Uuid::now_v7().to_string(),
-            check: check.name.clone(),
-            entity: shared.config.entity.clone(),
-            status: result.status,
-            summary: result.summary,
-            long_output: result.long_output,
-            perfdata: result.perfdata,
-            duration_ms: result.duration.as_secs_f64() * 1000.0,
-            exit_code: result.exit_code,
-            executed_at,
-            received_at: now_ms(),
-        };
-        if let Err(e) = shared.ingest(vec![stored]).await {
-            tracing::error!(check = check.name, "cannot store the result: {e}");
-        }
-    }
+    drop(scheduler);
+    let _ = storing.await;
 }
