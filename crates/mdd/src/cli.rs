@@ -42,6 +42,8 @@ pub enum Command {
     Example,
     /// Run the server: server-side checks, result ingestion, events, the HTTP API.
     Server(ServerArgs),
+    /// Run an agent: pull the checks of its subscriptions from the server, run them here, report.
+    Agent(AgentArgs),
     /// Push specs to a server: it validates, stores a new revision and reports what changed.
     Apply(ApplyArgs),
     /// Report a result for a check (a cron job, a CI pipeline, a script).
@@ -90,6 +92,31 @@ pub struct ServerArgs {
     /// How often changed events are checkpointed (results are always durable at once).
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", hide = true)]
     pub event_checkpoint_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The server's URL.
+    #[arg(long, env = "MDD_SERVER")]
+    pub server: String,
+    /// An agent token (`mdd token create --role agent`).
+    #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The entity name this agent reports as (default: the host name).
+    #[arg(long, env = "MDD_AGENT_NAME")]
+    pub name: Option<String>,
+    /// Subscriptions, comma separated: the agent runs the checks that list one of them.
+    #[arg(long, env = "MDD_SUBSCRIPTIONS", value_delimiter = ',')]
+    pub subscriptions: Vec<String>,
+    /// Data directory for the offline spool.
+    #[arg(long, env = "MDD_DATA", default_value = "mdd-agent-data")]
+    pub data: PathBuf,
+    /// A PEM file of CAs to trust for the server instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The most the offline spool may hold, in MiB; past it the oldest results are dropped.
+    #[arg(long, default_value_t = 100, value_name = "MIB")]
+    pub spool_limit_mib: u64,
 }
 
 #[derive(Debug, Args)]

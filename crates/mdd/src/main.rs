@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             Ok(cli::exit::OK)
         }
         cli::Command::Server(args) => serve::server(args),
+        cli::Command::Agent(args) => serve::agent(args),
         cli::Command::Apply(args) => serve::apply(args),
         cli::Command::Result(args) => serve::result(args),
         cli::Command::Status(args) => serve::status(args),

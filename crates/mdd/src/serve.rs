@@ -92,6 +92,54 @@ async fn handle_signals(shared: std::sync::Arc<mdd_server::Shared>, shutdown: Ca
     shutdown.cancel();
 }
 
+pub fn agent(args: crate::cli::AgentArgs) -> Result<u8> {
+    let name = match args.name {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .context("cannot read this host's name; pass --name")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let mut config = mdd_agent::AgentConfig::new(
+        args.server.clone(),
+        args.token,
+        name.clone(),
+        args.data.clone(),
+    );
+    config.subscriptions = args.subscriptions.clone();
+    config.ca = args.ca;
+    config.spool_limit = args.spool_limit_mib.saturating_mul(1024 * 1024);
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate => {}
+            }
+            stop.cancel();
+        });
+        eprintln!(
+            "mdd: agent {name} for {} with subscriptions [{}], spool in {}",
+            args.server,
+            args.subscriptions.join(", "),
+            args.data.display()
+        );
+        mdd_agent::run(config, shutdown)
+            .await
+            .context("the agent stopped")?;
+        Ok(exit::OK)
+    })
+}
+
 #[derive(Deserialize)]
 struct ApplyAnswer {
     revision: i64,

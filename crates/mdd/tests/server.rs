@@ -38,8 +38,12 @@ impl TestServer {
             }
             None => Command::new(env!("CARGO_BIN_EXE_mdd")),
         };
+        command.arg("server");
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .arg("--data")
             .arg(data)
             .args(extra)
             .env("MDD_ADMIN_TOKEN", ADMIN)
@@ -919,4 +923,252 @@ async fn agents_long_poll_for_the_checks_of_their_subscriptions() {
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(server.stop().await.success());
+}
+
+struct TestAgent {
+    child: Child,
+}
+
+impl TestAgent {
+    fn start(
+        server_url: &str,
+        token: &str,
+        name: &str,
+        subscriptions: &str,
+        data: &Path,
+    ) -> TestAgent {
+        let child = Command::new(env!("CARGO_BIN_EXE_mdd"))
+            .args([
+                "agent", "--server", server_url, "--token", token, "--name", name,
+            ])
+            .args(["--subscriptions", subscriptions, "--data"])
+            .arg(data)
+            .env("MDD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mdd agent");
+        TestAgent { child }
+    }
+
+    async fn kill9(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn agent_token(server: &TestServer) -> String {
+    let (_, agent) = server
+        .post("/api/v1/tokens", &json!({"role": "agent"}))
+        .await;
+    agent["token"].as_str().expect("token").to_string()
+}
+
+/// Waits until `pred` holds for the events list, or panics with the last list after 20 s.
+async fn wait_for_events(server: &TestServer, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        let (_, body) = server.get("/api/v1/events").await;
+        last = body["events"].as_array().cloned().unwrap_or_default();
+        if pred(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "events never got there: {}",
+        serde_json::to_string_pretty(&last).unwrap_or_default()
+    );
+}
+
+fn pairs(events: &[Value]) -> std::collections::BTreeSet<(String, String)> {
+    events
+        .iter()
+        .filter(|e| !e["entity"].is_null())
+        .map(|e| {
+            (
+                e["check"].as_str().unwrap_or_default().to_string(),
+                e["entity"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Agents run exactly the checks of their subscriptions, events appear per (check, entity), and
+/// an apply adds and removes checks on running agents.
+#[tokio::test]
+async fn agents_run_exactly_their_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "defaults: { interval: 250ms, timeout: 1s }
+checks:
+  - { name: web-only, subscriptions: [web], command: [echo, 'OK - web'] }
+  - { name: db-only, subscriptions: [db], command: [echo, 'OK - db'] }
+  - { name: everywhere, subscriptions: [web, db, cache], command: [echo, 'OK - all'] }
+";
+    assert_eq!(server.apply(&[("dc.yaml", spec)]).await.0, 200);
+    let token = agent_token(&server).await;
+    let _a1 = TestAgent::start(&server.url, &token, "web1", "web", &dir.path().join("a1"));
+    let _a2 = TestAgent::start(&server.url, &token, "db1", "db", &dir.path().join("a2"));
+    let _a3 = TestAgent::start(
+        &server.url,
+        &token,
+        "cache1",
+        "cache,other",
+        &dir.path().join("a3"),
+    );
+    let expected: std::collections::BTreeSet<(String, String)> = [
+        ("web-only", "web1"),
+        ("everywhere", "web1"),
+        ("db-only", "db1"),
+        ("everywhere", "db1"),
+        ("everywhere", "cache1"),
+    ]
+    .iter()
+    .map(|(c, e)| (c.to_string(), e.to_string()))
+    .collect();
+    let events = wait_for_events(&server, |events| pairs(events) == expected).await;
+    assert!(events.iter().all(|e| e["state"] == "passing"), "{events:?}");
+
+    // Remove web-only, add cache-only: the running agents follow without a restart.
+    let spec = "defaults: { interval: 250ms, timeout: 1s }
+checks:
+  - { name: db-only, subscriptions: [db], command: [echo, 'OK - db'] }
+  - { name: everywhere, subscriptions: [web, db, cache], command: [echo, 'OK - all'] }
+  - { name: cache-only, subscriptions: [cache], command: [echo, 'OK - cache'] }
+";
+    let (_, applied) = server
+        .post(
+            "/api/v1/spec",
+            &json!({ "files": [{ "file": "dc.yaml", "text": spec }], "prune": true }),
+        )
+        .await;
+    assert_eq!(applied["removed"], json!(["web-only"]), "{applied}");
+    wait_for_events(&server, |events| {
+        pairs(events).contains(&("cache-only".into(), "cache1".into()))
+    })
+    .await;
+    // web1 stopped running web-only: its results stop coming.
+    let (_, before) = server
+        .get("/api/v1/checks/web-only/results?from=1970-01-01T00:00:00Z&limit=10000")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, after) = server
+        .get("/api/v1/checks/web-only/results?from=1970-01-01T00:00:00Z&limit=10000")
+        .await;
+    assert_eq!(
+        before["results"].as_array().map(Vec::len),
+        after["results"].as_array().map(Vec::len),
+        "a removed check stops on the agents"
+    );
+    assert!(server.stop().await.success());
+}
+
+/// The server goes away for a while: every result the agent made meanwhile arrives once it is
+/// back, none twice, in order; the same after the agent itself is killed mid-spool.
+#[tokio::test]
+async fn results_made_while_the_server_is_away_arrive_when_it_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = mdd_testkit::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let server = TestServer::start(&data, &["--listen", &listen]).await;
+    let spec = "defaults: { interval: 250ms, timeout: 1s }
+checks:
+  - { name: tick, subscriptions: [all], command: [echo, 'OK - tick'] }
+";
+    server.apply(&[("dc.yaml", spec)]).await;
+    let token = agent_token(&server).await;
+    let agent_data = dir.path().join("agent");
+    let agent = TestAgent::start(&server.url, &token, "host1", "all", &agent_data);
+    wait_for_events(&server, |events| {
+        pairs(events).contains(&("tick".into(), "host1".into()))
+    })
+    .await;
+
+    // The server goes away; the agent keeps running the check and spools the results.
+    assert!(server.stop().await.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The agent is killed with SIGKILL while it holds a spool, and started again while the
+    // server is still away: it runs its checks from the set it kept on disk.
+    agent.kill9().await;
+    let first_spool = spooled_ids(&agent_data);
+    assert!(
+        first_spool.len() >= 4,
+        "about 8 results were made in 2 s: {}",
+        first_spool.len()
+    );
+    let url = format!("http://{listen}");
+    let _agent = TestAgent::start(&url, &token, "host1", "all", &agent_data);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second_spool = spooled_ids(&agent_data);
+    assert!(
+        second_spool.len() > first_spool.len(),
+        "the restarted agent runs its checks without the server: {} then {}",
+        first_spool.len(),
+        second_spool.len()
+    );
+    let server = TestServer::start(&data, &["--listen", &listen]).await;
+
+    // Every spooled result arrives once the server is back.
+    let mut missing = second_spool.clone();
+    for _ in 0..100 {
+        let mut still = Vec::new();
+        for id in &missing {
+            if server.get(&format!("/api/v1/results/{id}")).await.0 != 200 {
+                still.push(id.clone());
+            }
+        }
+        missing = still;
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "{} spooled results never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    // The spool drains, and each result counts once in the event.
+    for _ in 0..50 {
+        if spooled_ids(&agent_data).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spooled_ids(&agent_data).is_empty(), "the spool drained");
+    let (_, results) = server
+        .get("/api/v1/checks/tick/results?from=1970-01-01T00:00:00Z&limit=10000")
+        .await;
+    let stored = results["results"].as_array().map_or(0, Vec::len);
+    let (_, event) = server.get("/api/v1/events/tick/host1").await;
+    let occurrences = event["occurrences"].as_u64().unwrap_or(0) as usize;
+    assert!(
+        occurrences <= stored && occurrences + 2 >= stored,
+        "each result applied once: {occurrences} of {stored}"
+    );
+    assert!(server.stop().await.success());
+}
+
+/// The ids of the results waiting in an agent's spool.
+fn spooled_ids(agent_data: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(agent_data.join("spool")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_string))
+        .collect()
 }

@@ -1,0 +1,215 @@
+//! The offline spool: results the server could not take yet, on disk in the order they were
+//! made, in segment files of JSON lines. Appends are fsynced; a segment is deleted only after
+//! the server acknowledged all of it (resending part of one is harmless: ids make replays
+//! idempotent). Bounded: past the limit the oldest segments go, and how many results that
+//! dropped is counted so it can be reported.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// A new segment is started once the current one is this big.
+const SEGMENT_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    limit: u64,
+}
+
+impl Spool {
+    pub fn open(dir: &Path, limit: u64) -> io::Result<Spool> {
+        fs::create_dir_all(dir)?;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            limit: limit.max(SEGMENT_BYTES),
+        })
+    }
+
+    /// Segment files, oldest first (names are zero-padded sequence numbers).
+    fn segments(&self) -> io::Result<Vec<PathBuf>> {
+        let mut segments: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        segments.sort();
+        Ok(segments)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments().map_or(true, |s| s.is_empty())
+    }
+
+    /// Appends results (one JSON object per line) durably. Returns how many older results had
+    /// to be dropped to stay within the limit.
+    pub fn append(&self, lines: &[String]) -> io::Result<u64> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let segments = self.segments()?;
+        let current = match segments.last() {
+            Some(last) if fs::metadata(last)?.len() < SEGMENT_BYTES => last.clone(),
+            Some(last) => self.dir.join(next_name(last)),
+            None => self.dir.join(format!("{:016}.jsonl", 1)),
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&current)?;
+        let mut text = String::new();
+        // A crash mid-write can leave a line without its end; start on a fresh line so the
+        // next result is not glued to the broken one.
+        if !ends_with_newline(&mut file)? {
+            text.push('\n');
+        }
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        self.enforce_limit()
+    }
+
+    fn enforce_limit(&self) -> io::Result<u64> {
+        let mut segments = self.segments()?;
+        let mut total: u64 = segments
+            .iter()
+            .filter_map(|s| fs::metadata(s).ok())
+            .map(|m| m.len())
+            .sum();
+        let mut dropped = 0;
+        // Never drop the segment being written.
+        while total > self.limit && segments.len() > 1 {
+            let oldest = segments.remove(0);
+            total -= fs::metadata(&oldest).map(|m| m.len()).unwrap_or(0);
+            dropped += read_lines(&oldest)?.len() as u64;
+            fs::remove_file(&oldest)?;
+        }
+        Ok(dropped)
+    }
+
+    /// The oldest segment and its results. A line cut short by a crash mid-write is skipped.
+    pub fn oldest(&self) -> io::Result<Option<(PathBuf, Vec<String>)>> {
+        match self.segments()?.into_iter().next() {
+            None => Ok(None),
+            Some(path) => {
+                let lines = read_lines(&path)?;
+                Ok(Some((path, lines)))
+            }
+        }
+    }
+
+    pub fn remove(&self, segment: &Path) -> io::Result<()> {
+        fs::remove_file(segment)
+    }
+}
+
+fn ends_with_newline(file: &mut File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+fn next_name(last: &Path) -> String {
+    let number: u64 = last
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    format!("{:016}.jsonl", number + 1)
+}
+
+fn read_lines(path: &Path) -> io::Result<Vec<String>> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut lines = Vec::new();
+    for line in reader.lines() {
+        let line = line?;
+        if serde_json::from_str::<serde_json::Value>(&line).is_ok() {
+            lines.push(line);
+        } else if !line.trim().is_empty() {
+            tracing::warn!(segment = %path.display(), "skipping a spooled line cut short by a crash");
+        }
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> String {
+        format!("{{\"id\": \"r{i}\", \"pad\": \"{}\"}}", "x".repeat(1000))
+    }
+
+    #[test]
+    fn keeps_order_across_segments_and_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
+        assert!(spool.is_empty());
+        for i in 0..3000 {
+            assert_eq!(spool.append(&[line(i)]).expect("append"), 0);
+        }
+        let spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("reopen");
+        let mut seen = Vec::new();
+        while let Some((segment, lines)) = spool.oldest().expect("read") {
+            seen.extend(lines);
+            spool.remove(&segment).expect("remove");
+        }
+        assert_eq!(seen.len(), 3000);
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(i, l)| l.contains(&format!("\"r{i}\"")))
+        );
+    }
+
+    #[test]
+    fn a_full_spool_drops_the_oldest_and_counts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), 2 * SEGMENT_BYTES).expect("open");
+        let mut dropped = 0;
+        for i in 0..5000 {
+            dropped += spool.append(&[line(i)]).expect("append");
+        }
+        assert!(dropped > 0);
+        let mut kept = 0;
+        let mut first = None;
+        while let Some((segment, lines)) = spool.oldest().expect("read") {
+            first.get_or_insert_with(|| lines[0].clone());
+            kept += lines.len() as u64;
+            spool.remove(&segment).expect("remove");
+        }
+        assert_eq!(
+            kept + dropped,
+            5000,
+            "every result is either kept or counted as dropped"
+        );
+        assert!(
+            first.is_some_and(|l| !l.contains("\"r0\"")),
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_is_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
+        spool.append(&[line(1)]).expect("append");
+        let (segment, _) = spool.oldest().expect("read").expect("segment");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("open");
+        file.write_all(b"{\"id\": \"half").expect("write");
+        spool.append(&[line(2)]).expect("append");
+        let (_, lines) = spool.oldest().expect("read").expect("segment");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+}
