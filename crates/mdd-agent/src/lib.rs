@@ -41,6 +41,15 @@ pub struct AgentConfig {
     pub flush_every: Duration,
     /// The most bytes the spool may hold; past that the oldest results are dropped (and counted).
     pub spool_limit: u64,
+    /// Labels of this entity.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// How often to send keepalives, and after how much silence the server should call the
+    /// agent's keepalive event WARNING and CRITICAL (Sensu's defaults: 20 s, 120 s, 180 s).
+    pub keepalive_every: Duration,
+    pub keepalive_warning: Duration,
+    pub keepalive_critical: Duration,
+    /// Ask the server to remove this entity once it goes critical (ephemeral hosts).
+    pub deregister: bool,
 }
 
 impl AgentConfig {
@@ -54,6 +63,11 @@ impl AgentConfig {
             ca: None,
             flush_every: Duration::from_secs(1),
             spool_limit: 100 * 1024 * 1024,
+            labels: std::collections::BTreeMap::new(),
+            keepalive_every: Duration::from_secs(20),
+            keepalive_warning: Duration::from_secs(120),
+            keepalive_critical: Duration::from_secs(180),
+            deregister: false,
         }
     }
 }
@@ -97,9 +111,81 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         results_rx,
         shutdown.clone(),
     ));
+    let keepalives = tokio::spawn(send_keepalives(
+        config.clone(),
+        http.clone(),
+        shutdown.clone(),
+    ));
     pull_checks(&config, &http, scheduler, shutdown).await;
     let _ = sender.await;
+    let _ = keepalives.await;
     Ok(())
+}
+
+/// What the agent knows about its host, for the server's entity record.
+fn host_facts() -> serde_json::Value {
+    let addresses: Vec<String> = nix::ifaddrs::getifaddrs()
+        .map(|interfaces| {
+            interfaces
+                .filter_map(|i| i.address)
+                .filter_map(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| v4.ip().to_string())
+                        .or_else(|| a.as_sockaddr_in6().map(|v6| v6.ip().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    serde_json::json!({
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "hostname": hostname,
+        "addresses": addresses,
+    })
+}
+
+/// Tells the server every `keepalive_every` that this agent is alive, and what it is.
+async fn send_keepalives(config: AgentConfig, http: reqwest::Client, shutdown: CancellationToken) {
+    let url = format!(
+        "{}/api/v1/agent/keepalive",
+        config.server.trim_end_matches('/')
+    );
+    let body = serde_json::json!({
+        "entity": config.name,
+        "subscriptions": config.subscriptions,
+        "labels": config.labels,
+        "facts": host_facts(),
+        "interval_s": config.keepalive_every.as_secs_f64(),
+        "warning_s": config.keepalive_warning.as_secs_f64(),
+        "critical_s": config.keepalive_critical.as_secs_f64(),
+        "deregister": config.deregister,
+    })
+    .to_string();
+    let mut tick = tokio::time::interval(config.keepalive_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let sent = http
+            .post(&url)
+            .bearer_auth(&config.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .timeout(config.keepalive_every.max(Duration::from_secs(1)))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!("keepalive refused: {}", r.status()),
+            Err(e) => tracing::debug!("keepalive not delivered: {e}"),
+        }
+    }
 }
 
 fn client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {

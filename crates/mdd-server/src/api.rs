@@ -44,6 +44,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v1/spec", get(get_spec).post(apply_spec))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/agent/checks", get(agent_checks))
+        .route("/api/v1/agent/keepalive", post(agent_keepalive))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
 }
@@ -153,9 +154,12 @@ async fn metrics(
     let states: Vec<(String, String, &'static str)> = events
         .values()
         .filter_map(|cached| {
-            // Like the events list: only checks that are in the spec.
-            let config = checks.get(&cached.event.check)?;
-            let (state, _) = resolver.state_of(cached, Some(config));
+            // Like the events list: only checks that are in the spec, and keepalives.
+            let config = checks.get(&cached.event.check);
+            if config.is_none() && cached.event.check != crate::keepalive::KEEPALIVE_CHECK {
+                return None;
+            }
+            let (state, _) = resolver.state_of(cached, config);
             Some((
                 cached.event.check.clone(),
                 cached.event.entity.clone(),
@@ -435,10 +439,11 @@ async fn list_events(
         }
         // Events of checks no longer in the spec stay stored (their history can still be
         // read one by one) but are not listed: a pruned check is gone from the picture.
-        let Some(config) = checks.get(check) else {
+        // Keepalives are built in: they have no check in the spec.
+        let config = checks.get(check);
+        if config.is_none() && check != crate::keepalive::KEEPALIVE_CHECK {
             continue;
-        };
-        let config = Some(config);
+        }
         if !filter.labels.is_empty() && !config.is_some_and(|c| c.matches_labels(&filter.labels)) {
             continue;
         }
@@ -641,10 +646,14 @@ async fn list_entities(
     let views: Vec<serde_json::Value> = entities
         .into_iter()
         .map(|e| {
+            let info: Option<serde_json::Value> =
+                e.info.as_deref().and_then(|i| serde_json::from_str(i).ok());
             json!({
                 "name": e.name,
                 "first_seen": timestamp(e.first_seen),
                 "last_seen": timestamp(e.last_seen),
+                "last_keepalive": e.last_keepalive.map(timestamp),
+                "agent": info,
             })
         })
         .collect();
@@ -851,4 +860,52 @@ async fn agent_checks(
             }
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeepaliveRequest {
+    entity: String,
+    #[serde(default)]
+    subscriptions: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    facts: BTreeMap<String, serde_json::Value>,
+    interval_s: f64,
+    warning_s: f64,
+    critical_s: f64,
+    #[serde(default)]
+    deregister: bool,
+}
+
+/// `POST /api/v1/agent/keepalive`: an agent saying it is alive, with what it is.
+async fn agent_keepalive(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Agent, "/api/v1/agent/keepalive")?;
+    let request: KeepaliveRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid keepalive: {e}")))?;
+    if !valid_name(&request.entity) {
+        return Err(ApiError::bad_request(format!(
+            "entity: `{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+            truncate(&request.entity)
+        )));
+    }
+    let info = crate::keepalive::AgentInfo {
+        subscriptions: request.subscriptions,
+        labels: request.labels,
+        facts: request.facts,
+        interval_s: request.interval_s,
+        warning_s: request.warning_s,
+        critical_s: request.critical_s,
+        deregister: request.deregister,
+    };
+    info.validate().map_err(ApiError::bad_request)?;
+    crate::keepalive::receive(&shared, &request.entity, info)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    Ok(Json(json!({ "ok": true })).into_response())
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod checks;
 pub mod ingest;
+pub mod keepalive;
 pub mod metrics;
 pub mod scheduler;
 pub mod view;
@@ -155,6 +156,8 @@ pub struct Shared {
     revision: tokio::sync::watch::Sender<i64>,
     /// Cancelled when the server stops, so long-polls end at once instead of holding it up.
     pub shutdown: CancellationToken,
+    /// Agents' keepalives, by entity.
+    keepalives: std::sync::Mutex<std::collections::HashMap<String, keepalive::Watch>>,
 }
 
 impl Shared {
@@ -167,6 +170,19 @@ impl Shared {
         *self.checks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(checks);
         self.checks_changed.notify_waiters();
         self.revision.send_replace(revision);
+    }
+
+    pub fn keepalives(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, keepalive::Watch>> {
+        self.keepalives.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes an entity and its events, from the store and from memory.
+    pub async fn forget_entity(&self, entity: &str) -> Result<(), StoreError> {
+        self.store.delete_entity(entity).await?;
+        self.events_write().retain(|(_, e), _| e != entity);
+        Ok(())
     }
 
     /// A receiver that wakes when a new check set is applied.
@@ -322,10 +338,16 @@ pub async fn start(
             source,
         })?;
     let (revision, _) = tokio::sync::watch::channel(checks.revision);
+    let watches = keepalive::resume(&store.entities().await?, |entity| {
+        events
+            .get(&(keepalive::KEEPALIVE_CHECK.to_string(), entity.to_string()))
+            .map(|cached| cached.event.status)
+    });
     let shared = Arc::new(Shared {
         store,
         revision,
         shutdown: shutdown.clone(),
+        keepalives: std::sync::Mutex::new(watches),
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
         tokens: RwLock::new(tokens),
@@ -362,6 +384,7 @@ pub async fn start(
     let app = api::router(Arc::clone(&shared));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
+    let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let serve_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         let stop = shutdown.clone();
@@ -374,6 +397,7 @@ pub async fn start(
         shutdown.cancel();
         let _ = scheduler.await;
         let _ = housekeeping.await;
+        let _ = watchdog.await;
         drop(serve_shared);
     });
     Ok(RunningServer {

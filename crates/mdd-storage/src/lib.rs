@@ -85,6 +85,9 @@ pub struct EntityRecord {
     pub name: String,
     pub first_seen: i64,
     pub last_seen: i64,
+    /// What the entity's agent said of itself in its last keepalive (JSON), if it has one.
+    pub info: Option<String>,
+    pub last_keepalive: Option<i64>,
 }
 
 /// One file of an applied spec.
@@ -423,19 +426,61 @@ impl Store {
     }
 
     pub async fn entities(&self) -> Result<Vec<EntityRecord>, StoreError> {
-        let rows = sqlx::query("SELECT name, first_seen, last_seen FROM entities ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = sqlx::query(
+            "SELECT name, first_seen, last_seen, info, last_keepalive FROM entities ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| {
                 Ok(EntityRecord {
                     name: row.try_get(0).map_err(|e| self.err(e))?,
                     first_seen: row.try_get(1).map_err(|e| self.err(e))?,
                     last_seen: row.try_get(2).map_err(|e| self.err(e))?,
+                    info: row.try_get(3).map_err(|e| self.err(e))?,
+                    last_keepalive: row.try_get(4).map_err(|e| self.err(e))?,
                 })
             })
             .collect()
+    }
+
+    /// Records an agent's keepalive: what it says of itself, and when.
+    pub async fn record_keepalive(
+        &self,
+        name: &str,
+        info: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO entities (name, first_seen, last_seen, info, last_keepalive) VALUES (?1, ?2, ?2, ?3, ?2)
+             ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),
+               info = excluded.info, last_keepalive = excluded.last_keepalive",
+        )
+        .bind(name)
+        .bind(at)
+        .bind(info)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Removes an entity and its events (a `deregister` agent that went away). Its results stay
+    /// until retention removes them.
+    pub async fn delete_entity(&self, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for sql in [
+            "DELETE FROM events WHERE entity = ?1",
+            "DELETE FROM entities WHERE name = ?1",
+        ] {
+            sqlx::query(sql)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
     }
 
     /// Deletes results received before `before` (ms since the epoch); returns how many.

@@ -117,6 +117,21 @@ pub struct AgentArgs {
     /// The most the offline spool may hold, in MiB; past it the oldest results are dropped.
     #[arg(long, default_value_t = 100, value_name = "MIB")]
     pub spool_limit_mib: u64,
+    /// Labels of this entity, comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+    /// How often to send keepalives.
+    #[arg(long, value_parser = parse_duration, default_value = "20s", value_name = "DURATION")]
+    pub keepalive: Duration,
+    /// Silence after which this agent's keepalive event turns WARNING.
+    #[arg(long, value_parser = parse_duration, default_value = "120s", value_name = "DURATION")]
+    pub keepalive_warning: Duration,
+    /// Silence after which it turns CRITICAL.
+    #[arg(long, value_parser = parse_duration, default_value = "180s", value_name = "DURATION")]
+    pub keepalive_critical: Duration,
+    /// Have the server remove this entity and its events when it goes away (ephemeral hosts).
+    #[arg(long)]
+    pub deregister: bool,
 }
 
 #[derive(Debug, Args)]

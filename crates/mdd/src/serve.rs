@@ -109,6 +109,14 @@ pub fn agent(args: crate::cli::AgentArgs) -> Result<u8> {
     config.subscriptions = args.subscriptions.clone();
     config.ca = args.ca;
     config.spool_limit = args.spool_limit_mib.saturating_mul(1024 * 1024);
+    config.labels = args.labels.iter().cloned().collect();
+    config.keepalive_every = args.keepalive;
+    config.keepalive_warning = args.keepalive_warning;
+    config.keepalive_critical = args.keepalive_critical;
+    config.deregister = args.deregister;
+    if args.keepalive_warning >= args.keepalive_critical {
+        anyhow::bail!("--keepalive-warning must be shorter than --keepalive-critical");
+    }
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();

@@ -937,12 +937,24 @@ impl TestAgent {
         subscriptions: &str,
         data: &Path,
     ) -> TestAgent {
+        TestAgent::start_with(server_url, token, name, subscriptions, data, &[])
+    }
+
+    fn start_with(
+        server_url: &str,
+        token: &str,
+        name: &str,
+        subscriptions: &str,
+        data: &Path,
+        extra: &[&str],
+    ) -> TestAgent {
         let child = Command::new(env!("CARGO_BIN_EXE_mdd"))
             .args([
                 "agent", "--server", server_url, "--token", token, "--name", name,
             ])
             .args(["--subscriptions", subscriptions, "--data"])
             .arg(data)
+            .args(extra)
             .env("MDD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -984,7 +996,7 @@ async fn wait_for_events(server: &TestServer, pred: impl Fn(&[Value]) -> bool) -
 fn pairs(events: &[Value]) -> std::collections::BTreeSet<(String, String)> {
     events
         .iter()
-        .filter(|e| !e["entity"].is_null())
+        .filter(|e| !e["entity"].is_null() && e["check"] != "keepalive")
         .map(|e| {
             (
                 e["check"].as_str().unwrap_or_default().to_string(),
@@ -1171,4 +1183,121 @@ fn spooled_ids(agent_data: &Path) -> Vec<String> {
         .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
         .filter_map(|v| v["id"].as_str().map(str::to_string))
         .collect()
+}
+
+/// Kill an agent: its keepalive event goes critical within the timeout (plus the watchdog's
+/// quarter second), and resolves when it returns. A `--deregister` agent is removed instead.
+#[tokio::test]
+async fn keepalives_raise_and_resolve_and_deregister() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let token = agent_token(&server).await;
+    let timeouts = [
+        "--keepalive",
+        "250ms",
+        "--keepalive-warning",
+        "1s",
+        "--keepalive-critical",
+        "2s",
+        "--labels",
+        "rack=r1",
+    ];
+    let agent = TestAgent::start_with(
+        &server.url,
+        &token,
+        "host1",
+        "all",
+        &dir.path().join("a1"),
+        &timeouts,
+    );
+    let mut ephemeral_args = timeouts.to_vec();
+    ephemeral_args.push("--deregister");
+    let ephemeral = TestAgent::start_with(
+        &server.url,
+        &token,
+        "spot1",
+        "all",
+        &dir.path().join("a2"),
+        &ephemeral_args,
+    );
+    let keepalive_state = |events: &[Value], entity: &str| -> Option<String> {
+        events
+            .iter()
+            .find(|e| e["check"] == "keepalive" && e["entity"] == entity)
+            .map(|e| e["state"].as_str().unwrap_or_default().to_string())
+    };
+    wait_for_events(&server, |events| {
+        keepalive_state(events, "host1").as_deref() == Some("passing")
+            && keepalive_state(events, "spot1").as_deref() == Some("passing")
+    })
+    .await;
+    let (_, entities) = server.get("/api/v1/entities").await;
+    let host1 = entities["entities"]
+        .as_array()
+        .expect("entities")
+        .iter()
+        .find(|e| e["name"] == "host1")
+        .expect("host1")
+        .clone();
+    assert_eq!(host1["agent"]["labels"]["rack"], "r1", "{host1}");
+    assert_eq!(host1["agent"]["facts"]["os"], "linux", "{host1}");
+    assert!(
+        host1["agent"]["facts"]["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|ip| ip == "127.0.0.1")),
+        "{host1}"
+    );
+
+    let killed_at = std::time::Instant::now();
+    agent.kill9().await;
+    ephemeral.kill9().await;
+    let events = wait_for_events(&server, |events| {
+        keepalive_state(events, "host1").as_deref() == Some("failing")
+    })
+    .await;
+    let took = killed_at.elapsed();
+    // Generous against a busy machine: the timeout, the watchdog tick, a poll, a second.
+    assert!(
+        took < Duration::from_millis(2_000 + 250 + 100 + 1_000),
+        "critical after {took:?}"
+    );
+    let events = if keepalive_state(&events, "spot1").is_some() {
+        wait_for_events(&server, |events| keepalive_state(events, "spot1").is_none()).await
+    } else {
+        events
+    };
+    assert!(
+        keepalive_state(&events, "spot1").is_none(),
+        "the deregistered agent is gone"
+    );
+    let (_, entities) = server.get("/api/v1/entities").await;
+    assert!(
+        entities["entities"]
+            .as_array()
+            .expect("entities")
+            .iter()
+            .all(|e| e["name"] != "spot1")
+    );
+    let (_, event) = server.get("/api/v1/events/keepalive/host1").await;
+    let statuses: Vec<&str> = event["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["ok", "warning", "critical"], "{event}");
+
+    let _back = TestAgent::start_with(
+        &server.url,
+        &token,
+        "host1",
+        "all",
+        &dir.path().join("a1"),
+        &timeouts,
+    );
+    wait_for_events(&server, |events| {
+        keepalive_state(events, "host1").as_deref() == Some("passing")
+    })
+    .await;
+    assert!(server.stop().await.success());
 }

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use parse::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, PROBE_KINDS};
 
+/// The built-in check of agents' keepalives; no spec check may take this name.
+pub const KEEPALIVE_CHECK: &str = "keepalive";
+
 /// A validated set of checks (and deployments) from one or more spec files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {

@@ -193,13 +193,25 @@ fn parse_check(
         return (None, refs);
     };
     let name = match fields.get("name") {
-        Some(n) => name_field(ctx, n, &format!("{path}.name")).inspect(|name| {
-            refs.name = Some(NameRef {
-                name: name.clone(),
-                line: n.line,
-                column: n.column,
-            });
-        }),
+        Some(n) => name_field(ctx, n, &format!("{path}.name"))
+            .filter(|name| {
+                let reserved = name == super::KEEPALIVE_CHECK;
+                if reserved {
+                    ctx.error(
+                        n,
+                        &format!("{path}.name"),
+                        "`keepalive` is reserved for agents' keepalives",
+                    );
+                }
+                !reserved
+            })
+            .inspect(|name| {
+                refs.name = Some(NameRef {
+                    name: name.clone(),
+                    line: n.line,
+                    column: n.column,
+                });
+            }),
         None => {
             ctx.error(node, path, "missing required field `name`");
             None
