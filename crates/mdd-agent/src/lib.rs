@@ -323,7 +323,7 @@ fn to_line(config: &AgentConfig, run: Executed) -> Option<String> {
     serde_json::to_string(&serde_json::json!({
         "id": uuid::Uuid::now_v7().to_string(),
         "check": run.check,
-        "entity": config.name,
+        "entity": run.entity.as_deref().unwrap_or(&config.name),
         "status": result.status.exit_code(),
         "exit_code": result.exit_code,
         "output": output,

@@ -18,6 +18,8 @@ use crate::ProbeContext;
 #[derive(Debug)]
 pub struct Executed {
     pub check: String,
+    /// The check's proxy entity, if it names one; otherwise results are for where it ran.
+    pub entity: Option<String>,
     pub result: ProbeResult,
     /// When the run started, ms since the epoch.
     pub executed_at: i64,
@@ -119,6 +121,7 @@ async fn run_check(
         let sent = results
             .send(Executed {
                 check: check.name.clone(),
+                entity: check.entity.clone(),
                 result,
                 executed_at,
             })

@@ -91,9 +91,16 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Checks the bearer token for `needed`; reads pass without one under `--public-read`.
-fn authorize(shared: &Shared, headers: &HeaderMap, needed: Role, route: &str) -> ApiResult<()> {
-    if needed == Role::Read && shared.config.public_read {
-        return Ok(());
+/// The token the request carries (None only for a public read without one).
+fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+    needed: Role,
+    route: &str,
+) -> ApiResult<Option<crate::auth::TokenEntry>> {
+    let has_token = headers.contains_key(header::AUTHORIZATION);
+    if needed == Role::Read && shared.config.public_read && !has_token {
+        return Ok(None);
     }
     let secret = headers
         .get(header::AUTHORIZATION)
@@ -107,7 +114,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap, needed: Role, route: &str) ->
         ));
     };
     match shared.token(secret) {
-        Some(token) if token.role.allows(needed) => Ok(()),
+        Some(token) if token.role.allows(needed) => Ok(Some(token)),
         Some(token) => {
             tracing::warn!(
                 route,
@@ -219,7 +226,7 @@ async fn post_results(
     body: Bytes,
 ) -> ApiResult<Json<crate::ingest::IngestOutcome>> {
     let started = Instant::now();
-    authorize(&shared, &headers, Role::Agent, "/api/v1/results")?;
+    let token = authorize(&shared, &headers, Role::Agent, "/api/v1/results")?;
     let request: ResultsRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid results payload: {e}")))?;
     if request.results.len() > MAX_BATCH {
@@ -234,14 +241,24 @@ async fn post_results(
     let received_at = now_ms();
     let checks = shared.checks();
     let mut results = Vec::with_capacity(request.results.len());
+    let bound = token.and_then(|t| t.entity.filter(|_| t.role == Role::Agent));
     for (i, r) in request.results.into_iter().enumerate() {
-        results.push(validate_result(
-            i,
-            r,
-            &checks,
-            &shared.config.entity,
-            received_at,
-        )?);
+        let result = validate_result(i, r, &checks, &shared.config.entity, received_at)?;
+        if let Some(own) = &bound {
+            // A bound agent token reports for its own entity, and for the proxy entities its
+            // checks name; nothing else.
+            let proxy = checks.get(&result.check).and_then(|c| c.entity.as_deref());
+            if result.entity != *own && proxy != Some(result.entity.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "results[{i}].entity: this token reports only for `{own}` and the proxy entities its checks name, not `{}`",
+                        truncate(&result.entity)
+                    ),
+                ));
+            }
+        }
+        results.push(result);
     }
     let outcome = shared
         .ingest(results)
@@ -754,6 +771,9 @@ struct TokenRequest {
     role: Role,
     #[serde(default)]
     name: String,
+    /// For agent tokens: the only entity it may report for.
+    #[serde(default)]
+    entity: Option<String>,
 }
 
 async fn create_token(
@@ -764,13 +784,28 @@ async fn create_token(
     authorize(&shared, &headers, Role::Admin, "/api/v1/tokens")?;
     let request: TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?;
+    if let Some(entity) = &request.entity {
+        if request.role != Role::Agent {
+            return Err(ApiError::bad_request(
+                "only agent tokens are bound to an entity",
+            ));
+        }
+        if !valid_name(entity) {
+            return Err(ApiError::bad_request(format!(
+                "entity: `{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+                truncate(entity)
+            )));
+        }
+    }
     let secret = shared
-        .create_token(request.role, &request.name)
+        .create_token(request.role, &request.name, request.entity.as_deref())
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token": secret, "role": request.role, "name": request.name })),
+        Json(json!({
+            "token": secret, "role": request.role, "name": request.name, "entity": request.entity,
+        })),
     )
         .into_response())
 }
@@ -885,9 +920,20 @@ async fn agent_keepalive(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    authorize(&shared, &headers, Role::Agent, "/api/v1/agent/keepalive")?;
+    let token = authorize(&shared, &headers, Role::Agent, "/api/v1/agent/keepalive")?;
     let request: KeepaliveRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid keepalive: {e}")))?;
+    if let Some(own) = token.and_then(|t| t.entity.filter(|_| t.role == Role::Agent))
+        && own != request.entity
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token keeps only `{own}` alive, not `{}`",
+                truncate(&request.entity)
+            ),
+        ));
+    }
     if !valid_name(&request.entity) {
         return Err(ApiError::bad_request(format!(
             "entity: `{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",

@@ -47,6 +47,8 @@ pub struct TokenEntry {
     pub id: String,
     pub role: Role,
     pub name: String,
+    /// An agent token bound to an entity reports only for it (and its checks' proxy entities).
+    pub entity: Option<String>,
 }
 
 pub fn hash(secret: &str) -> [u8; 32] {
@@ -93,6 +95,7 @@ mod tests {
             id: "t1".into(),
             role: Role::Agent,
             name: "agent".into(),
+            entity: None,
         }];
         assert_eq!(find(&tokens, &a).map(|t| t.id.as_str()), Some("t1"));
         assert!(find(&tokens, &b).is_none());

@@ -223,17 +223,28 @@ impl Shared {
     }
 
     /// Creates a token, stores its hash, and returns the secret (shown once, never stored).
-    pub async fn create_token(&self, role: Role, name: &str) -> Result<String, ServerError> {
+    pub async fn create_token(
+        &self,
+        role: Role,
+        name: &str,
+        entity: Option<&str>,
+    ) -> Result<String, ServerError> {
         let secret = auth::new_secret().map_err(|e| ServerError::Token(e.to_string()))?;
-        self.add_token(&secret, role, name).await?;
+        self.add_token(&secret, role, name, entity).await?;
         Ok(secret)
     }
 
-    async fn add_token(&self, secret: &str, role: Role, name: &str) -> Result<(), ServerError> {
+    async fn add_token(
+        &self,
+        secret: &str,
+        role: Role,
+        name: &str,
+        entity: Option<&str>,
+    ) -> Result<(), ServerError> {
         let hash = auth::hash(secret);
         let id = uuid::Uuid::now_v7().to_string();
         self.store
-            .create_token(&id, &hash, role.as_str(), name, now_ms())
+            .create_token(&id, &hash, role.as_str(), name, now_ms(), entity)
             .await?;
         self.tokens
             .write()
@@ -243,6 +254,7 @@ impl Shared {
                 id,
                 role,
                 name: name.to_string(),
+                entity: entity.map(str::to_string),
             });
         Ok(())
     }
@@ -320,6 +332,7 @@ pub async fn start(
                 id: record.id,
                 role: Role::parse(&record.role)?,
                 name: record.name,
+                entity: record.entity,
             })
         })
         .collect();
@@ -368,10 +381,16 @@ pub async fn start(
         match shared.config.admin_token.clone() {
             Some(secret) => {
                 shared
-                    .add_token(&secret, Role::Admin, "first admin")
+                    .add_token(&secret, Role::Admin, "first admin", None)
                     .await?
             }
-            None => new_admin_token = Some(shared.create_token(Role::Admin, "first admin").await?),
+            None => {
+                new_admin_token = Some(
+                    shared
+                        .create_token(Role::Admin, "first admin", None)
+                        .await?,
+                )
+            }
         }
     }
 

@@ -30,7 +30,9 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             let stored = StoredResult {
                 id: uuid::Uuid::now_v7().to_string(),
                 check: run.check,
-                entity: store_shared.config.entity.clone(),
+                entity: run
+                    .entity
+                    .unwrap_or_else(|| store_shared.config.entity.clone()),
                 status: result.status,
                 summary: result.summary,
                 long_output: result.long_output,

@@ -110,6 +110,8 @@ pub struct TokenRecord {
     pub role: String,
     pub name: String,
     pub created_at: i64,
+    /// The only entity an agent token may report for, when it is bound to one.
+    pub entity: Option<String>,
 }
 
 /// The latest state of a (check, entity) pair as stored: the fields queries filter on, and the
@@ -542,15 +544,17 @@ impl Store {
         role: &str,
         name: &str,
         created_at: i64,
+        entity: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tokens (id, hash, role, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tokens (id, hash, role, name, created_at, entity) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .bind(id)
         .bind(hash)
         .bind(role)
         .bind(name)
         .bind(created_at)
+        .bind(entity)
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -559,7 +563,7 @@ impl Store {
 
     /// Every token's hash with its record, for the server to check tokens against in memory.
     pub async fn tokens(&self) -> Result<Vec<(Vec<u8>, TokenRecord)>, StoreError> {
-        let rows = sqlx::query("SELECT hash, id, role, name, created_at FROM tokens")
+        let rows = sqlx::query("SELECT hash, id, role, name, created_at, entity FROM tokens")
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -573,6 +577,7 @@ impl Store {
                         role: row.try_get(2).map_err(get)?,
                         name: row.try_get(3).map_err(get)?,
                         created_at: row.try_get(4).map_err(get)?,
+                        entity: row.try_get(5).map_err(get)?,
                     },
                 ))
             })

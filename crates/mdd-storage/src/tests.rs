@@ -152,12 +152,12 @@ async fn spec_revisions_and_tokens() {
     assert_eq!((latest.revision, latest.files), (2, files));
 
     store
-        .create_token("t1", &[1, 2, 3], "admin", "first", 7)
+        .create_token("t1", &[1, 2, 3], "admin", "first", 7, None)
         .await
         .expect("token");
     assert!(
         store
-            .create_token("t2", &[1, 2, 3], "read", "dup", 8)
+            .create_token("t2", &[1, 2, 3], "read", "dup", 8, None)
             .await
             .is_err(),
         "hashes are unique"

@@ -198,6 +198,9 @@ pub enum TokenCommand {
         /// A note to recognise it by.
         #[arg(long, default_value = "")]
         name: String,
+        /// For agent tokens: the only entity it may report for (and its checks' proxy entities).
+        #[arg(long)]
+        entity: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -341,10 +341,16 @@ fn render_table(events: &[serde_json::Value]) -> String {
 
 pub fn token(command: TokenCommand) -> Result<u8> {
     match command {
-        TokenCommand::Create { role, name, client } => {
+        TokenCommand::Create {
+            role,
+            name,
+            entity,
+            client,
+        } => {
             let http = Client::new(&client.server, client.token.clone())?;
-            let answer: serde_json::Value = runtime()?
-                .block_on(http.post("/api/v1/tokens", &json!({ "role": role, "name": name })))?;
+            let body = json!({ "role": role, "name": name, "entity": entity });
+            let answer: serde_json::Value =
+                runtime()?.block_on(http.post("/api/v1/tokens", &body))?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
             Ok(exit::OK)
         }

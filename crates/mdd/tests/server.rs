@@ -1301,3 +1301,88 @@ async fn keepalives_raise_and_resolve_and_deregister() {
     .await;
     assert!(server.stop().await.success());
 }
+
+/// An agent token bound to an entity reports only for it and its checks' proxy entities.
+#[tokio::test]
+async fn bound_agent_tokens_report_only_for_their_entity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "checks:
+  - { name: disk, subscriptions: [web], ttl: 1h }
+  - { name: ldap, subscriptions: [web], entity: ldap.ams1, ttl: 1h }
+";
+    assert_eq!(server.apply(&[("dc.yaml", spec)]).await.0, 200);
+    let (status, answer) = server
+        .post(
+            "/api/v1/tokens",
+            &json!({"role": "agent", "entity": "web1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let token = answer["token"].as_str().expect("token").to_string();
+    assert_eq!(
+        server
+            .post("/api/v1/tokens", &json!({"role": "read", "entity": "web1"}))
+            .await
+            .0,
+        400,
+        "only agent tokens are bound"
+    );
+    let post = |body: Value, path: &'static str| {
+        let server = &server;
+        let token = token.clone();
+        async move {
+            server
+                .call(
+                    reqwest::Method::POST,
+                    path,
+                    Some(&token),
+                    Some(serde_json::to_vec(&body).expect("json")),
+                )
+                .await
+        }
+    };
+    let one = |id: &str, check: &str, entity: &str| json!({"results": [{"id": id, "check": check, "entity": entity, "status": 0}]});
+    assert_eq!(
+        post(one("b1", "disk", "web1"), "/api/v1/results").await.0,
+        200,
+        "its own entity"
+    );
+    assert_eq!(
+        post(one("b2", "ldap", "ldap.ams1"), "/api/v1/results")
+            .await
+            .0,
+        200,
+        "its check's proxy entity"
+    );
+    let (status, answer) = post(one("b3", "disk", "web2"), "/api/v1/results").await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("results[0].entity")),
+        "{answer}"
+    );
+    assert_eq!(
+        post(one("b4", "disk", "ldap.ams1"), "/api/v1/results")
+            .await
+            .0,
+        403,
+        "a proxy entity of another check"
+    );
+    let keepalive = |entity: &str| json!({"entity": entity, "interval_s": 20, "warning_s": 120, "critical_s": 180});
+    assert_eq!(
+        post(keepalive("web1"), "/api/v1/agent/keepalive").await.0,
+        200
+    );
+    assert_eq!(
+        post(keepalive("web2"), "/api/v1/agent/keepalive").await.0,
+        403
+    );
+    assert_eq!(
+        server.get("/api/v1/results/b3").await.0,
+        404,
+        "nothing of a refused request is stored"
+    );
+    assert!(server.stop().await.success());
+}

@@ -40,6 +40,10 @@ pub struct Check {
     #[serde(with = "crate::result::duration_ms", rename = "timeout_ms")]
     pub timeout: Duration,
     pub subscriptions: Vec<String>,
+    /// A proxy entity: the endpoint this check is about, when it runs no agent itself
+    /// (`entity: ldap.ams1`). Results are reported for it instead of for where the check ran.
+    #[serde(default)]
+    pub entity: Option<String>,
     /// How long an event of this check stays fresh without a new result. Defaults to
     /// 2 × interval + timeout for checks with a probe; required for push-only checks.
     #[serde(with = "optional_duration_ms", rename = "ttl_ms")]

@@ -257,6 +257,9 @@ fn parse_check(
         .get("subscriptions")
         .map(|n| string_list(ctx, n, &format!("{path}.subscriptions")))
         .unwrap_or_default();
+    let entity = fields
+        .get("entity")
+        .and_then(|n| entity_name(ctx, n, &format!("{path}.entity")));
     let ttl = fields
         .get("ttl")
         .and_then(|n| positive_duration(ctx, n, &format!("{path}.ttl")));
@@ -334,6 +337,7 @@ fn parse_check(
             interval,
             timeout,
             subscriptions,
+            entity,
             ttl,
             flap,
             probe,
@@ -933,6 +937,25 @@ fn name_field(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
             node,
             field,
             format!("`{name}` is not a valid name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ -"),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// Entity names: what results may carry (the API accepts the same characters).
+fn entity_name(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
+    let name = string(ctx, node, field)?;
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if !valid {
+        ctx.error(
+            node,
+            field,
+            format!("`{name}` is not a valid entity name: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 . _ - :"),
         );
         return None;
     }

@@ -488,3 +488,18 @@ fn checks_round_trip_through_json() {
     let json = serde_json::to_string(&push.checks[0]).expect("serialize");
     assert!(json.contains("\"probe\":\"push\""), "{json}");
 }
+
+#[test]
+fn proxy_entities() {
+    let spec = load_one(
+        "s.yaml",
+        "checks:\n  - { name: ldap, entity: ldap.ams1, subscriptions: [dc], tcp: { host: ldap.ams1, port: 636 } }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.checks[0].entity.as_deref(), Some("ldap.ams1"));
+    let errors = errors_of(
+        "checks:\n  - { name: x, entity: 'not ok', command: x }\n  - { name: keepalive, command: x }\n",
+    );
+    assert_has(&errors, 2, "checks[0].entity", "not a valid entity name");
+    assert_has(&errors, 3, "checks[1].name", "reserved");
+}
