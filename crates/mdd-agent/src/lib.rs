@@ -14,6 +14,7 @@ mod spool;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mdd_core::spec::Check;
@@ -104,17 +105,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         shutdown.child_token(),
         results_tx,
     );
+    // Results the full spool had to drop, told to the server with every keepalive.
+    let dropped = Arc::new(AtomicU64::new(0));
     let sender = tokio::spawn(send_results(
         config.clone(),
         http.clone(),
         spool,
         results_rx,
         shutdown.clone(),
+        Arc::clone(&dropped),
     ));
     let keepalives = tokio::spawn(send_keepalives(
         config.clone(),
         http.clone(),
         shutdown.clone(),
+        dropped,
     ));
     pull_checks(&config, &http, scheduler, shutdown).await;
     let _ = sender.await;
@@ -149,22 +154,17 @@ fn host_facts() -> serde_json::Value {
 }
 
 /// Tells the server every `keepalive_every` that this agent is alive, and what it is.
-async fn send_keepalives(config: AgentConfig, http: reqwest::Client, shutdown: CancellationToken) {
+async fn send_keepalives(
+    config: AgentConfig,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    dropped: Arc<AtomicU64>,
+) {
     let url = format!(
         "{}/api/v1/agent/keepalive",
         config.server.trim_end_matches('/')
     );
-    let body = serde_json::json!({
-        "entity": config.name,
-        "subscriptions": config.subscriptions,
-        "labels": config.labels,
-        "facts": host_facts(),
-        "interval_s": config.keepalive_every.as_secs_f64(),
-        "warning_s": config.keepalive_warning.as_secs_f64(),
-        "critical_s": config.keepalive_critical.as_secs_f64(),
-        "deregister": config.deregister,
-    })
-    .to_string();
+    let facts = host_facts();
     let mut tick = tokio::time::interval(config.keepalive_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -172,11 +172,24 @@ async fn send_keepalives(config: AgentConfig, http: reqwest::Client, shutdown: C
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let mut facts = facts.clone();
+        facts["spool_dropped"] = dropped.load(Ordering::Relaxed).into();
+        let body = serde_json::json!({
+            "entity": config.name,
+            "subscriptions": config.subscriptions,
+            "labels": config.labels,
+            "facts": facts,
+            "interval_s": config.keepalive_every.as_secs_f64(),
+            "warning_s": config.keepalive_warning.as_secs_f64(),
+            "critical_s": config.keepalive_critical.as_secs_f64(),
+            "deregister": config.deregister,
+        })
+        .to_string();
         let sent = http
             .post(&url)
             .bearer_auth(&config.token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.clone())
+            .body(body)
             .timeout(config.keepalive_every.max(Duration::from_secs(1)))
             .send()
             .await;
@@ -339,12 +352,14 @@ async fn send_results(
     spool: Spool,
     mut results: mpsc::Receiver<Executed>,
     shutdown: CancellationToken,
+    dropped: Arc<AtomicU64>,
 ) {
     let sender = Sender {
         url: format!("{}/api/v1/results", config.server.trim_end_matches('/')),
         token: config.token.clone(),
         http,
         spool,
+        dropped,
     };
     let mut pending: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(config.flush_every);
@@ -376,6 +391,7 @@ struct Sender {
     token: String,
     http: reqwest::Client,
     spool: Spool,
+    dropped: Arc<AtomicU64>,
 }
 
 enum Delivery {
@@ -424,10 +440,13 @@ impl Sender {
     fn spool_pending(&self, pending: &mut Vec<String>) {
         match self.spool.append(pending) {
             Ok(0) => {}
-            Ok(dropped) => tracing::error!(
-                dropped,
-                "the spool is full: the oldest results were dropped"
-            ),
+            Ok(dropped) => {
+                self.dropped.fetch_add(dropped, Ordering::Relaxed);
+                tracing::error!(
+                    dropped,
+                    "the spool is full: the oldest results were dropped"
+                );
+            }
             Err(e) => tracing::error!(
                 results = pending.len(),
                 "cannot spool results, they are lost: {e}"

@@ -1241,6 +1241,7 @@ async fn keepalives_raise_and_resolve_and_deregister() {
         .clone();
     assert_eq!(host1["agent"]["labels"]["rack"], "r1", "{host1}");
     assert_eq!(host1["agent"]["facts"]["os"], "linux", "{host1}");
+    assert_eq!(host1["agent"]["facts"]["spool_dropped"], 0, "{host1}");
     assert!(
         host1["agent"]["facts"]["addresses"]
             .as_array()
