@@ -220,7 +220,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
 }
 
 /// Starts `mdd server` on a port the OS picks, with the admin token and spec, and waits for it.
-async fn start_server(
+pub async fn start_server(
     mdd: &std::path::Path,
     data: &std::path::Path,
     spec: &std::path::Path,

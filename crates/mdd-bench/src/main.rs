@@ -2,6 +2,7 @@
 //! `./scripts/bench` builds everything in release mode and runs them all. Every benchmark talks
 //! only to 127.0.0.1, is bounded in time, and stops by itself.
 
+mod agent_bench;
 mod ingest_bench;
 mod verify_bench;
 
@@ -20,11 +21,14 @@ enum Bench {
     Verify(verify_bench::VerifyArgs),
     /// Result ingestion into `mdd server` against a minimal axum handler.
     Ingest(ingest_bench::IngestArgs),
+    /// The agent's memory and CPU against a plain spawn loop.
+    Agent(agent_bench::AgentArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Verify(args) => verify_bench::run(args),
         Bench::Ingest(args) => ingest_bench::run(args),
+        Bench::Agent(args) => agent_bench::run(args),
     }
 }
