@@ -213,11 +213,7 @@ struct ResultIn {
 }
 
 fn valid_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= MAX_NAME
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    mdd_core::spec::is_valid_entity_name(text)
 }
 
 async fn post_results(

@@ -19,6 +19,16 @@ pub use parse::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, PROBE_KINDS};
 /// The built-in check of agents' keepalives; no spec check may take this name.
 pub const KEEPALIVE_CHECK: &str = "keepalive";
 
+/// Whether `name` can name an entity (or a result id): 1 to 128 of `A-Z a-z 0-9 . _ - :`.
+/// The spec and the API accept exactly the same names.
+pub fn is_valid_entity_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+}
+
 /// A validated set of checks (and deployments) from one or more spec files.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {

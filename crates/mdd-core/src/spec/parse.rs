@@ -946,12 +946,7 @@ fn name_field(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
 /// Entity names: what results may carry (the API accepts the same characters).
 fn entity_name(ctx: &mut Ctx, node: &Node, field: &str) -> Option<String> {
     let name = string(ctx, node, field)?;
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
-    if !valid {
+    if !super::is_valid_entity_name(&name) {
         ctx.error(
             node,
             field,
