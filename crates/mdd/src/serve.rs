@@ -119,22 +119,7 @@ pub fn agent(args: crate::cli::AgentArgs) -> Result<u8> {
     }
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut signal) => {
-                        signal.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate => {}
-            }
-            stop.cancel();
-        });
+        tokio::spawn(crate::verify::stop_on_signal(shutdown.clone()));
         eprintln!(
             "mdd: agent {name} for {} with subscriptions [{}], spool in {}",
             args.server,

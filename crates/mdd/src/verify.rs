@@ -170,8 +170,9 @@ fn write_file(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM (what CI sends on cancel) stops the run; a partial report is still written.
-async fn stop_on_signal(cancel: CancellationToken) {
+/// Ctrl-C or SIGTERM (what CI and service managers send) cancels `cancel`: verify writes a
+/// partial report, the agent spools what it has.
+pub(crate) async fn stop_on_signal(cancel: CancellationToken) {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
