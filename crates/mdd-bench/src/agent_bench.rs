@@ -67,6 +67,32 @@ fn proc_usage(pid: u32) -> Result<(u64, u64)> {
     Ok((rss, ticks * 10))
 }
 
+/// Starts `mdd agent` with the bench token against `url`.
+fn spawn_agent(
+    mdd: &std::path::Path,
+    url: &str,
+    subscriptions: &str,
+    data: &std::path::Path,
+) -> Result<tokio::process::Child> {
+    tokio::process::Command::new(mdd)
+        .args([
+            "agent",
+            "--server",
+            url,
+            "--token",
+            TOKEN,
+            "--name",
+            "bench-agent",
+        ])
+        .args(["--subscriptions", subscriptions, "--data"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start mdd agent")
+}
+
 async fn run_async(args: AgentArgs) -> Result<()> {
     if !args.mdd.exists() {
         bail!(
@@ -85,48 +111,12 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     let (mut server, url) =
         crate::ingest_bench::start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
 
-    let mut agent = tokio::process::Command::new(&args.mdd)
-        .args([
-            "agent",
-            "--server",
-            &url,
-            "--token",
-            TOKEN,
-            "--name",
-            "bench-agent",
-            "--subscriptions",
-            "none",
-            "--data",
-        ])
-        .arg(dir.path().join("idle"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the idle agent")?;
+    let mut agent = spawn_agent(&args.mdd, &url, "none", &dir.path().join("idle"))?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (idle_rss, _) = proc_usage(agent.id().context("pid")?)?;
     let _ = agent.kill().await;
 
-    let mut agent = tokio::process::Command::new(&args.mdd)
-        .args([
-            "agent",
-            "--server",
-            &url,
-            "--token",
-            TOKEN,
-            "--name",
-            "bench-agent",
-            "--subscriptions",
-            "bench",
-            "--data",
-        ])
-        .arg(dir.path().join("busy"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the busy agent")?;
+    let mut agent = spawn_agent(&args.mdd, &url, "bench", &dir.path().join("busy"))?;
     let pid = agent.id().context("pid")?;
     // Let it fetch its checks and settle, then measure a window of steady running.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -292,12 +292,7 @@ checks:
     let (_, failing) = server
         .get("/api/v1/events?state=failing,blocked&owner=app")
         .await;
-    let names: Vec<&str> = failing["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["check"].as_str().unwrap_or_default())
-        .collect();
+    let names = column(&failing["events"], "check");
     assert_eq!(names, ["behind"]);
 
     let (_, event) = server.get("/api/v1/events/down/mdd-server").await;
@@ -526,12 +521,8 @@ async fn kill_9_loses_no_acknowledged_result() {
         .get("/api/v1/checks/ci/results?from=1970-01-01T00:00:00Z&limit=10000")
         .await;
     // The limit caps one page; count through the store's own total for the exact figure.
-    let mut stored_ids: std::collections::HashSet<String> = stored["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let mut stored_ids: std::collections::HashSet<String> =
+        column(&stored["results"], "id").into_iter().collect();
     let mut missing = Vec::new();
     for id in &acked {
         if !stored_ids.contains(id) {
@@ -776,12 +767,7 @@ async fn client_commands_public_read_and_sighup_reload() {
     let mut names = Vec::new();
     for _ in 0..50 {
         let (_, checks) = server.get("/api/v1/checks").await;
-        names = checks["checks"]
-            .as_array()
-            .expect("checks")
-            .iter()
-            .map(|c| c["name"].as_str().unwrap_or_default().to_string())
-            .collect();
+        names = column(&checks["checks"], "name");
         if names.len() == 2 {
             break;
         }
@@ -819,12 +805,7 @@ async fn pruned_checks_leave_the_events_list() {
         .await;
     assert_eq!(applied["removed"], json!(["cron"]), "{applied}");
     let (_, events) = server.get("/api/v1/events").await;
-    let names: Vec<&str> = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["check"].as_str().unwrap_or_default())
-        .collect();
+    let names = column(&events["events"], "check");
     assert_eq!(names, ["ci"]);
     let (status, _) = server.get("/api/v1/events/cron/e1").await;
     assert_eq!(status, 200, "its history can still be read");
@@ -866,12 +847,7 @@ async fn agents_long_poll_for_the_checks_of_their_subscriptions() {
         }
     };
     let first = poll(None, "0s").await;
-    let names: Vec<&str> = first["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .map(|c| c["name"].as_str().unwrap_or_default())
-        .collect();
+    let names = column(&first["checks"], "name");
     assert_eq!(
         names,
         ["disk"],
@@ -1280,12 +1256,7 @@ async fn keepalives_raise_and_resolve_and_deregister() {
             .all(|e| e["name"] != "spot1")
     );
     let (_, event) = server.get("/api/v1/events/keepalive/host1").await;
-    let statuses: Vec<&str> = event["history"]
-        .as_array()
-        .expect("history")
-        .iter()
-        .map(|h| h["status"].as_str().unwrap_or_default())
-        .collect();
+    let statuses = column(&event["history"], "status");
     assert_eq!(statuses, ["ok", "warning", "critical"], "{event}");
 
     let _back = TestAgent::start_with(
@@ -1386,4 +1357,13 @@ async fn bound_agent_tokens_report_only_for_their_entity() {
         "nothing of a refused request is stored"
     );
     assert!(server.stop().await.success());
+}
+
+/// The string `field` of every element of a JSON array (e.g. the check names of a list).
+fn column(list: &Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("expected a list, got {list}"))
+        .iter()
+        .map(|item| item[field].as_str().unwrap_or_default().to_string())
+        .collect()
 }
