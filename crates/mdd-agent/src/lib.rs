@@ -1,8 +1,9 @@
 //! `mdd agent`: runs checks where they must run (inside the datacenter, behind the firewall)
 //! and never loses a result.
 //!
-//! Four tasks: *keepalives* every `keepalive_every` with host facts; the *puller* long-polls the server for the checks of the agent's subscriptions
-//! and hands them to the shared scheduler of `mdd-probes`; the scheduler runs them on their grid;
+//! Four tasks: *keepalives* every `keepalive_every`, with host facts; the *puller* long-polls
+//! the server for the checks of the agent's subscriptions and hands them to the shared
+//! scheduler of `mdd-probes`; the scheduler runs them on their grid;
 //! the *sender* batches results to `POST /api/v1/results` and, while the server cannot take them
 //! (unreachable, 5xx), appends them to the on-disk spool, which it replays in order, oldest
 //! first, before anything newer.
