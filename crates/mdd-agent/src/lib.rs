@@ -101,11 +101,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     })?;
     let http = client(&config)?;
     let (results_tx, results_rx) = mpsc::channel::<Executed>(4096);
-    let scheduler = Scheduler::new(
-        Arc::new(ProbeContext::default()),
-        shutdown.child_token(),
-        results_tx,
-    );
+    let mut probe_context = ProbeContext::default();
+    // The agent runs on a single-threaded runtime: no hand-off to another thread per execution.
+    probe_context.spawn_inline = true;
+    let scheduler = Scheduler::new(Arc::new(probe_context), shutdown.child_token(), results_tx);
     // Results the full spool had to drop, told to the server with every keepalive.
     let dropped = Arc::new(AtomicU64::new(0));
     let sender = tokio::spawn(send_results(
@@ -197,7 +196,10 @@ async fn send_keepalives(
         match sent {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => tracing::warn!("keepalive refused: {}", r.status()),
-            Err(e) => tracing::debug!("keepalive not delivered: {e}"),
+            Err(e) => tracing::debug!(
+                "keepalive not delivered: {}",
+                mdd_probes::describe_error(&e)
+            ),
         }
     }
 }
@@ -274,7 +276,7 @@ async fn pull_checks(
                 .map_err(|e| e.to_string())
                 .and_then(|body| serde_json::from_slice(&body).map_err(|e| e.to_string())),
             Ok(response) => Err(format!("server answered {}", response.status())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(mdd_probes::describe_error(&e)),
         };
         match parsed {
             Ok(answer) => {
@@ -504,7 +506,10 @@ impl Sender {
                 Delivery::Unavailable
             }
             Err(e) => {
-                tracing::warn!("cannot reach the server: {e}; spooling");
+                tracing::warn!(
+                    "cannot reach the server: {}; spooling",
+                    mdd_probes::describe_error(&e)
+                );
                 Delivery::Unavailable
             }
         }

@@ -37,18 +37,23 @@ impl Execute for CommandProbe {
         // pool that wait overlaps with other spawns instead of stalling an async worker.
         // The guard is made with the child, so if this future is dropped mid-spawn (Ctrl-C), the
         // group still dies when the blocking task's output is dropped.
-        let spawned = tokio::task::spawn_blocking(move || {
+        let mut spawn = move || {
             wrapped.spawn().map(|child| {
-                let group = GroupGuard(child.id());
+                let group = GroupGuard::new(child.id());
                 (child, group)
             })
-        })
-        .await;
+        };
+        let spawned = if ctx.spawn_inline {
+            spawn()
+        } else {
+            tokio::task::spawn_blocking(spawn)
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
         // Whatever happens from here (timeout, the whole run cancelled by Ctrl-C), the group dies.
         let (mut child, group) = match spawned {
-            Ok(Ok(spawned)) => spawned,
-            Ok(Err(e)) => return spawn_failure(&self.argv[0], &e),
-            Err(e) => return spawn_failure(&self.argv[0], &std::io::Error::other(e)),
+            Ok(spawned) => spawned,
+            Err(e) => return spawn_failure(&self.argv[0], &e),
         };
 
         let limit = ctx.output_limit;
@@ -185,11 +190,19 @@ fn spawn_failure(program: &str, error: &std::io::Error) -> ProbeResult {
 }
 
 /// Kills the plugin's whole process group when dropped or asked to.
-struct GroupGuard(Option<u32>);
+/// The group's id, 0 once killed (no process has id 0).
+struct GroupGuard(std::sync::atomic::AtomicU32);
 
 impl GroupGuard {
+    fn new(pgid: Option<u32>) -> GroupGuard {
+        GroupGuard(std::sync::atomic::AtomicU32::new(pgid.unwrap_or(0)))
+    }
+
+    /// Kills the group, once: SIGKILL cannot be ignored, so a second kill finds nothing of
+    /// ours, and once the group is empty its id may even be reused by an unrelated process.
     fn kill(&self) {
-        if let Some(pgid) = self.0.and_then(|id| i32::try_from(id).ok()) {
+        let pgid = self.0.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(pgid @ 1..) = i32::try_from(pgid) {
             // ESRCH (nothing left in the group) is the normal case after a clean exit.
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pgid),

@@ -5,7 +5,7 @@ use std::error::Error;
 /// Joins an error and its sources, skipping a source whose text is already contained in what was
 /// said (reqwest and hyper often repeat their inner errors), and naming well-known failures the
 /// way an operator says them.
-pub(crate) fn describe(error: &(dyn Error + 'static)) -> String {
+pub fn describe(error: &(dyn Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn Error + 'static)> = Some(error);
     while let Some(e) = current {

@@ -23,6 +23,7 @@ use mdd_core::spec::{Check, Probe};
 use mdd_core::{ProbeResult, Status, format_duration};
 
 pub use command::DEFAULT_OUTPUT_LIMIT;
+pub use error_text::describe as describe_error;
 
 /// Shared state and settings for running probes: reused HTTP clients and output limits.
 /// One is made per run (verify) or per process (server, agent) and shared by all checks.
@@ -30,6 +31,11 @@ pub use command::DEFAULT_OUTPUT_LIMIT;
 pub struct ProbeContext {
     /// The most bytes kept of each output stream of a `command` probe.
     pub output_limit: usize,
+    /// Spawn plugins on the calling thread instead of the blocking pool. `vfork` holds the
+    /// spawning thread until the child has exec'd (a few hundred µs): on a multi-threaded runtime
+    /// running many checks at once, the blocking pool lets spawns overlap; on a single-threaded
+    /// runtime (the agent), spawning inline avoids a thread hand-off per execution.
+    pub spawn_inline: bool,
     http_clients: http::ClientCache,
 }
 
@@ -43,6 +49,7 @@ impl ProbeContext {
     pub fn new(output_limit: usize) -> ProbeContext {
         ProbeContext {
             output_limit,
+            spawn_inline: false,
             http_clients: http::ClientCache::default(),
         }
     }
@@ -62,12 +69,15 @@ pub async fn run(check: &Check, ctx: &ProbeContext) -> ProbeResult {
 /// Runs one probe within `timeout`.
 pub async fn run_probe(probe: &Probe, ctx: &ProbeContext, timeout: Duration) -> ProbeResult {
     let started = Instant::now();
+    // Each probe's future is boxed: they differ a lot in size (DNS and HTTP are many KiB,
+    // a command much less), and a scheduler keeps one `run` future per check alive between
+    // runs. Unboxed, every idle check would hold the largest of them (~18 KiB).
     let mut result = match probe {
-        Probe::Command(p) => p.execute(ctx, timeout).await,
-        Probe::Http(p) => p.execute(ctx, timeout).await,
-        Probe::Tcp(p) => p.execute(ctx, timeout).await,
-        Probe::Dns(p) => p.execute(ctx, timeout).await,
-        Probe::Tls(p) => p.execute(ctx, timeout).await,
+        Probe::Command(p) => Box::pin(p.execute(ctx, timeout)).await,
+        Probe::Http(p) => Box::pin(p.execute(ctx, timeout)).await,
+        Probe::Tcp(p) => Box::pin(p.execute(ctx, timeout)).await,
+        Probe::Dns(p) => Box::pin(p.execute(ctx, timeout)).await,
+        Probe::Tls(p) => Box::pin(p.execute(ctx, timeout)).await,
         Probe::Push => ProbeResult::new(
             Status::Unknown,
             "push-only check: its results come from outside, there is nothing to run",

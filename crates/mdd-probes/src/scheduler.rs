@@ -141,3 +141,27 @@ async fn run_check(
         due = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A scheduler keeps one task per check alive between runs: each must stay small, or an
+    /// agent with a thousand checks holds tens of MiB doing nothing.
+    #[test]
+    fn an_idle_check_task_is_small() {
+        let (results, _) = tokio::sync::mpsc::channel(1);
+        let check =
+            mdd_core::spec::load_one("t.yaml", "checks:\n  - name: x\n    command: [\"true\"]\n")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .checks
+                .remove(0);
+        let ctx = std::sync::Arc::new(crate::ProbeContext::default());
+        let task = super::run_check(
+            ctx,
+            check,
+            tokio_util::sync::CancellationToken::new(),
+            results,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 4096, "a check's task is {size} bytes");
+    }
+}

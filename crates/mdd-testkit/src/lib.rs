@@ -1,8 +1,8 @@
 //! Real loopback peers for mdd's tests and benchmarks.
 //!
 //! HTTP and HTTPS servers, a TCP server with a banner, a DNS server answering real UDP queries,
-//! and certificates made on the spot (valid, about to expire, expired, for the wrong host,
-//! untrusted). Every server binds 127.0.0.1 on a port the OS chooses and stops when dropped.
+//! a TLS-terminating proxy, and certificates made on the spot (valid, about to expire, expired,
+//! for the wrong host, untrusted). Every server binds 127.0.0.1 on a port the OS chooses and stops when dropped.
 //!
 //! Test-only: nothing in the product depends on this crate.
 
@@ -10,6 +10,7 @@ pub mod certs;
 pub mod dns;
 pub mod http;
 pub mod tcp;
+pub mod tls_proxy;
 
 use std::net::SocketAddr;
 

@@ -94,41 +94,51 @@ pub struct ServerArgs {
     pub event_checkpoint_interval: Duration,
 }
 
+/// Every setting can come from a flag, an environment variable or the `--config` file, in
+/// that order of precedence; the defaults are in `agent_config`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// A YAML file with any of the settings below (`server: …`, `subscriptions: [a, b]`,
+    /// `labels: {k: v}`, `token_file: …`); flags and environment variables override it.
+    #[arg(long, env = "MDD_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The server's URL.
     #[arg(long, env = "MDD_SERVER")]
-    pub server: String,
+    pub server: Option<String>,
     /// An agent token (`mdd token create --role agent`).
     #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
-    pub token: String,
-    /// The entity name this agent reports as (default: the host name).
+    pub token: Option<String>,
+    /// A file holding the agent token (keeps it out of `ps` and shell history).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The entity name this agent reports as [default: the host name].
     #[arg(long, env = "MDD_AGENT_NAME")]
     pub name: Option<String>,
     /// Subscriptions, comma separated: the agent runs the checks that list one of them.
     #[arg(long, env = "MDD_SUBSCRIPTIONS", value_delimiter = ',')]
-    pub subscriptions: Vec<String>,
-    /// Data directory for the offline spool.
-    #[arg(long, env = "MDD_DATA", default_value = "mdd-agent-data")]
-    pub data: PathBuf,
+    pub subscriptions: Option<Vec<String>>,
+    /// Data directory for the offline spool [default: mdd-agent-data].
+    #[arg(long, env = "MDD_DATA")]
+    pub data: Option<PathBuf>,
     /// A PEM file of CAs to trust for the server instead of the system's.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// The most the offline spool may hold, in MiB; past it the oldest results are dropped.
-    #[arg(long, default_value_t = 100, value_name = "MIB")]
-    pub spool_limit_mib: u64,
+    /// The most the offline spool may hold, in MiB; past it the oldest results are dropped
+    /// [default: 100].
+    #[arg(long, value_name = "MIB")]
+    pub spool_limit_mib: Option<u64>,
     /// Labels of this entity, comma separated.
-    #[arg(long, value_delimiter = ',', value_parser = parse_label, value_name = "KEY=VALUE")]
-    pub labels: Vec<(String, String)>,
-    /// How often to send keepalives.
-    #[arg(long, value_parser = parse_duration, default_value = "20s", value_name = "DURATION")]
-    pub keepalive: Duration,
-    /// Silence after which this agent's keepalive event turns WARNING.
-    #[arg(long, value_parser = parse_duration, default_value = "120s", value_name = "DURATION")]
-    pub keepalive_warning: Duration,
-    /// Silence after which it turns CRITICAL.
-    #[arg(long, value_parser = parse_duration, default_value = "180s", value_name = "DURATION")]
-    pub keepalive_critical: Duration,
+    #[arg(long, env = "MDD_LABELS", value_delimiter = ',', value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Option<Vec<(String, String)>>,
+    /// How often to send keepalives [default: 20s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub keepalive: Option<Duration>,
+    /// Silence after which this agent's keepalive event turns WARNING [default: 120s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub keepalive_warning: Option<Duration>,
+    /// Silence after which it turns CRITICAL [default: 180s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub keepalive_critical: Option<Duration>,
     /// Have the server remove this entity and its events when it goes away (ephemeral hosts).
     #[arg(long)]
     pub deregister: bool,
@@ -287,7 +297,7 @@ pub enum ColorArg {
     Never,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     mdd_core::parse_duration(text).map_err(|e| e.to_string())
 }
 

@@ -1,5 +1,6 @@
 //! `mdd`: the one binary. Parses arguments and wires the libraries; holds little logic itself.
 
+mod agent_config;
 mod cli;
 mod client;
 mod progress;

@@ -93,38 +93,22 @@ async fn handle_signals(shared: std::sync::Arc<mdd_server::Shared>, shutdown: Ca
 }
 
 pub fn agent(args: crate::cli::AgentArgs) -> Result<u8> {
-    let name = match args.name {
-        Some(name) => name,
-        None => nix::unistd::gethostname()
-            .context("cannot read this host's name; pass --name")?
-            .to_string_lossy()
-            .into_owned(),
-    };
-    let mut config = mdd_agent::AgentConfig::new(
-        args.server.clone(),
-        args.token,
-        name.clone(),
-        args.data.clone(),
-    );
-    config.subscriptions = args.subscriptions.clone();
-    config.ca = args.ca;
-    config.spool_limit = args.spool_limit_mib.saturating_mul(1024 * 1024);
-    config.labels = args.labels.iter().cloned().collect();
-    config.keepalive_every = args.keepalive;
-    config.keepalive_warning = args.keepalive_warning;
-    config.keepalive_critical = args.keepalive_critical;
-    config.deregister = args.deregister;
-    if args.keepalive_warning >= args.keepalive_critical {
-        anyhow::bail!("--keepalive-warning must be shorter than --keepalive-critical");
-    }
-    runtime()?.block_on(async move {
+    let config = crate::agent_config::agent_config(args)?;
+    // One thread does it all: an agent runs a few plugins a second and must stay small; a single
+    // thread has no cross-thread wake-ups, no per-thread malloc arenas.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::verify::stop_on_signal(shutdown.clone()));
         eprintln!(
-            "mdd: agent {name} for {} with subscriptions [{}], spool in {}",
-            args.server,
-            args.subscriptions.join(", "),
-            args.data.display()
+            "mdd: agent {} for {} with subscriptions [{}], spool in {}",
+            config.name,
+            config.server,
+            config.subscriptions.join(", "),
+            config.data_dir.display()
         );
         mdd_agent::run(config, shutdown)
             .await

@@ -1367,3 +1367,187 @@ fn column(list: &Value, field: &str) -> Vec<String> {
         .map(|item| item[field].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// Every setting can come from a YAML file (relative paths against the file); flags override
+/// it; a broken file is refused naming the file and the field.
+#[tokio::test]
+async fn an_agent_takes_its_settings_from_a_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "checks:
+  - { name: configured, subscriptions: [from-file], interval: 250ms, command: [echo, 'OK - configured'] }
+";
+    assert_eq!(server.apply(&[("dc.yaml", spec)]).await.0, 200);
+    let token = agent_token(&server).await;
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).expect("mkdir");
+    std::fs::write(etc.join("agent.token"), format!("{token}\n")).expect("write token");
+    std::fs::write(
+        etc.join("agent.yaml"),
+        format!(
+            "server: {}
+token_file: agent.token
+name: from-file
+subscriptions: [from-file]
+labels: {{ datacenter: ams1, rack: r7 }}
+data: spool-dir
+keepalive: 1s
+",
+            server.url
+        ),
+    )
+    .expect("write config");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .arg("agent")
+        .arg("--config")
+        .arg(etc.join("agent.yaml"))
+        .args(["--labels", "datacenter=fra1"])
+        .current_dir(dir.path())
+        .env_remove("MDD_SERVER")
+        .env_remove("MDD_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mdd agent");
+    wait_for_events(&server, |events| {
+        pairs(events).contains(&("configured".into(), "from-file".into()))
+    })
+    .await;
+    let (_, entities) = server.get("/api/v1/entities").await;
+    let entity = entities["entities"]
+        .as_array()
+        .expect("entities")
+        .iter()
+        .find(|e| e["name"] == "from-file")
+        .expect("the agent registered under its configured name")
+        .clone();
+    // The flag replaced the file's labels as a whole.
+    assert_eq!(
+        entity["agent"]["labels"],
+        json!({"datacenter": "fra1"}),
+        "{entity}"
+    );
+    assert!(
+        etc.join("spool-dir").is_dir(),
+        "`data:` is relative to the config file"
+    );
+    let _ = agent.kill().await;
+
+    for (text, expected) in [
+        (
+            "server: http://127.0.0.1:1\nsubscription: [a]\n",
+            "subscription",
+        ),
+        (
+            "server: http://127.0.0.1:1\nspool_limit_mib: lots\n",
+            "spool_limit_mib",
+        ),
+        (
+            "server: http://127.0.0.1:1\ntoken: t\nkeepalive: often\n",
+            "keepalive",
+        ),
+        (
+            "server: http://127.0.0.1:1\ntoken_file: missing.token\n",
+            "missing.token",
+        ),
+    ] {
+        let bad = etc.join("bad.yaml");
+        std::fs::write(&bad, text).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_mdd"))
+            .arg("agent")
+            .arg("--config")
+            .arg(&bad)
+            .env_remove("MDD_SERVER")
+            .env_remove("MDD_TOKEN")
+            .output()
+            .await
+            .expect("run mdd agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(
+            stderr.contains("bad.yaml") && stderr.contains(expected),
+            "{text}: {stderr}"
+        );
+    }
+    assert!(server.stop().await.success());
+}
+
+/// Behind TLS, the agent trusts the CA it is given and nothing else: an agent given another
+/// CA never gets through, and says why.
+#[tokio::test]
+async fn agents_trust_only_the_ca_they_are_given() {
+    use mdd_testkit::certs::TestCa;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let token = agent_token(&server).await;
+    let upstream: std::net::SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    let ca = TestCa::new("mdd test CA");
+    let other_ca = TestCa::new("someone else's CA");
+    let proxy =
+        mdd_testkit::tls_proxy::serve(&ca.issue("localhost", ::time::Duration::days(30)), upstream)
+            .await;
+    let https = format!("https://localhost:{}", proxy.port());
+    for folder in ["good", "bad"] {
+        std::fs::create_dir(dir.path().join(folder)).expect("mkdir");
+    }
+    let good_ca = ca.write_pem(&dir.path().join("good"));
+    let bad_ca = other_ca.write_pem(&dir.path().join("bad"));
+
+    let _trusting = TestAgent::start_with(
+        &https,
+        &token,
+        "tls-good",
+        "none",
+        &dir.path().join("a1"),
+        &[
+            "--ca",
+            good_ca.to_str().expect("utf-8"),
+            "--keepalive",
+            "1s",
+        ],
+    );
+    let mut refusing = Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args(["agent", "--server", &https, "--token", &token])
+        .args(["--name", "tls-bad", "--keepalive", "1s", "--ca"])
+        .arg(&bad_ca)
+        .arg("--data")
+        .arg(dir.path().join("a2"))
+        .env("MDD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mdd agent");
+
+    let names = || async {
+        let (_, entities) = server.get("/api/v1/entities").await;
+        column(&entities["entities"], "name")
+    };
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = names().await;
+        if seen.iter().any(|n| n == "tls-good") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen.iter().any(|n| n == "tls-good"), "{seen:?}");
+    // Give the refusing agent the same time and more: it never gets through.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!names().await.iter().any(|n| n == "tls-bad"));
+    let _ = refusing.kill().await;
+    let mut said = String::new();
+    if let Some(mut stderr) = refusing.stderr.take() {
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut said).await;
+    }
+    assert!(
+        said.contains("certificate") || said.contains("UnknownIssuer"),
+        "the refusal says why: {said}"
+    );
+    assert!(server.stop().await.success());
+}

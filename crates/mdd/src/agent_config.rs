@@ -1,0 +1,159 @@
+//! The agent's settings: flags, then environment variables (both through clap), then the
+//! `--config` YAML file, then the defaults, merged into one `mdd_agent::AgentConfig`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::cli::AgentArgs;
+
+/// The `--config` file: the flags' names with `_` for `-`, durations as text (`20s`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    server: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    name: Option<String>,
+    subscriptions: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    data: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    spool_limit_mib: Option<u64>,
+    keepalive: Option<String>,
+    keepalive_warning: Option<String>,
+    keepalive_critical: Option<String>,
+    deregister: Option<bool>,
+}
+
+impl AgentFile {
+    fn read(path: &Path) -> Result<AgentFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read agent config {}", path.display()))?;
+        let mut file: AgentFile = serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // Relative paths in the file mean relative to the file, wherever the agent is started.
+        let folder = path.parent().unwrap_or(Path::new("."));
+        for relative in [&mut file.token_file, &mut file.data, &mut file.ca]
+            .into_iter()
+            .flatten()
+        {
+            if relative.is_relative() {
+                *relative = folder.join(&*relative);
+            }
+        }
+        Ok(file)
+    }
+}
+
+fn duration(
+    flag: Option<Duration>,
+    file: Option<&str>,
+    key: &str,
+    path: &Path,
+    default: Duration,
+) -> Result<Duration> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(text)) => crate::cli::parse_duration(text)
+            .map_err(|e| anyhow::anyhow!("{}: {key}: {e}", path.display())),
+        (None, None) => Ok(default),
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the token file {} is empty", path.display());
+    }
+    Ok(token.to_string())
+}
+
+pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
+    let (file, path) = match &args.config {
+        Some(path) => (AgentFile::read(path)?, path.clone()),
+        None => (AgentFile::default(), PathBuf::from("(no config file)")),
+    };
+    let server = args
+        .server
+        .or(file.server)
+        .context("no server: pass --server URL (or MDD_SERVER, or `server:` in --config)")?;
+    let token = match (args.token, &args.token_file) {
+        (Some(token), _) => token,
+        (None, Some(token_file)) => read_token(token_file)?,
+        (None, None) => match (file.token, &file.token_file) {
+            (Some(token), _) => token,
+            (None, Some(token_file)) => {
+                read_token(token_file).with_context(|| format!("{}: token_file", path.display()))?
+            }
+            (None, None) => bail!(
+                "no token: pass --token or --token-file (or MDD_TOKEN, or `token_file:` in --config)"
+            ),
+        },
+    };
+    let name = match args.name.or(file.name) {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .context("cannot read this host's name; pass --name")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    if !mdd_core::spec::is_valid_entity_name(&name) {
+        bail!(
+            "`{name}` cannot be an entity name: use letters, digits, `.`, `_` and `-` (pass --name)"
+        );
+    }
+    let data = args
+        .data
+        .or(file.data)
+        .unwrap_or_else(|| PathBuf::from("mdd-agent-data"));
+    let mut config = mdd_agent::AgentConfig::new(server, token, name, data);
+    config.subscriptions = args
+        .subscriptions
+        .or(file.subscriptions)
+        .unwrap_or_default();
+    config.ca = args.ca.or(file.ca);
+    config.spool_limit = args
+        .spool_limit_mib
+        .or(file.spool_limit_mib)
+        .unwrap_or(100)
+        .saturating_mul(1024 * 1024);
+    config.labels = match args.labels {
+        Some(labels) => labels.into_iter().collect(),
+        None => file.labels.unwrap_or_default(),
+    };
+    config.keepalive_every = duration(
+        args.keepalive,
+        file.keepalive.as_deref(),
+        "keepalive",
+        &path,
+        config.keepalive_every,
+    )?;
+    config.keepalive_warning = duration(
+        args.keepalive_warning,
+        file.keepalive_warning.as_deref(),
+        "keepalive_warning",
+        &path,
+        config.keepalive_warning,
+    )?;
+    config.keepalive_critical = duration(
+        args.keepalive_critical,
+        file.keepalive_critical.as_deref(),
+        "keepalive_critical",
+        &path,
+        config.keepalive_critical,
+    )?;
+    config.deregister = args.deregister || file.deregister.unwrap_or(false);
+    if config.keepalive_warning >= config.keepalive_critical {
+        bail!("the keepalive warning threshold must be shorter than the critical one");
+    }
+    if config.keepalive_every.is_zero() {
+        bail!("the keepalive interval must be more than 0");
+    }
+    Ok(config)
+}
