@@ -2,12 +2,13 @@
 //!
 //! Owns the spec (parsing YAML into checks and validating them with file/line/column errors),
 //! statuses and states, Nagios plugin output and perfdata, threshold ranges, durations, the
-//! dependency graph between checks, and the event state machine.
+//! dependency graph between checks, the event state machine and deployments' progress.
 //!
 //! Invariant: this crate does no I/O. No files, no sockets, no clocks, no processes. It takes
 //! text and values in and gives values out, so every rule here is unit-testable exhaustively.
 //! Anything that touches the outside world lives in `mdd-probes`, `mdd-verify` or the binary.
 
+pub mod deployment;
 pub mod duration;
 pub mod graph;
 pub mod perfdata;

@@ -66,6 +66,22 @@ pub enum State {
 }
 
 impl State {
+    /// How bad a state is, for "worst of" summaries (a datacenter tile, a check over its
+    /// entities): failing is worst, passing best; states that say "we cannot tell" sit between.
+    pub fn severity(self) -> u8 {
+        match self {
+            State::Passing => 0,
+            State::Silenced => 1,
+            State::Pending => 2,
+            State::Blocked => 3,
+            State::Flapping => 4,
+            State::Warning => 5,
+            State::Stale => 6,
+            State::Unknown => 7,
+            State::Failing => 8,
+        }
+    }
+
     pub const ALL: [State; 9] = [
         State::Pending,
         State::Passing,

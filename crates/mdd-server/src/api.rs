@@ -41,6 +41,8 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v1/checks", get(list_checks))
         .route("/api/v1/checks/{name}/results", get(check_results))
         .route("/api/v1/entities", get(list_entities))
+        .route("/api/v1/deployments", get(list_deployments))
+        .route("/api/v1/deployments/{name}", get(get_deployment))
         .route("/api/v1/spec", get(get_spec).post(apply_spec))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/agent/checks", get(agent_checks))
@@ -545,6 +547,43 @@ async fn get_event(
     let (state, blocked_by) = resolver.state(&cached.event.check, &cached.event.entity);
     let config = checks.get(&cached.event.check);
     Ok(Json(EventView::new(cached, config, state, blocked_by, true)).into_response())
+}
+
+async fn list_deployments(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/deployments")?;
+    let checks = shared.checks();
+    let events = shared.events_read();
+    let tracks = shared.deployments_read();
+    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, now_ms());
+    let list: Vec<crate::deployments::Summary> = checks
+        .spec
+        .deployments
+        .iter()
+        .map(|d| views.summary(d))
+        .collect();
+    Ok(Json(json!({ "revision": checks.revision, "deployments": list })).into_response())
+}
+
+async fn get_deployment(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/deployments/{name}")?;
+    let checks = shared.checks();
+    let Some(deployment) = checks.spec.deployments.iter().find(|d| d.name == name) else {
+        return Err(ApiError::not_found(format!(
+            "no deployment `{}` in the applied spec",
+            truncate(&name)
+        )));
+    };
+    let events = shared.events_read();
+    let tracks = shared.deployments_read();
+    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, now_ms());
+    Ok(Json(views.detail(deployment)).into_response())
 }
 
 #[derive(Serialize)]

@@ -3,13 +3,15 @@
 //!
 //! Owns the HTTP API (`api`), authentication (`auth`), the applied check set (`checks`), the
 //! ingestion pipeline with group commits (`ingest`), the scheduler of server-side checks
-//! (`scheduler`), derived event states (`view`) and Prometheus metrics (`metrics`).
+//! (`scheduler`), derived event states (`view`), deployments' progress (`deployments`) and
+//! Prometheus metrics (`metrics`).
 //! Storage is `mdd-storage`; meaning (event state machine, spec) is `mdd-core`; running a probe
 //! is `mdd-probes`. Must not print: the binary owns the terminal.
 
 pub mod api;
 pub mod auth;
 pub mod checks;
+pub mod deployments;
 pub mod ingest;
 pub mod keepalive;
 pub mod metrics;
@@ -158,6 +160,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Agents' keepalives, by entity.
     keepalives: std::sync::Mutex<std::collections::HashMap<String, keepalive::Watch>>,
+    /// What each deployment has been through.
+    deployments: RwLock<deployments::Tracks>,
 }
 
 impl Shared {
@@ -188,6 +192,14 @@ impl Shared {
     /// A receiver that wakes when a new check set is applied.
     pub fn watch_revision(&self) -> tokio::sync::watch::Receiver<i64> {
         self.revision.subscribe()
+    }
+
+    pub fn deployments_read(&self) -> RwLockReadGuard<'_, deployments::Tracks> {
+        self.deployments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deployments_write(&self) -> RwLockWriteGuard<'_, deployments::Tracks> {
+        self.deployments.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn events_read(&self) -> RwLockReadGuard<'_, BTreeMap<EventKey, CachedEvent>> {
@@ -322,6 +334,7 @@ pub async fn start(
     }
 
     let events = load_events(&store, &checks).await?;
+    let tracks = deployments::load(&store).await?;
     let tokens: Vec<TokenEntry> = store
         .tokens()
         .await?
@@ -361,6 +374,7 @@ pub async fn start(
         revision,
         shutdown: shutdown.clone(),
         keepalives: std::sync::Mutex::new(watches),
+        deployments: RwLock::new(tracks),
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
         tokens: RwLock::new(tokens),
@@ -404,6 +418,7 @@ pub async fn start(
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
+    let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
     let serve_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         let stop = shutdown.clone();
@@ -417,6 +432,7 @@ pub async fn start(
         let _ = scheduler.await;
         let _ = housekeeping.await;
         let _ = watchdog.await;
+        let _ = progress.await;
         drop(serve_shared);
     });
     Ok(RunningServer {

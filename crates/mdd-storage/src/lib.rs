@@ -501,6 +501,53 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Writes deployment tracks (name, JSON) and forgets the deployments named in `removed`,
+    /// in one transaction.
+    pub async fn save_deployment_tracks(
+        &self,
+        tracks: &[(String, String)],
+        removed: &[String],
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for (name, track) in tracks {
+            sqlx::query(
+                "INSERT INTO deployment_tracks (name, track, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET track = excluded.track, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(track)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        for name in removed {
+            sqlx::query("DELETE FROM deployment_tracks WHERE name = ?1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Every stored deployment track: (name, JSON).
+    pub async fn deployment_tracks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, track FROM deployment_tracks ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(|e| self.err(e))?,
+                    row.try_get(1).map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect()
+    }
+
     /// Stores a new spec revision and returns its number.
     pub async fn apply_spec(&self, files: &[SpecFile], applied_at: i64) -> Result<i64, StoreError> {
         let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {

@@ -167,3 +167,31 @@ async fn spec_revisions_and_tokens() {
     assert_eq!(tokens[0].0, [1, 2, 3]);
     assert_eq!(tokens[0].1.role, "admin");
 }
+
+#[tokio::test]
+async fn deployment_tracks_are_upserted_removed_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let tracks = [
+        ("ams1".to_string(), "{\"v\":1}".to_string()),
+        ("fra1".to_string(), "{\"v\":1}".to_string()),
+    ];
+    store
+        .save_deployment_tracks(&tracks, &[], 1_000)
+        .await
+        .expect("save");
+    store
+        .save_deployment_tracks(
+            &[("ams1".to_string(), "{\"v\":2}".to_string())],
+            &["fra1".to_string()],
+            2_000,
+        )
+        .await
+        .expect("update");
+    store.close().await;
+    let store = Store::open(dir.path()).await.expect("reopen");
+    assert_eq!(
+        store.deployment_tracks().await.expect("read"),
+        [("ams1".to_string(), "{\"v\":2}".to_string())]
+    );
+}

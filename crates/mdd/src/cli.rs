@@ -53,6 +53,62 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Follow deployments: how many of their checks are green, what still blocks, who owns it.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Every deployment with its progress.
+    List(DeployListArgs),
+    /// One deployment: still-red checks by owner (blocked ones under their blocker), green ones
+    /// with their time to green. Exits 0 when it is done with nothing regressed, 1 otherwise.
+    Status(DeployStatusArgs),
+    /// Follow a deployment live until it is done (exit 0) or the timeout passes (exit 1):
+    /// a pipeline can wait on a datacenter.
+    Watch(DeployWatchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeployFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DeployFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployStatusArgs {
+    /// The deployment's name.
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DeployFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployWatchArgs {
+    /// The deployment's name.
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Give up (exit 1) after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "6h", value_name = "DURATION")]
+    pub timeout: Duration,
+    /// How often to ask the server.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub every: Duration,
+    /// text: a live view on a terminal, a line per change otherwise; json: the final state.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DeployFormat,
 }
 
 /// How to reach a server: every client command takes these.

@@ -3,6 +3,7 @@
 mod agent_config;
 mod cli;
 mod client;
+mod deploy;
 mod progress;
 mod serve;
 mod verify;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Result(args) => serve::result(args),
         cli::Command::Status(args) => serve::status(args),
         cli::Command::Token(command) => serve::token(command),
+        cli::Command::Deploy(command) => deploy::deploy(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

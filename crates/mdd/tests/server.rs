@@ -1551,3 +1551,176 @@ async fn agents_trust_only_the_ca_they_are_given() {
     );
     assert!(server.stop().await.success());
 }
+
+/// Runs an `mdd` client command against `server` with the admin token.
+async fn mdd_client(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args(args)
+        .env("MDD_SERVER", &server.url)
+        .env("MDD_TOKEN", ADMIN)
+        .output()
+        .await
+        .expect("run mdd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A datacenter comes up one integration point after the other: `deploy watch` ends 0 once the
+/// last has settled, each check's time to green is recorded in the order they came up, and a
+/// failure after done is a regression until it is resolved.
+#[tokio::test]
+async fn deploy_watch_waits_for_a_datacenter_to_turn_green() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dns_port, web_port) = (mdd_testkit::free_port(), mdd_testkit::free_port());
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "defaults: {{ interval: 200ms, timeout: 500ms }}
+deployments:
+  - {{ name: ams1, description: Amsterdam 1, selector: {{ dc: ams1 }}, settle: 2s }}
+checks:
+  - {{ name: ams1-dns, owner: team-dns, labels: {{ dc: ams1 }}, tcp: {{ host: 127.0.0.1, port: {dns_port} }} }}
+  - {{ name: ams1-web, owner: team-web, labels: {{ dc: ams1 }}, depends_on: [ams1-dns],
+      http: {{ url: 'http://127.0.0.1:{web_port}/' }} }}
+  - {{ name: fra1-dns, owner: team-dns, labels: {{ dc: fra1 }}, tcp: {{ host: 127.0.0.1, port: {} }} }}
+",
+            mdd_testkit::free_port()
+        ),
+    )
+    .expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec.to_str().expect("utf-8")],
+    )
+    .await;
+    let watch = Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args([
+            "deploy",
+            "watch",
+            "ams1",
+            "--timeout",
+            "60s",
+            "--every",
+            "200ms",
+        ])
+        .env("MDD_SERVER", &server.url)
+        .env("MDD_TOKEN", ADMIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn deploy watch");
+
+    // Everything red: the web check is shown blocked under the DNS check, grouped by owner.
+    let mut said = String::new();
+    for _ in 0..50 {
+        let (code, out, _) = mdd_client(&server, &["deploy", "status", "ams1"]).await;
+        assert_eq!(code, Some(1), "{out}");
+        said = out;
+        if said.contains("blocked by ams1-dns") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(said.contains("0/2 green"), "{said}");
+    assert!(said.contains("team-dns"), "{said}");
+    let dns_line = said.lines().position(|l| l.contains("✗ ams1-dns"));
+    let web_line = said.lines().position(|l| l.contains("ams1-web"));
+    assert!(
+        dns_line.is_some() && web_line == dns_line.map(|l| l + 1),
+        "the blocked check sits under its blocker:\n{said}"
+    );
+    assert!(!said.contains("fra1"), "fra1 is not selected:\n{said}");
+
+    // DNS comes up, then the web server a moment later.
+    let dns = tokio::net::TcpListener::bind(("127.0.0.1", dns_port))
+        .await
+        .expect("bind dns port");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let web = mdd_testkit::http::serve_on(
+        web_port,
+        mdd_testkit::http::Routes::new().with("/", mdd_testkit::http::Reply::ok("up")),
+        None,
+    )
+    .await;
+    let out = tokio::time::timeout(Duration::from_secs(40), watch.wait_with_output())
+        .await
+        .expect("deploy watch ends")
+        .expect("deploy watch output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("2/2 green"), "{stdout}");
+    assert!(stdout.contains("done after"), "{stdout}");
+
+    let (code, json_text, _) =
+        mdd_client(&server, &["deploy", "status", "ams1", "--format", "json"]).await;
+    assert_eq!(code, Some(0), "{json_text}");
+    let detail: Value = serde_json::from_str(&json_text).expect("json");
+    assert_eq!(detail["done"], true);
+    assert_eq!(detail["total"], 2);
+    let time_to_green = |name: &str| {
+        detail["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["time_to_green_ms"].as_i64())
+            .unwrap_or_else(|| panic!("{name} has a time to green: {detail}"))
+    };
+    let (dns_green, web_green) = (time_to_green("ams1-dns"), time_to_green("ams1-web"));
+    assert!(
+        web_green >= dns_green + 1000,
+        "web came up 1.5 s after dns: {dns_green} ms, {web_green} ms"
+    );
+    let done_after = detail["time_to_done_ms"].as_i64().expect("time to done");
+    assert!(done_after >= web_green + 2000, "settle counts: {detail}");
+    let (_, list, _) = mdd_client(&server, &["deploy", "list"]).await;
+    assert!(
+        list.contains("ams1") && list.contains("done after"),
+        "{list}"
+    );
+
+    // DNS goes away after done: a regression, shown until it is back.
+    drop(dns);
+    let mut regressed = Value::Null;
+    for _ in 0..50 {
+        let (_, body) = server.get("/api/v1/deployments/ams1").await;
+        regressed = body;
+        if regressed["open_regressions"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One regression: the root cause. The web check is blocked behind it, not regressed.
+    assert_eq!(regressed["open_regressions"], 1, "{regressed}");
+    assert_eq!(
+        regressed["regressions"][0]["check"], "ams1-dns",
+        "{regressed}"
+    );
+    assert_eq!(regressed["done"], true, "done stays done");
+    let (code, out, _) = mdd_client(&server, &["deploy", "status", "ams1"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("regressions since done"), "{out}");
+    let _dns_back = tokio::net::TcpListener::bind(("127.0.0.1", dns_port))
+        .await
+        .expect("bind dns port again");
+    let mut code = None;
+    for _ in 0..50 {
+        code = mdd_client(&server, &["deploy", "status", "ams1"]).await.0;
+        if code == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(code, Some(0), "the regression resolves");
+
+    let (code, _, err) = mdd_client(&server, &["deploy", "status", "nope"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no deployment `nope`"), "{err}");
+    drop(web);
+    assert!(server.stop().await.success());
+}
