@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod checks;
+pub mod dashboard;
 pub mod deployments;
 pub mod ingest;
 pub mod keepalive;
@@ -414,7 +415,7 @@ pub async fn start(
         receiver,
         drain.clone(),
     ));
-    let app = api::router(Arc::clone(&shared));
+    let app = api::router(Arc::clone(&shared)).merge(dashboard::router(Arc::clone(&shared)));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));

@@ -1,0 +1,309 @@
+//! The dashboard: server-rendered HTML pages at `/`, readable without JavaScript; a small
+//! script swaps in a fresh copy of the page's main part every two seconds.
+//!
+//! Pages are askama templates (`templates/`, type-checked at compile time, auto-escaped) fed
+//! by the same views as the API (`view`, `deployments`); charts are SVG drawn here (`svg`).
+//! Access follows the API's rules: with `--public-read` anyone may read; otherwise `/login`
+//! takes a token and keeps an HttpOnly, SameSite=Strict session cookie. Responses carry a
+//! strict content security policy (no inline script or style, nothing from elsewhere).
+
+mod pages;
+pub mod svg;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::auth::Role;
+use crate::{Shared, now_ms};
+
+/// How long a sign-in lasts.
+const SESSION_MS: i64 = 12 * 3600 * 1000;
+const COOKIE: &str = "mdd_session";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Clone)]
+pub struct Dashboard {
+    shared: Arc<Shared>,
+    /// Session id → (role, expiry in ms). Kept in memory: a restart signs everyone out.
+    sessions: Arc<Mutex<HashMap<String, (Role, i64)>>>,
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let state = Dashboard {
+        shared,
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+    };
+    Router::new()
+        .route("/", get(overview))
+        .route("/deployments/{name}", get(deployment))
+        .route("/checks/{name}", get(check))
+        .route("/entities", get(entities))
+        .route("/events", get(events))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/static/mdd.css", get(stylesheet))
+        .route("/static/live.js", get(script))
+        .with_state(state)
+}
+
+impl Dashboard {
+    /// The role of whoever asks: a session cookie, a bearer token, or anyone with --public-read.
+    fn reader(&self, headers: &HeaderMap) -> Option<Role> {
+        if let Some(id) = session_cookie(headers) {
+            let now = now_ms();
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|_, (_, expires)| *expires > now);
+            if let Some((role, _)) = sessions.get(id) {
+                return Some(*role);
+            }
+        }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = bearer.and_then(|secret| self.shared.token(secret.trim())) {
+            return Some(token.role);
+        }
+        self.shared.config.public_read.then_some(Role::Read)
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// A page with the dashboard's security headers.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn render(page: Result<String, askama::Error>) -> Response {
+    match page {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => {
+            tracing::error!("cannot render a dashboard page: {e}");
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "<!doctype html><title>mdd</title><p>This page could not be drawn; the server log says why.</p>".into(),
+            )
+        }
+    }
+}
+
+fn not_found(what: &str) -> Response {
+    render(pages::message("Not found", what)).with_status(StatusCode::NOT_FOUND)
+}
+
+trait WithStatus {
+    fn with_status(self, status: StatusCode) -> Response;
+}
+
+impl WithStatus for Response {
+    fn with_status(mut self, status: StatusCode) -> Response {
+        *self.status_mut() = status;
+        self
+    }
+}
+
+/// Sends a reader without access to the sign-in page, remembering where they were going.
+fn sign_in_first(path: &str) -> Response {
+    let target = format!("/login?next={}", pages::encode(path));
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(&target) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+macro_rules! require_reader {
+    ($dash:expr, $headers:expr, $path:expr) => {
+        if $dash.reader(&$headers).is_none() {
+            return sign_in_first(&$path);
+        }
+    };
+}
+
+async fn overview(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
+    require_reader!(dash, headers, "/");
+    render(pages::overview(&dash.shared))
+}
+
+async fn deployment(
+    AxumState(dash): AxumState<Dashboard>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    require_reader!(dash, headers, format!("/deployments/{name}"));
+    match pages::deployment(&dash.shared, &name) {
+        Some(page) => render(page),
+        None => not_found(&format!(
+            "There is no deployment `{name}` in the applied spec."
+        )),
+    }
+}
+
+async fn check(
+    AxumState(dash): AxumState<Dashboard>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    require_reader!(dash, headers, format!("/checks/{name}"));
+    match pages::check(&dash.shared, &name).await {
+        Some(page) => render(page),
+        None => not_found(&format!("There is no check `{name}` in the applied spec.")),
+    }
+}
+
+async fn entities(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
+    require_reader!(dash, headers, "/entities");
+    render(pages::entities(&dash.shared).await)
+}
+
+async fn events(
+    AxumState(dash): AxumState<Dashboard>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let path = match &query {
+        Some(q) => format!("/events?{q}"),
+        None => "/events".to_string(),
+    };
+    require_reader!(dash, headers, path);
+    render(pages::events(&dash.shared, query.as_deref().unwrap_or("")))
+}
+
+async fn login_form(RawQuery(query): RawQuery) -> Response {
+    let next = next_from(query.as_deref().unwrap_or(""));
+    render(pages::login(&next, None))
+}
+
+/// Where to go after signing in: only a path on this server, never another site.
+fn next_from(query: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+        .unwrap_or_else(|| "/".to_string())
+}
+
+async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
+    let mut token = String::new();
+    let mut next = "/".to_string();
+    for (key, value) in form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "token" => token = value.trim().to_string(),
+            "next" => next = next_from(&format!("next={}", pages::encode(&value))),
+            _ => {}
+        }
+    }
+    let Some(entry) = dash.shared.token(&token) else {
+        return render(pages::login(&next, Some("That token is not valid.")))
+            .with_status(StatusCode::UNAUTHORIZED);
+    };
+    let mut id = [0u8; 32];
+    if getrandom::fill(&mut id).is_err() {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<!doctype html><title>mdd</title><p>No randomness for a session; try again.</p>"
+                .into(),
+        );
+    }
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    dash.sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), (entry.role, now_ms() + SESSION_MS));
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_MS / 1000
+    );
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let (Ok(cookie), Ok(location)) =
+        (HeaderValue::from_str(&cookie), HeaderValue::from_str(&next))
+    {
+        headers.insert(header::SET_COOKIE, cookie);
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+async fn logout(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        dash.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_static("/login"));
+    headers.insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("mdd_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+async fn stylesheet() -> Response {
+    static_file(
+        "text/css; charset=utf-8",
+        include_str!("../../static/mdd.css"),
+    )
+}
+
+async fn script() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/live.js"),
+    )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}

@@ -1,0 +1,776 @@
+//! What each page shows, worked out from the server's state into plain values for the
+//! templates (which only lay them out).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use askama::Template;
+use mdd_core::{State, Status};
+
+use super::svg;
+use crate::deployments::{self, Views};
+use crate::view::StateResolver;
+use crate::{CachedEvent, Shared, now_ms};
+
+/// Percent-encodes text for a URL query value.
+pub fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn status_state(status: Status) -> State {
+    match status {
+        Status::Ok => State::Passing,
+        Status::Warning => State::Warning,
+        Status::Critical => State::Failing,
+        Status::Unknown => State::Unknown,
+    }
+}
+
+fn since_text(ms: i64) -> String {
+    svg::short_time(ms)
+}
+
+/// A state shown by colour (CSS class) and by mark and word, never by colour alone.
+#[derive(Debug, Clone)]
+pub struct Badge {
+    pub class: &'static str,
+    pub mark: &'static str,
+    pub word: &'static str,
+}
+
+impl Badge {
+    fn of(state: State) -> Badge {
+        Badge {
+            class: css_class(state),
+            mark: state.mark(),
+            word: state.as_str(),
+        }
+    }
+}
+
+fn css_class(state: State) -> &'static str {
+    match state {
+        State::Pending => "s-pending",
+        State::Passing => "s-passing",
+        State::Warning => "s-warning",
+        State::Failing => "s-failing",
+        State::Unknown => "s-unknown",
+        State::Blocked => "s-blocked",
+        State::Stale => "s-stale",
+        State::Flapping => "s-flapping",
+        State::Silenced => "s-silenced",
+    }
+}
+
+pub struct StateCount {
+    pub badge: Badge,
+    pub count: usize,
+}
+
+fn counts_of(counts: &BTreeMap<State, usize>) -> Vec<StateCount> {
+    let mut list: Vec<StateCount> = counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(state, n)| StateCount {
+            badge: Badge::of(*state),
+            count: *n,
+        })
+        .collect();
+    list.sort_by_key(|c| std::cmp::Reverse(c.badge.word == "passing"));
+    list
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct Message<'a> {
+    title: &'a str,
+    text: &'a str,
+}
+
+pub fn message(title: &str, text: &str) -> Result<String, askama::Error> {
+    Message { title, text }.render()
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login<'a> {
+    next: &'a str,
+    error: Option<&'a str>,
+}
+
+pub fn login(next: &str, error: Option<&str>) -> Result<String, askama::Error> {
+    Login { next, error }.render()
+}
+
+pub struct DeploymentRow {
+    pub name: String,
+    pub href: String,
+    pub description: String,
+    pub green: usize,
+    pub total: usize,
+    pub percent: usize,
+    pub phase: String,
+    pub badge: Badge,
+    pub counts: Vec<StateCount>,
+}
+
+pub struct Tile {
+    pub label: String,
+    pub href: String,
+    pub badge: Badge,
+    pub passing: usize,
+    pub total: usize,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    totals: Vec<StateCount>,
+    events: usize,
+    deployments: Vec<DeploymentRow>,
+    tiles: Vec<(String, Vec<Tile>)>,
+}
+
+fn phase(summary: &deployments::Summary) -> String {
+    if summary.done {
+        let after = summary
+            .time_to_done_ms
+            .map(|ms| {
+                mdd_core::format_duration(std::time::Duration::from_millis(
+                    u64::try_from(ms.max(0)).unwrap_or(0),
+                ))
+            })
+            .unwrap_or_default();
+        if summary.open_regressions > 0 {
+            format!("done after {after}, {} regressed", summary.open_regressions)
+        } else {
+            format!("done after {after}")
+        }
+    } else if summary.settles_at.is_some() {
+        "all green, settling".to_string()
+    } else {
+        "in progress".to_string()
+    }
+}
+
+fn deployment_row(summary: &deployments::Summary) -> DeploymentRow {
+    let worst = summary
+        .counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|(name, _)| name.parse::<State>().ok())
+        .max_by_key(|s| s.severity())
+        .unwrap_or(State::Pending);
+    let counts: BTreeMap<State, usize> = summary
+        .counts
+        .iter()
+        .filter_map(|(name, n)| Some((name.parse::<State>().ok()?, *n)))
+        .collect();
+    DeploymentRow {
+        name: summary.name.clone(),
+        href: format!("/deployments/{}", encode(&summary.name)),
+        description: summary.description.clone().unwrap_or_default(),
+        green: summary.green,
+        total: summary.total,
+        percent: (summary.green * 100)
+            .checked_div(summary.total)
+            .unwrap_or(0),
+        phase: phase(summary),
+        badge: Badge::of(if summary.done && summary.open_regressions == 0 {
+            State::Passing
+        } else {
+            worst
+        }),
+        counts: counts_of(&counts),
+    }
+}
+
+pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
+    let checks = shared.checks();
+    let events = shared.events_read();
+    let now = now_ms();
+    let mut resolver = StateResolver::new(&checks, &events, now);
+    let mut totals: BTreeMap<State, usize> = BTreeMap::new();
+    // (label key, value) → (worst, passing, total) over the events of checks with that label.
+    let mut by_label: BTreeMap<(String, String), (State, usize, usize)> = BTreeMap::new();
+    let mut shown = 0;
+    for cached in events.values() {
+        let config = checks.get(&cached.event.check);
+        if config.is_none() && cached.event.check != crate::keepalive::KEEPALIVE_CHECK {
+            continue;
+        }
+        shown += 1;
+        let (state, _) = resolver.state_of(cached, config);
+        *totals.entry(state).or_default() += 1;
+        for (key, value) in config.map(|c| &c.labels).into_iter().flatten() {
+            let entry =
+                by_label
+                    .entry((key.clone(), value.clone()))
+                    .or_insert((State::Passing, 0, 0));
+            if state.severity() > entry.0.severity() {
+                entry.0 = state;
+            }
+            entry.1 += usize::from(state == State::Passing);
+            entry.2 += 1;
+        }
+    }
+    let tracks = shared.deployments_read();
+    let mut views = Views::new(&checks, &events, &tracks, now);
+    let deployments = checks
+        .spec
+        .deployments
+        .iter()
+        .map(|d| deployment_row(&views.summary(d)))
+        .collect();
+    let mut tiles: BTreeMap<String, Vec<Tile>> = BTreeMap::new();
+    for ((key, value), (worst, passing, total)) in by_label {
+        tiles.entry(key.clone()).or_default().push(Tile {
+            label: value.clone(),
+            href: format!("/events?label={}", encode(&format!("{key}={value}"))),
+            badge: Badge::of(worst),
+            passing,
+            total,
+        });
+    }
+    Overview {
+        totals: counts_of(&totals),
+        events: shown,
+        deployments,
+        // A label with very many values (a host name) is not a datacenter: leave it out.
+        tiles: tiles
+            .into_iter()
+            .filter(|(_, values)| values.len() <= 60)
+            .collect(),
+    }
+    .render()
+}
+
+pub struct Cell {
+    pub name: String,
+    pub href: String,
+    pub badge: Badge,
+    pub detail: String,
+}
+
+pub struct TreeRow {
+    pub depth: usize,
+    pub name: String,
+    pub href: String,
+    pub badge: Badge,
+    pub note: String,
+}
+
+pub struct TimelineRow {
+    pub at: String,
+    pub check: String,
+    pub href: String,
+    pub badge: Badge,
+}
+
+#[derive(Template)]
+#[template(path = "deployment.html")]
+struct DeploymentPage {
+    row: DeploymentRow,
+    selector: String,
+    settle: String,
+    started: String,
+    owners: Vec<(String, Vec<Cell>)>,
+    tree: Vec<TreeRow>,
+    burn_up: String,
+    timeline: Vec<TimelineRow>,
+    regressions: Vec<TimelineRow>,
+}
+
+pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::Error>> {
+    let checks = shared.checks();
+    let deployment = checks.spec.deployments.iter().find(|d| d.name == name)?;
+    let events = shared.events_read();
+    let tracks = shared.deployments_read();
+    let now = now_ms();
+    let mut views = Views::new(&checks, &events, &tracks, now);
+    let detail = views.detail(deployment);
+    let check_href = |name: &str| format!("/checks/{}", encode(name));
+    let state_of = |text: &str| text.parse::<State>().unwrap_or(State::Unknown);
+
+    let mut owners: BTreeMap<String, Vec<Cell>> = BTreeMap::new();
+    for c in &detail.checks {
+        let state = state_of(c.state);
+        owners
+            .entry(c.owner.clone().unwrap_or_else(|| "(no owner)".into()))
+            .or_default()
+            .push(Cell {
+                name: c.name.clone(),
+                href: check_href(&c.name),
+                badge: Badge::of(state),
+                detail: if state == State::Blocked {
+                    format!("blocked by {}", c.blocked_by.join(", "))
+                } else {
+                    c.output.lines().next().unwrap_or_default().to_string()
+                },
+            });
+    }
+
+    // The dependency tree: each check under the first of its dependencies in this deployment.
+    let selected: BTreeSet<&str> = detail.checks.iter().map(|c| c.name.as_str()).collect();
+    let parent = |c: &deployments::CheckProgress| {
+        c.depends_on
+            .iter()
+            .find(|d| selected.contains(d.as_str()))
+            .cloned()
+    };
+    let mut tree = Vec::new();
+    let mut stack: Vec<(usize, &deployments::CheckProgress)> = detail
+        .checks
+        .iter()
+        .filter(|c| parent(c).is_none())
+        .rev()
+        .map(|c| (0, c))
+        .collect();
+    while let Some((depth, c)) = stack.pop() {
+        let state = state_of(c.state);
+        tree.push(TreeRow {
+            depth: depth.min(8),
+            name: c.name.clone(),
+            href: check_href(&c.name),
+            badge: Badge::of(state),
+            note: c
+                .time_to_green_ms
+                .map(|ms| {
+                    format!(
+                        "green after {}",
+                        mdd_core::format_duration(std::time::Duration::from_millis(
+                            u64::try_from(ms).unwrap_or(0)
+                        ))
+                    )
+                })
+                .unwrap_or_default(),
+        });
+        if depth < 32 {
+            for child in detail
+                .checks
+                .iter()
+                .filter(|k| parent(k).as_deref() == Some(c.name.as_str()))
+                .rev()
+            {
+                stack.push((depth + 1, child));
+            }
+        }
+    }
+
+    let track = tracks.get(name);
+    let started_at = track.map_or(now, |t| t.started_at);
+    let mut green = 0usize;
+    let mut points = Vec::new();
+    let mut transitions: Vec<&mdd_core::deployment::Transition> = track
+        .map(|t| t.timeline.iter().collect())
+        .unwrap_or_default();
+    transitions.sort_by_key(|t| t.at);
+    for t in &transitions {
+        green = if t.passing {
+            green + 1
+        } else {
+            green.saturating_sub(1)
+        };
+        points.push((t.at.max(started_at), green.min(detail.summary.total)));
+    }
+    let burn_up = svg::burn_up(
+        &points,
+        detail.summary.total,
+        started_at,
+        now.max(started_at + 1),
+    );
+    let timeline = transitions
+        .iter()
+        .rev()
+        .take(200)
+        .map(|t| TimelineRow {
+            at: since_text(t.at),
+            check: t.check.clone(),
+            href: check_href(&t.check),
+            badge: Badge::of(if t.passing {
+                State::Passing
+            } else {
+                State::Failing
+            }),
+        })
+        .collect();
+    let regressions = track
+        .map(|t| {
+            t.open_regressions()
+                .map(|r| TimelineRow {
+                    at: since_text(r.at),
+                    check: r.check.clone(),
+                    href: check_href(&r.check),
+                    badge: Badge::of(State::Failing),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let selector = if deployment.selector.is_empty() {
+        "every check".to_string()
+    } else {
+        deployment
+            .selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(
+        DeploymentPage {
+            row: deployment_row(&detail.summary),
+            selector,
+            settle: mdd_core::format_duration(deployment.settle),
+            started: since_text(started_at),
+            owners: owners.into_iter().collect(),
+            tree,
+            burn_up,
+            timeline,
+            regressions,
+        }
+        .render(),
+    )
+}
+
+pub struct EntityEvent {
+    pub entity: String,
+    pub badge: Badge,
+    pub since: String,
+    pub output: String,
+    pub strip: Vec<(Badge, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "check.html")]
+struct CheckPage {
+    name: String,
+    description: String,
+    owner: String,
+    runbook: String,
+    kind: &'static str,
+    target: String,
+    labels: Vec<(String, String)>,
+    depends_on: Vec<(String, String)>,
+    dependents: Vec<(String, String)>,
+    deployments: Vec<(String, String)>,
+    badge: Badge,
+    entities: Vec<EntityEvent>,
+    charts: Vec<String>,
+    changes: Vec<(String, String, Badge)>,
+}
+
+pub async fn check(shared: &Shared, name: &str) -> Option<Result<String, askama::Error>> {
+    let checks = shared.checks();
+    let config = checks.get(name)?.clone();
+    let now = now_ms();
+    let (badge, entities) = {
+        let events = shared.events_read();
+        let mut resolver = StateResolver::new(&checks, &events, now);
+        let mut worst = State::Pending;
+        let mut list = Vec::new();
+        let mine: Vec<&CachedEvent> = events
+            .range((config.name.clone(), String::new())..)
+            .take_while(|((c, _), _)| *c == config.name)
+            .map(|(_, e)| e)
+            .collect();
+        for (i, cached) in mine.iter().enumerate() {
+            let (state, blockers) = resolver.state_of(cached, Some(&config));
+            if i == 0 || state.severity() > worst.severity() {
+                worst = state;
+            }
+            list.push(EntityEvent {
+                entity: cached.event.entity.clone(),
+                badge: Badge::of(state),
+                since: since_text(
+                    cached
+                        .event
+                        .last_state_change
+                        .unwrap_or(cached.event.first_seen),
+                ),
+                output: if state == State::Blocked {
+                    format!("blocked by {}", blockers.join(", "))
+                } else {
+                    cached.summary.clone()
+                },
+                strip: cached
+                    .event
+                    .history
+                    .iter()
+                    .map(|h| {
+                        (
+                            Badge::of(status_state(h.status)),
+                            svg::short_time(h.executed_at),
+                        )
+                    })
+                    .collect(),
+            });
+        }
+        (Badge::of(worst), list)
+    };
+
+    // The last day of results: perfdata over time, and the changes of status.
+    let results = shared
+        .store
+        .results(&config.name, None, now - 24 * 3600 * 1000, now, 2000)
+        .await
+        .unwrap_or_default();
+    let mut series: BTreeMap<String, (String, Vec<(i64, f64)>)> = BTreeMap::new();
+    let mut changes = Vec::new();
+    let mut last: BTreeMap<&str, Status> = BTreeMap::new();
+    for result in results.iter().rev() {
+        for datum in &result.perfdata {
+            // `U` (no value) leaves a gap rather than a made-up point.
+            let Some(value) = datum.value else { continue };
+            if series.len() < 6 || series.contains_key(&datum.label) {
+                series
+                    .entry(datum.label.clone())
+                    .or_insert_with(|| (datum.uom.clone(), Vec::new()))
+                    .1
+                    .push((result.executed_at, value));
+            }
+        }
+        if last.get(result.entity.as_str()) != Some(&result.status) {
+            changes.push((
+                since_text(result.executed_at),
+                result.entity.clone(),
+                Badge::of(status_state(result.status)),
+            ));
+        }
+        last.insert(&result.entity, result.status);
+    }
+    changes.reverse();
+    changes.truncate(20);
+    let charts = series
+        .iter()
+        .map(|(label, (unit, points))| svg::series(label, unit, points))
+        .collect();
+    let link = |n: &str| (n.to_string(), format!("/checks/{}", encode(n)));
+    Some(
+        CheckPage {
+            name: config.name.clone(),
+            description: config.description.clone().unwrap_or_default(),
+            owner: config.owner.clone().unwrap_or_default(),
+            runbook: config
+                .runbook
+                .clone()
+                .filter(|r| r.starts_with("https://") || r.starts_with("http://"))
+                .unwrap_or_default(),
+            kind: config.probe.kind(),
+            target: config.probe.target(),
+            labels: config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            depends_on: config.depends_on.iter().map(|d| link(d)).collect(),
+            dependents: checks
+                .checks()
+                .iter()
+                .filter(|c| c.depends_on.contains(&config.name))
+                .map(|c| link(&c.name))
+                .collect(),
+            deployments: checks
+                .spec
+                .deployments
+                .iter()
+                .filter(|d| config.matches_labels(&d.selector))
+                .map(|d| (d.name.clone(), format!("/deployments/{}", encode(&d.name))))
+                .collect(),
+            badge,
+            entities,
+            charts,
+            changes,
+        }
+        .render(),
+    )
+}
+
+pub struct EntityRow {
+    pub name: String,
+    pub badge: Badge,
+    pub last_seen: String,
+    pub last_keepalive: String,
+    pub subscriptions: String,
+    pub labels: String,
+    pub facts: String,
+}
+
+#[derive(Template)]
+#[template(path = "entities.html")]
+struct EntitiesPage {
+    entities: Vec<EntityRow>,
+}
+
+pub async fn entities(shared: &Shared) -> Result<String, askama::Error> {
+    let records = shared.store.entities().await.unwrap_or_default();
+    let events = shared.events_read();
+    let now = now_ms();
+    let rows = records
+        .into_iter()
+        .map(|e| {
+            let info: serde_json::Value = e
+                .info
+                .as_deref()
+                .and_then(|i| serde_json::from_str(i).ok())
+                .unwrap_or_default();
+            let keepalive = events
+                .get(&(
+                    crate::keepalive::KEEPALIVE_CHECK.to_string(),
+                    e.name.clone(),
+                ))
+                .map(|k| k.event.own_state(now, None));
+            let join = |v: &serde_json::Value| {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let labels = info["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let facts = &info["facts"];
+            let facts = [
+                facts["hostname"].as_str().unwrap_or_default().to_string(),
+                format!(
+                    "{} {}",
+                    facts["os"].as_str().unwrap_or_default(),
+                    facts["arch"].as_str().unwrap_or_default()
+                ),
+                facts["agent_version"]
+                    .as_str()
+                    .map(|v| format!("agent {v}"))
+                    .unwrap_or_default(),
+                join(&facts["addresses"]),
+            ]
+            .into_iter()
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect::<Vec<_>>()
+            .join(" · ");
+            EntityRow {
+                name: e.name,
+                badge: Badge::of(keepalive.unwrap_or(State::Passing)),
+                last_seen: since_text(e.last_seen),
+                last_keepalive: e.last_keepalive.map(since_text).unwrap_or_default(),
+                subscriptions: join(&info["subscriptions"]),
+                labels,
+                facts,
+            }
+        })
+        .collect();
+    EntitiesPage { entities: rows }.render()
+}
+
+pub struct EventRow {
+    pub check: String,
+    pub href: String,
+    pub entity: String,
+    pub owner: String,
+    pub badge: Badge,
+    pub since: String,
+    pub output: String,
+}
+
+#[derive(Template)]
+#[template(path = "events.html")]
+struct EventsPage {
+    rows: Vec<EventRow>,
+    total: usize,
+    state: String,
+    owner: String,
+    label: String,
+    text: String,
+    states: Vec<&'static str>,
+}
+
+pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
+    let (mut state, mut owner, mut label, mut text) =
+        (String::new(), String::new(), String::new(), String::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "state" => state = value.into_owned(),
+            "owner" => owner = value.into_owned(),
+            "label" => label = value.into_owned(),
+            "q" => text = value.into_owned(),
+            _ => {}
+        }
+    }
+    let selector: BTreeMap<String, String> = label
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let needle = text.to_lowercase();
+    let checks = shared.checks();
+    let events = shared.events_read();
+    let mut resolver = StateResolver::new(&checks, &events, now_ms());
+    let mut rows = Vec::new();
+    let mut total = 0;
+    for cached in events.values() {
+        let config = checks.get(&cached.event.check);
+        if config.is_none() && cached.event.check != crate::keepalive::KEEPALIVE_CHECK {
+            continue;
+        }
+        total += 1;
+        let (event_state, blockers) = resolver.state_of(cached, config);
+        let event_owner = config.and_then(|c| c.owner.clone()).unwrap_or_default();
+        if (!state.is_empty() && event_state.as_str() != state)
+            || (!owner.is_empty() && event_owner != owner)
+            || (!selector.is_empty() && !config.is_some_and(|c| c.matches_labels(&selector)))
+        {
+            continue;
+        }
+        let output = if event_state == State::Blocked {
+            format!("blocked by {}", blockers.join(", "))
+        } else {
+            cached.summary.clone()
+        };
+        if !needle.is_empty()
+            && !format!("{} {} {output}", cached.event.check, cached.event.entity)
+                .to_lowercase()
+                .contains(&needle)
+        {
+            continue;
+        }
+        rows.push(EventRow {
+            check: cached.event.check.clone(),
+            href: format!("/checks/{}", encode(&cached.event.check)),
+            entity: cached.event.entity.clone(),
+            owner: event_owner,
+            badge: Badge::of(event_state),
+            since: since_text(
+                cached
+                    .event
+                    .last_state_change
+                    .unwrap_or(cached.event.first_seen),
+            ),
+            output,
+        });
+        if rows.len() >= 2000 {
+            break;
+        }
+    }
+    // Worst first, so what needs attention is at the top.
+    rows.sort_by_key(|r| {
+        std::cmp::Reverse(r.badge.word.parse::<State>().map_or(0, State::severity))
+    });
+    EventsPage {
+        rows,
+        total,
+        state,
+        owner,
+        label,
+        text,
+        states: State::ALL.iter().map(|s| s.as_str()).collect(),
+    }
+    .render()
+}
