@@ -114,10 +114,10 @@ fn check_states(
         if config.is_none() {
             continue;
         }
-        let (state, blockers) = resolver.state_of(cached, config);
+        let (state, _) = resolver.state_of(cached, config);
         let here = CheckNow {
             state,
-            since: since(events, cached, &blockers),
+            since: since(checks, events, cached),
         };
         let entry = per_check.entry(cached.event.check.clone()).or_insert(here);
         if let Some(worst) = combine([*entry, here]) {
@@ -127,23 +127,38 @@ fn check_states(
     per_check
 }
 
-/// When an event entered its state. Blocked has no time of its own: it is blocked since its
-/// blockers last changed (or since its own last change, if that came later).
-fn since(
+/// When an event entered its state. A check with dependencies is blocked, or unblocked, when
+/// they change: its state dates from the latest of its own last change and its dependencies'
+/// (theirs worked out the same way, down the chain): a check that passed all along behind a
+/// failing dependency turns green when the dependency does.
+fn since(checks: &CheckSet, events: &BTreeMap<EventKey, CachedEvent>, cached: &CachedEvent) -> i64 {
+    since_within(checks, events, cached, 0)
+}
+
+fn since_within(
+    checks: &CheckSet,
     events: &BTreeMap<EventKey, CachedEvent>,
     cached: &CachedEvent,
-    blockers: &[String],
+    depth: usize,
 ) -> i64 {
-    let changed = |e: &CachedEvent| e.event.last_state_change.unwrap_or(e.event.first_seen);
-    blockers
+    let own = cached
+        .event
+        .last_state_change
+        .unwrap_or(cached.event.first_seen);
+    // Specs have no cycles; the bound only guards against data from an older spec.
+    let Some(config) = checks.get(&cached.event.check).filter(|_| depth < 16) else {
+        return own;
+    };
+    config
+        .depends_on
         .iter()
-        .flat_map(|blocker| {
+        .flat_map(|dependency| {
             events
-                .range((blocker.clone(), String::new())..)
-                .take_while(move |((check, _), _)| check == blocker)
-                .map(|(_, e)| changed(e))
+                .range((dependency.clone(), String::new())..)
+                .take_while(move |((check, _), _)| check == dependency)
+                .map(|(_, e)| since_within(checks, events, e, depth + 1))
         })
-        .fold(changed(cached), i64::max)
+        .fold(own, i64::max)
 }
 
 /// The checks a deployment selects, as they are now; one without any event yet is pending.
@@ -296,7 +311,7 @@ impl<'a> Views<'a> {
             let (state, blockers) = self.resolver.state_of(cached, Some(check));
             let here = CheckNow {
                 state,
-                since: since(events, cached, &blockers),
+                since: since(self.checks, events, cached),
             };
             let combined = match worst {
                 Some(w) => combine([w, here]),

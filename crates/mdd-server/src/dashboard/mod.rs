@@ -51,6 +51,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/logout", post(logout))
         .route("/static/mdd.css", get(stylesheet))
         .route("/static/live.js", get(script))
+        .route("/static/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .with_state(state)
 }
 
@@ -291,6 +293,10 @@ async fn script() -> Response {
         "text/javascript; charset=utf-8",
         include_str!("../../static/live.js"),
     )
+}
+
+async fn favicon() -> Response {
+    static_file("image/svg+xml", include_str!("../../static/favicon.svg"))
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {

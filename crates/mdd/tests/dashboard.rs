@@ -1,0 +1,308 @@
+//! The dashboard in a real headless Chromium against a real `mdd server`: sign-in, the right
+//! states after results are posted, live updates without a reload, links, no console errors.
+//! Screenshots of the main pages are kept in `target/dashboard-screenshots/`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::{ADMIN, TestServer};
+use serde_json::{Value, json};
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn post_result(server: &TestServer, check: &str, status: u8, output: &str) {
+    let (code, body) = server
+        .post(
+            "/api/v1/results",
+            &json!({ "results": [{
+                "id": uuid_like(),
+                "check": check,
+                "entity": "ams1-probe",
+                "status": status,
+                "output": output,
+            }] }),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "dash-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+const SPEC: &str = "deployments:
+  - { name: ams1, description: Amsterdam 1 goes live, selector: { dc: ams1 }, settle: 1s }
+checks:
+  - name: ams1-dns
+    owner: team-dns
+    description: Resolvers answer for the datacenter's zone
+    runbook: https://wiki.example/dns
+    labels: { dc: ams1 }
+    ttl: 1h
+  - name: ams1-ldap
+    owner: team-identity
+    labels: { dc: ams1 }
+    depends_on: [ams1-dns]
+    ttl: 1h
+  - name: fra1-dns
+    owner: team-dns
+    labels: { dc: fra1 }
+    ttl: 1h
+";
+
+#[tokio::test]
+async fn the_dashboard_shows_a_datacenter_turning_green_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, SPEC).expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec.to_str().expect("utf-8")],
+    )
+    .await;
+    post_result(
+        &server,
+        "ams1-dns",
+        2,
+        "CRITICAL - no answer from 10.1.0.53",
+    )
+    .await;
+    post_result(
+        &server,
+        "ams1-ldap",
+        0,
+        "LDAP OK - bind in 4 ms | time=0.004s",
+    )
+    .await;
+    post_result(
+        &server,
+        "fra1-dns",
+        1,
+        "WARNING - slow answers | time=0.9s;0.5;2",
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    let shots = screenshots();
+
+    // Without --public-read the dashboard asks for a token first, then goes where it was asked.
+    browser
+        .open(&format!("{}/deployments/ams1", server.url))
+        .await;
+    assert_eq!(
+        browser.eval("location.pathname").await,
+        json!("/login"),
+        "reading needs a token"
+    );
+    browser
+        .eval("document.querySelector('input[name=token]').value = 'not-a-token'")
+        .await;
+    browser
+        .navigate_by("document.querySelector('form.login').submit()")
+        .await;
+    assert!(
+        browser
+            .eval("document.querySelector('.error').textContent")
+            .await
+            .as_str()
+            .is_some_and(|t| t.contains("not valid")),
+        "a wrong token is refused"
+    );
+    // The refusal is a 401, which the browser logs; nothing else may be.
+    let refused: Vec<String> = std::mem::take(&mut *browser.problems.lock().expect("lock"));
+    assert!(
+        refused.len() == 1 && refused[0].contains("401"),
+        "{refused:?}"
+    );
+    browser
+        .eval(&format!(
+            "document.querySelector('input[name=token]').value = '{ADMIN}'"
+        ))
+        .await;
+    browser
+        .navigate_by("document.querySelector('form.login').submit()")
+        .await;
+    assert_eq!(
+        browser.eval("location.pathname").await,
+        json!("/deployments/ams1")
+    );
+    assert_eq!(
+        browser.eval("document.cookie").await,
+        json!(""),
+        "the session cookie is HttpOnly: scripts cannot read it"
+    );
+
+    // The deployment page: states by data attribute, mark and word.
+    let state_of = |check: &str| {
+        format!("document.querySelector('.grid [data-check=\"{check}\"]')?.dataset.state ?? null")
+    };
+    assert_eq!(browser.eval(&state_of("ams1-dns")).await, json!("failing"));
+    assert_eq!(browser.eval(&state_of("ams1-ldap")).await, json!("blocked"));
+    assert_eq!(
+        browser.eval(&state_of("fra1-dns")).await,
+        Value::Null,
+        "fra1 is not in ams1"
+    );
+    let cell_text = browser
+        .eval("document.querySelector('.grid [data-check=\"ams1-dns\"]').innerText")
+        .await;
+    assert!(
+        cell_text
+            .as_str()
+            .is_some_and(|t| t.contains('✗') && t.contains("failing")),
+        "state is shown by mark and word, not colour alone: {cell_text}"
+    );
+    browser.screenshot(&shots.join("deployment-red.png")).await;
+
+    // DNS comes up: the open page follows without a reload.
+    browser.eval("window.notReloaded = true").await;
+    post_result(&server, "ams1-dns", 0, "DNS OK - 3 answers | time=0.012s").await;
+    browser
+        .wait_for(&state_of("ams1-dns"), json!("passing"))
+        .await;
+    browser
+        .wait_for(&state_of("ams1-ldap"), json!("passing"))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('green-count').textContent",
+            json!("2/2 green"),
+        )
+        .await;
+    assert_eq!(
+        browser.eval("window.notReloaded === true").await,
+        json!(true),
+        "updated in place, not reloaded"
+    );
+    browser
+        .screenshot(&shots.join("deployment-green.png"))
+        .await;
+
+    // Links work: from the grid to the check page.
+    browser
+        .navigate_by("document.querySelector('.grid a[href=\"/checks/ams1-dns\"]').click()")
+        .await;
+    assert_eq!(
+        browser.eval("document.querySelector('h1').innerText").await,
+        json!("ams1-dns ✓ passing")
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('a[href=\"https://wiki.example/dns\"]') !== null")
+            .await,
+        json!(true),
+        "the runbook is linked"
+    );
+    assert!(
+        browser
+            .eval("document.querySelectorAll('svg.chart').length")
+            .await
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "perfdata is plotted"
+    );
+    browser.screenshot(&shots.join("check.png")).await;
+
+    // The overview: the deployment's bar and a tile per datacenter, coloured by its worst.
+    browser.open(&format!("{}/", server.url)).await;
+    let tiles = browser
+        .eval("[...document.querySelectorAll('.tile')].map(t => t.className + ' ' + t.innerText.replace(/\\s+/g, ' '))")
+        .await;
+    let tiles: Vec<String> = serde_json::from_value(tiles).expect("tiles");
+    assert!(
+        tiles
+            .iter()
+            .any(|t| t.contains("s-passing") && t.contains("ams1")),
+        "{tiles:?}"
+    );
+    assert!(
+        tiles
+            .iter()
+            .any(|t| t.contains("s-warning") && t.contains("fra1") && t.contains("warning")),
+        "{tiles:?}"
+    );
+    browser.screenshot(&shots.join("overview.png")).await;
+
+    // Events with filters in the URL, shareable.
+    browser
+        .open(&format!("{}/events?state=warning", server.url))
+        .await;
+    let rows = browser
+        .eval("[...document.querySelectorAll('table.events tbody tr')].map(r => r.dataset.check)")
+        .await;
+    assert_eq!(rows, json!(["fra1-dns"]));
+    browser.screenshot(&shots.join("events.png")).await;
+    browser.open(&format!("{}/entities", server.url)).await;
+    browser.screenshot(&shots.join("entities.png")).await;
+
+    // Give the live script a few rounds on the last page, then: not one error anywhere.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let problems = browser.problems.lock().expect("lock").clone();
+    assert!(problems.is_empty(), "console errors: {problems:#?}");
+    assert!(server.stop().await.success());
+}
+
+/// The pages are whole without JavaScript: a plain HTTP client reads the states.
+#[tokio::test]
+async fn pages_read_without_javascript_and_escape_what_they_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, SPEC).expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec.to_str().expect("utf-8"), "--public-read"],
+    )
+    .await;
+    post_result(&server, "ams1-dns", 2, "<script>alert('owned')</script>").await;
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{}/deployments/ams1", server.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(page.status(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.expect("body");
+    assert!(
+        html.contains("data-check=\"ams1-dns\" data-state=\"failing\""),
+        "{html}"
+    );
+    assert!(html.contains("alert("), "the output is shown");
+    assert!(!html.contains("<script>alert"), "and escaped");
+    let missing = http
+        .get(format!("{}/checks/nope", server.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    // Sign-in never sends anyone to another site.
+    let login = http
+        .get(format!("{}/login?next=//evil.example/", server.url))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(login.contains("name=\"next\" value=\"/\""), "{login}");
+    assert!(server.stop().await.success());
+}
