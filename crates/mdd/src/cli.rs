@@ -56,6 +56,19 @@ pub enum Command {
     /// Follow deployments: how many of their checks are green, what still blocks, who owns it.
     #[command(subcommand)]
     Deploy(DeployCommand),
+    /// Watch a datacenter come up: a server with an example deployment whose integration points
+    /// (listeners on loopback) come up one by one over about two minutes. Open the printed URL.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address for the demo's server and dashboard (port 0: any free one).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub listen: std::net::SocketAddr,
+    /// Play the bring-up this many times faster (2 runs it in about a minute).
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 #[derive(Debug, Subcommand)]

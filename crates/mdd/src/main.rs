@@ -3,6 +3,7 @@
 mod agent_config;
 mod cli;
 mod client;
+mod demo;
 mod deploy;
 mod progress;
 mod serve;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         cli::Command::Status(args) => serve::status(args),
         cli::Command::Token(command) => serve::token(command),
         cli::Command::Deploy(command) => deploy::deploy(command),
+        cli::Command::Demo(args) => demo::demo(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -306,3 +306,75 @@ async fn pages_read_without_javascript_and_escape_what_they_show() {
     assert!(login.contains("name=\"next\" value=\"/\""), "{login}");
     assert!(server.stop().await.success());
 }
+
+/// `mdd demo`, played 20 times faster: the example datacenter comes up in the order the demo
+/// brings its integration points up, and the deployment ends done done.
+#[tokio::test]
+async fn the_demo_brings_a_datacenter_to_done() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--speed", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start mdd demo");
+    let mut lines = BufReader::new(demo.stderr.take().expect("stderr")).lines();
+    let mut url = None;
+    let mut said = String::new();
+    let finished = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.push_str(&line);
+            said.push('\n');
+            if url.is_none() {
+                url = line
+                    .split("open ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(|u| u.trim_end_matches('/').to_string());
+            }
+            if line.contains("done done") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(finished, Ok(true), "{said}");
+    let url = url.expect("the demo prints its URL");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let body = reqwest::get(format!("{url}/api/v1/deployments/ams1"))
+        .await
+        .expect("public read")
+        .bytes()
+        .await
+        .expect("body");
+    let detail: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(detail["done"], true, "{detail}");
+    assert_eq!(detail["total"], 8, "{detail}");
+    let green_after = |name: &str| {
+        detail["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .and_then(|c| c["time_to_green_ms"].as_i64())
+            .unwrap_or_else(|| panic!("{name}: {detail}"))
+    };
+    let order = ["ams1-dns", "ams1-ldap", "ams1-api", "ams1-lb"].map(green_after);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    let page = reqwest::get(format!("{url}/deployments/ams1"))
+        .await
+        .expect("dashboard")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("8/8 green"), "{page}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id().expect("running") as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), demo.wait())
+        .await
+        .expect("the demo stops on SIGTERM")
+        .expect("wait");
+    assert!(status.success());
+}
