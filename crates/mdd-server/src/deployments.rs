@@ -102,7 +102,7 @@ pub async fn update(shared: &Shared) {
 }
 
 /// The state of every check that has events: the worst over its entities.
-fn check_states(
+pub fn check_states(
     checks: &CheckSet,
     events: &BTreeMap<EventKey, CachedEvent>,
     now: i64,

@@ -59,6 +59,35 @@ pub enum Command {
     /// Watch a datacenter come up: a server with an example deployment whose integration points
     /// (listeners on loopback) come up one by one over about two minutes. Open the printed URL.
     Demo(DemoArgs),
+    /// The living document: every integration point by owner, with why it matters, runbook,
+    /// target, labels, dependencies (drawn) and deployments; live states with --server.
+    Docs(DocsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocsFormat {
+    /// Markdown that renders on a git host (dependencies as a Mermaid diagram).
+    Md,
+    /// One HTML page that prints well (dependencies as SVG).
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct DocsArgs {
+    /// Spec files; none with --server documents the server's applied spec.
+    #[arg(value_name = "SPEC")]
+    pub specs: Vec<PathBuf>,
+    /// A server to take live states (and, without files, the spec) from.
+    #[arg(long, env = "MDD_SERVER")]
+    pub server: Option<String>,
+    /// A read token for the server.
+    #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: DocsFormat,
+    /// Write here (atomically) instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

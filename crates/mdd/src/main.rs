@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod demo;
 mod deploy;
+mod docs;
 mod progress;
 mod serve;
 mod verify;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         cli::Command::Token(command) => serve::token(command),
         cli::Command::Deploy(command) => deploy::deploy(command),
         cli::Command::Demo(args) => demo::demo(args),
+        cli::Command::Docs(args) => docs::docs(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -40,7 +40,7 @@ fn load(args: &SpecArgs) -> Result<Result<Spec, u8>> {
     }
 }
 
-fn read_spec(path: &Path) -> Result<(String, String)> {
+pub(crate) fn read_spec(path: &Path) -> Result<(String, String)> {
     if path == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -155,7 +155,7 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
 }
 
 /// Writes next to the target and renames, so a reader never sees half a report.
-fn write_file(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

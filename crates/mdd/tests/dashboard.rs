@@ -247,6 +247,15 @@ async fn the_dashboard_shows_a_datacenter_turning_green_live() {
     browser.screenshot(&shots.join("events.png")).await;
     browser.open(&format!("{}/entities", server.url)).await;
     browser.screenshot(&shots.join("entities.png")).await;
+    browser.open(&format!("{}/docs", server.url)).await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('svg.graph .edge').length")
+            .await,
+        json!(1),
+        "the dependency is drawn"
+    );
+    browser.screenshot(&shots.join("docs.png")).await;
 
     // Give the live script a few rounds on the last page, then: not one error anywhere.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -377,4 +386,63 @@ async fn the_demo_brings_a_datacenter_to_done() {
         .expect("the demo stops on SIGTERM")
         .expect("wait");
     assert!(status.success());
+}
+
+/// `mdd docs`: from files alone, and from a server with live states; Markdown and HTML.
+#[tokio::test]
+async fn docs_from_files_and_from_a_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, SPEC).expect("write spec");
+    let mdd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+            .args(args)
+            .env_remove("MDD_SERVER")
+            .env_remove("MDD_TOKEN")
+            .output()
+            .expect("run mdd docs")
+    };
+    let out = mdd(&["docs", spec.to_str().expect("utf-8")]);
+    assert!(out.status.success());
+    let markdown = String::from_utf8_lossy(&out.stdout);
+    assert!(markdown.contains("## team-dns"), "{markdown}");
+    assert!(
+        markdown.contains("n0 --> n1"),
+        "a Mermaid edge dns -> ldap: {markdown}"
+    );
+    assert!(
+        markdown.contains("Needed by [ams1-ldap]") || markdown.contains("Needed by ams1-ldap"),
+        "{markdown}"
+    );
+
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec.to_str().expect("utf-8")],
+    )
+    .await;
+    post_result(&server, "ams1-dns", 0, "DNS OK").await;
+    let html_path = dir.path().join("docs.html");
+    let out = mdd(&[
+        "docs",
+        "--server",
+        &server.url,
+        "--token",
+        ADMIN,
+        "--format",
+        "html",
+        "--output",
+        html_path.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&html_path).expect("written");
+    assert!(html.contains("✓ passing since"), "live state of ams1-dns");
+    assert!(html.contains("… pending"), "ams1-ldap has no result yet");
+    assert!(html.contains("<style>"), "a file that stands alone");
+    let out = mdd(&["docs"]);
+    assert_eq!(out.status.code(), Some(2), "nothing to document");
+    assert!(server.stop().await.success());
 }

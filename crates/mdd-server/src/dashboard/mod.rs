@@ -47,6 +47,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/checks/{name}", get(check))
         .route("/entities", get(entities))
         .route("/events", get(events))
+        .route("/docs", get(docs))
+        .route("/static/docs.css", get(docs_stylesheet))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
         .route("/static/mdd.css", get(stylesheet))
@@ -208,6 +210,11 @@ async fn events(
     render(pages::events(&dash.shared, query.as_deref().unwrap_or("")))
 }
 
+async fn docs(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
+    require_reader!(dash, headers, "/docs");
+    html(StatusCode::OK, pages::docs(&dash.shared))
+}
+
 async fn login_form(RawQuery(query): RawQuery) -> Response {
     let next = next_from(query.as_deref().unwrap_or(""));
     render(pages::login(&next, None))
@@ -293,6 +300,10 @@ async fn script() -> Response {
         "text/javascript; charset=utf-8",
         include_str!("../../static/live.js"),
     )
+}
+
+async fn docs_stylesheet() -> Response {
+    static_file("text/css; charset=utf-8", mdd_docs::STYLESHEET)
 }
 
 async fn favicon() -> Response {

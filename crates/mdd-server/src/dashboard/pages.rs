@@ -774,3 +774,31 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
     }
     .render()
 }
+
+/// The living document of the applied spec, with live states.
+pub fn docs(shared: &Shared) -> String {
+    let checks = shared.checks();
+    let now = now_ms();
+    let states = {
+        let events = shared.events_read();
+        deployments::check_states(&checks, &events, now)
+    };
+    let live: BTreeMap<String, mdd_docs::Live> = states
+        .into_iter()
+        .map(|(name, state)| {
+            (
+                name,
+                mdd_docs::Live {
+                    state: state.state,
+                    since: Some(format!("{} UTC", svg::short_time(state.since))),
+                },
+            )
+        })
+        .collect();
+    mdd_docs::Document {
+        spec: &checks.spec,
+        live: Some(&live),
+        source: Some(format!("this server at {} UTC", svg::short_time(now))),
+    }
+    .render_html(mdd_docs::Styles::Link("/static/docs.css"))
+}
