@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const TOKEN: &str = "mdd_bench_admin_token_0123456789abcdef";
+pub const TOKEN: &str = "mdd_bench_admin_token_0123456789abcdef";
 const CHECKS: usize = 100;
 const ENTITIES: usize = 10;
 

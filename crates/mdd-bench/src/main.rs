@@ -3,6 +3,7 @@
 //! only to 127.0.0.1, is bounded in time, and stops by itself.
 
 mod agent_bench;
+mod dashboard_bench;
 mod ingest_bench;
 mod verify_bench;
 
@@ -23,6 +24,8 @@ enum Bench {
     Ingest(ingest_bench::IngestArgs),
     /// The agent's memory and CPU against a plain spawn loop.
     Agent(agent_bench::AgentArgs),
+    /// Dashboard pages with 10,000 events and 200 deployments against /healthz.
+    Dashboard(dashboard_bench::DashboardArgs),
 }
 
 fn main() -> Result<()> {
@@ -30,5 +33,6 @@ fn main() -> Result<()> {
         Bench::Verify(args) => verify_bench::run(args),
         Bench::Ingest(args) => ingest_bench::run(args),
         Bench::Agent(args) => agent_bench::run(args),
+        Bench::Dashboard(args) => dashboard_bench::run(args),
     }
 }

@@ -1,6 +1,8 @@
 //! The applied check set: spec files, parsed and indexed, swapped whole on every apply.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap as FastMap;
 
 use mdd_core::spec::{self, Check, Spec, SpecErrors, SpecSource};
 use mdd_storage::SpecFile;
@@ -12,7 +14,11 @@ pub struct CheckSet {
     /// The spec files, by file name.
     pub files: BTreeMap<String, String>,
     pub spec: Spec,
-    by_name: HashMap<String, usize>,
+    /// Looked up for every event of every page: a fast hash (names are ours, not hostile keys).
+    by_name: FastMap<String, usize>,
+    /// For each deployment (in spec order), the indices of the checks it selects: worked out
+    /// once per apply, so pages listing hundreds of deployments do not match labels per request.
+    selections: Vec<Vec<usize>>,
 }
 
 impl CheckSet {
@@ -24,7 +30,8 @@ impl CheckSet {
                 checks: Vec::new(),
                 deployments: Vec::new(),
             },
-            by_name: HashMap::new(),
+            by_name: FastMap::default(),
+            selections: Vec::new(),
         }
     }
 
@@ -41,12 +48,37 @@ impl CheckSet {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
+        let selections = spec
+            .deployments
+            .iter()
+            .map(|d| {
+                spec.checks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.matches_labels(&d.selector))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
         Ok(CheckSet {
             revision,
             files,
             spec,
             by_name,
+            selections,
         })
+    }
+
+    /// The checks a deployment selects (none for a name not in the spec).
+    pub fn selected(&self, deployment: &str) -> impl Iterator<Item = &Check> {
+        self.spec
+            .deployments
+            .iter()
+            .position(|d| d.name == deployment)
+            .and_then(|i| self.selections.get(i))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.spec.checks[i])
     }
 
     pub fn get(&self, name: &str) -> Option<&Check> {

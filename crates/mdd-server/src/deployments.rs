@@ -108,6 +108,18 @@ pub fn check_states(
     now: i64,
 ) -> HashMap<String, CheckNow> {
     let mut resolver = StateResolver::new(checks, events, now);
+    let mut since = Since::new(checks, events);
+    check_states_with(&mut resolver, &mut since, checks, events)
+}
+
+/// The same, with a resolver and dates that may already know some states (a page that
+/// worked out every event's state for its own use shares them).
+fn check_states_with<'a>(
+    resolver: &mut StateResolver<'a>,
+    since: &mut Since<'a>,
+    checks: &'a CheckSet,
+    events: &'a BTreeMap<EventKey, CachedEvent>,
+) -> HashMap<String, CheckNow> {
     let mut per_check: HashMap<String, CheckNow> = HashMap::new();
     for cached in events.values() {
         let config = checks.get(&cached.event.check);
@@ -117,48 +129,84 @@ pub fn check_states(
         let (state, _) = resolver.state_of(cached, config);
         let here = CheckNow {
             state,
-            since: since(checks, events, cached),
+            since: since.of(cached),
         };
-        let entry = per_check.entry(cached.event.check.clone()).or_insert(here);
-        if let Some(worst) = combine([*entry, here]) {
-            *entry = worst;
+        match per_check.get_mut(cached.event.check.as_str()) {
+            Some(entry) => {
+                if let Some(worst) = combine([*entry, here]) {
+                    *entry = worst;
+                }
+            }
+            None => {
+                per_check.insert(cached.event.check.clone(), here);
+            }
         }
     }
     per_check
 }
 
-/// When an event entered its state. A check with dependencies is blocked, or unblocked, when
+/// When events entered their states. A check with dependencies is blocked, or unblocked, when
 /// they change: its state dates from the latest of its own last change and its dependencies'
 /// (theirs worked out the same way, down the chain): a check that passed all along behind a
-/// failing dependency turns green when the dependency does.
-fn since(checks: &CheckSet, events: &BTreeMap<EventKey, CachedEvent>, cached: &CachedEvent) -> i64 {
-    since_within(checks, events, cached, 0)
+/// failing dependency turns green when the dependency does. Each dependency is worked out once.
+pub struct Since<'a> {
+    checks: &'a CheckSet,
+    events: &'a BTreeMap<EventKey, CachedEvent>,
+    /// Check name → the latest change over its events and their dependencies.
+    memo: foldhash::HashMap<&'a str, i64>,
 }
 
-fn since_within(
-    checks: &CheckSet,
-    events: &BTreeMap<EventKey, CachedEvent>,
-    cached: &CachedEvent,
-    depth: usize,
-) -> i64 {
-    let own = cached
-        .event
-        .last_state_change
-        .unwrap_or(cached.event.first_seen);
-    // Specs have no cycles; the bound only guards against data from an older spec.
-    let Some(config) = checks.get(&cached.event.check).filter(|_| depth < 16) else {
-        return own;
-    };
-    config
-        .depends_on
-        .iter()
-        .flat_map(|dependency| {
-            events
-                .range((dependency.clone(), String::new())..)
-                .take_while(move |((check, _), _)| check == dependency)
-                .map(|(_, e)| since_within(checks, events, e, depth + 1))
-        })
-        .fold(own, i64::max)
+impl<'a> Since<'a> {
+    pub fn new(checks: &'a CheckSet, events: &'a BTreeMap<EventKey, CachedEvent>) -> Since<'a> {
+        Since {
+            checks,
+            events,
+            memo: foldhash::HashMap::default(),
+        }
+    }
+
+    pub fn of(&mut self, cached: &'a CachedEvent) -> i64 {
+        self.within(cached, 0)
+    }
+
+    fn within(&mut self, cached: &'a CachedEvent, depth: usize) -> i64 {
+        let own = cached
+            .event
+            .last_state_change
+            .unwrap_or(cached.event.first_seen);
+        // Specs have no cycles; the bound only guards against data from an older spec.
+        let Some(config) = self.checks.get(&cached.event.check).filter(|_| depth < 16) else {
+            return own;
+        };
+        let mut latest = own;
+        for dependency in &config.depends_on {
+            latest = latest.max(self.check(dependency, depth + 1));
+        }
+        latest
+    }
+
+    /// The latest change over a check's events (and, through them, its dependencies).
+    fn check(&mut self, name: &str, depth: usize) -> i64 {
+        if let Some(known) = self.memo.get(name) {
+            return *known;
+        }
+        let Some(config) = self.checks.get(name) else {
+            return i64::MIN;
+        };
+        let name: &'a str = config.name.as_str();
+        let events: Vec<&'a CachedEvent> = self
+            .events
+            .range((name.to_string(), String::new())..)
+            .take_while(|((check, _), _)| check == name)
+            .map(|(_, e)| e)
+            .collect();
+        let latest = events
+            .into_iter()
+            .map(|e| self.within(e, depth))
+            .fold(i64::MIN, i64::max);
+        self.memo.insert(name, latest);
+        latest
+    }
 }
 
 /// The checks a deployment selects, as they are now; one without any event yet is pending.
@@ -184,10 +232,7 @@ pub fn selected<'a>(
     checks: &'a CheckSet,
     deployment: &'a Deployment,
 ) -> impl Iterator<Item = &'a Check> {
-    checks
-        .checks()
-        .iter()
-        .filter(|check| check.matches_labels(&deployment.selector))
+    checks.selected(&deployment.name)
 }
 
 /// A deployment in a list.
@@ -271,6 +316,10 @@ pub struct Views<'a> {
     tracks: &'a Tracks,
     now: i64,
     resolver: StateResolver<'a>,
+    since: Since<'a>,
+    /// Every check's state, worked out in one pass the first time a summary needs it: a list
+    /// of hundreds of deployments then costs one pass over the events, not one per deployment.
+    per_check: Option<HashMap<String, CheckNow>>,
 }
 
 impl<'a> Views<'a> {
@@ -286,7 +335,18 @@ impl<'a> Views<'a> {
             tracks,
             now,
             resolver: StateResolver::new(checks, events, now),
+            since: Since::new(checks, events),
+            per_check: None,
         }
+    }
+
+    /// An event's state, remembered for the rest of this view (summaries reuse it).
+    pub fn state_of(
+        &mut self,
+        cached: &'a CachedEvent,
+        config: Option<&'a Check>,
+    ) -> (State, Vec<String>) {
+        self.resolver.state_of(cached, config)
     }
 
     /// Every entity's state for a check, and the worst of them with the event behind it.
@@ -311,7 +371,7 @@ impl<'a> Views<'a> {
             let (state, blockers) = self.resolver.state_of(cached, Some(check));
             let here = CheckNow {
                 state,
-                since: since(self.checks, events, cached),
+                since: self.since.of(cached),
             };
             let combined = match worst {
                 Some(w) => combine([w, here]),
@@ -340,9 +400,15 @@ impl<'a> Views<'a> {
             State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         let mut total = 0;
         let mut all_green_since: Option<i64> = Some(i64::MIN);
+        if self.per_check.is_none() {
+            let states =
+                check_states_with(&mut self.resolver, &mut self.since, checks, self.events);
+            self.per_check = Some(states);
+        }
+        let per_check = self.per_check.get_or_insert_with(HashMap::new);
         for check in selected(checks, deployment) {
             total += 1;
-            let (now, ..) = self.check_now(check);
+            let now = per_check.get(&check.name).copied();
             let state = now.map_or(State::Pending, |n| n.state);
             *counts.entry(state.as_str()).or_default() += 1;
             all_green_since = match (all_green_since, now) {

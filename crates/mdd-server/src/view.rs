@@ -1,6 +1,8 @@
 //! What the API shows of events: derived states (blocked, stale, flapping) and JSON views.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap as FastMap;
 
 use mdd_core::State;
 use serde::Serialize;
@@ -14,7 +16,7 @@ pub struct StateResolver<'a> {
     checks: &'a CheckSet,
     events: &'a BTreeMap<EventKey, CachedEvent>,
     now: i64,
-    memo: HashMap<(&'a str, &'a str), (State, Vec<String>)>,
+    memo: FastMap<(&'a str, &'a str), (State, Vec<String>)>,
 }
 
 impl<'a> StateResolver<'a> {
@@ -27,7 +29,7 @@ impl<'a> StateResolver<'a> {
             checks,
             events,
             now,
-            memo: HashMap::new(),
+            memo: FastMap::default(),
         }
     }
 
@@ -55,7 +57,15 @@ impl<'a> StateResolver<'a> {
         let check = cached.event.check.as_str();
         match config {
             Some(config) if !config.depends_on.is_empty() => {
-                self.state(check, cached.event.entity.as_str())
+                let entity = cached.event.entity.as_str();
+                if let Some(known) = self.memo.get(&(check, entity)) {
+                    return known.clone();
+                }
+                self.memo
+                    .insert((check, entity), (State::Pending, Vec::new()));
+                let answer = self.work_out_for(cached, Some(config));
+                self.memo.insert((check, entity), answer.clone());
+                answer
             }
             config => (
                 cached
@@ -71,6 +81,15 @@ impl<'a> StateResolver<'a> {
             return (State::Pending, Vec::new());
         };
         let config = self.checks.get(check);
+        self.work_out_for(cached, config)
+    }
+
+    fn work_out_for(
+        &mut self,
+        cached: &'a CachedEvent,
+        config: Option<&'a mdd_core::spec::Check>,
+    ) -> (State, Vec<String>) {
+        let entity = cached.event.entity.as_str();
         let mut blockers = Vec::new();
         if let Some(config) = config {
             for dep in &config.depends_on {

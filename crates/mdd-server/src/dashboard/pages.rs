@@ -187,11 +187,14 @@ fn deployment_row(summary: &deployments::Summary) -> DeploymentRow {
 pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
     let checks = shared.checks();
     let events = shared.events_read();
+    let tracks = shared.deployments_read();
     let now = now_ms();
-    let mut resolver = StateResolver::new(&checks, &events, now);
+    // One view for the whole page: states worked out for the totals are reused by the
+    // deployments' summaries.
+    let mut views = Views::new(&checks, &events, &tracks, now);
     let mut totals: BTreeMap<State, usize> = BTreeMap::new();
     // (label key, value) → (worst, passing, total) over the events of checks with that label.
-    let mut by_label: BTreeMap<(String, String), (State, usize, usize)> = BTreeMap::new();
+    let mut by_label: BTreeMap<(&str, &str), (State, usize, usize)> = BTreeMap::new();
     let mut shown = 0;
     for cached in events.values() {
         let config = checks.get(&cached.event.check);
@@ -199,12 +202,12 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
             continue;
         }
         shown += 1;
-        let (state, _) = resolver.state_of(cached, config);
+        let (state, _) = views.state_of(cached, config);
         *totals.entry(state).or_default() += 1;
         for (key, value) in config.map(|c| &c.labels).into_iter().flatten() {
             let entry =
                 by_label
-                    .entry((key.clone(), value.clone()))
+                    .entry((key.as_str(), value.as_str()))
                     .or_insert((State::Passing, 0, 0));
             if state.severity() > entry.0.severity() {
                 entry.0 = state;
@@ -213,8 +216,6 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
             entry.2 += 1;
         }
     }
-    let tracks = shared.deployments_read();
-    let mut views = Views::new(&checks, &events, &tracks, now);
     let deployments = checks
         .spec
         .deployments
@@ -223,8 +224,8 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
         .collect();
     let mut tiles: BTreeMap<String, Vec<Tile>> = BTreeMap::new();
     for ((key, value), (worst, passing, total)) in by_label {
-        tiles.entry(key.clone()).or_default().push(Tile {
-            label: value.clone(),
+        tiles.entry(key.to_string()).or_default().push(Tile {
+            label: value.to_string(),
             href: format!("/events?label={}", encode(&format!("{key}={value}"))),
             badge: Badge::of(worst),
             passing,
