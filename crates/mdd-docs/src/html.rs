@@ -109,7 +109,7 @@ pub fn render(doc: &Document<'_>, styles: Styles<'_>) -> String {
         out.push_str(
             "<h2>Dependencies</h2>\n<p>An arrow goes from what is needed to what needs it.</p>\n",
         );
-        out.push_str(&graph(doc));
+        out.push_str(&graph(doc, &|name| format!("#{}", anchor(name))));
     }
 
     out.push_str("<h2>Owners</h2>\n<ul class=\"owners\">\n");
@@ -217,7 +217,7 @@ fn render_check(doc: &Document<'_>, check: &Check, out: &mut String) {
 
 /// The dependency graph as SVG: a column per depth (checks needing nothing on the left),
 /// an arrow from each dependency to each check that needs it.
-fn graph(doc: &Document<'_>) -> String {
+pub(crate) fn graph(doc: &Document<'_>, link: &dyn Fn(&str) -> String) -> String {
     let checks = &doc.spec.checks;
     let index: BTreeMap<&str, usize> = checks
         .iter()
@@ -285,9 +285,9 @@ fn graph(doc: &Document<'_>) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             svg,
-            "<a href=\"#{}\"><rect class=\"node {}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"4\"/>\
+            "<a href=\"{}\"><rect class=\"node {}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"4\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\">{}{}</text></a>",
-            anchor(&check.name),
+            escape(&link(&check.name)),
             state_class(doc, &check.name),
             x + 8.0,
             y + box_h / 2.0 + 4.0,

@@ -58,6 +58,12 @@ impl Document<'_> {
         html::render(self, styles)
     }
 
+    /// Only the dependency graph, as SVG (classes `graph`, `node s-<state>`, `edge`), for
+    /// pages that style it themselves; `link` gives each check's node its target.
+    pub fn dependency_graph(&self, link: &dyn Fn(&str) -> String) -> String {
+        html::graph(self, link)
+    }
+
     /// Owners in order (named ones alphabetically, then checks with no owner), with their checks.
     fn by_owner(&self) -> Vec<(&str, Vec<&Check>)> {
         let mut owners: BTreeMap<(bool, &str), Vec<&Check>> = BTreeMap::new();

@@ -165,6 +165,13 @@ async fn the_dashboard_shows_a_datacenter_turning_green_live() {
             .is_some_and(|t| t.contains('✗') && t.contains("failing")),
         "state is shown by mark and word, not colour alone: {cell_text}"
     );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('svg.graph .edge').length")
+            .await,
+        json!(1),
+        "the dependency graph is drawn"
+    );
     browser.screenshot(&shots.join("deployment-red.png")).await;
 
     // DNS comes up: the open page follows without a reload.

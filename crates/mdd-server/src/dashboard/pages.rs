@@ -276,6 +276,7 @@ struct DeploymentPage {
     started: String,
     owners: Vec<(String, Vec<Cell>)>,
     tree: Vec<TreeRow>,
+    graph: String,
     burn_up: String,
     timeline: Vec<TimelineRow>,
     regressions: Vec<TimelineRow>,
@@ -357,6 +358,37 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
         }
     }
 
+    // The same graph as the living document's, of this deployment's checks, coloured live.
+    let sub_spec = mdd_core::Spec {
+        checks: deployments::selected(&checks, deployment)
+            .cloned()
+            .collect(),
+        deployments: Vec::new(),
+    };
+    let live: BTreeMap<String, mdd_docs::Live> = detail
+        .checks
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                mdd_docs::Live {
+                    state: state_of(c.state),
+                    since: None,
+                },
+            )
+        })
+        .collect();
+    let graph = if sub_spec.checks.iter().any(|c| !c.depends_on.is_empty()) {
+        mdd_docs::Document {
+            spec: &sub_spec,
+            live: Some(&live),
+            source: None,
+        }
+        .dependency_graph(&|name| format!("/checks/{}", encode(name)))
+    } else {
+        String::new()
+    };
+
     let track = tracks.get(name);
     let started_at = track.map_or(now, |t| t.started_at);
     let mut green = 0usize;
@@ -424,6 +456,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
             started: since_text(started_at),
             owners: owners.into_iter().collect(),
             tree,
+            graph,
             burn_up,
             timeline,
             regressions,
