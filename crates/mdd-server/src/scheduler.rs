@@ -12,8 +12,45 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Shared, now_ms};
 
-fn runs_here(check: &Check) -> bool {
-    check.subscriptions.is_empty()
+/// Whether the server itself runs this check (agents run those with subscriptions; results of
+/// push-only checks come from outside).
+pub fn runs_here(check: &Check) -> bool {
+    check.subscriptions.is_empty() && !check.is_push_only()
+}
+
+fn stored_result(shared: &Shared, run: Executed) -> StoredResult {
+    let result = run.result;
+    StoredResult {
+        id: uuid::Uuid::now_v7().to_string(),
+        check: run.check,
+        entity: run.entity.unwrap_or_else(|| shared.config.entity.clone()),
+        status: result.status,
+        summary: result.summary,
+        long_output: result.long_output,
+        perfdata: result.perfdata,
+        duration_ms: result.duration.as_secs_f64() * 1000.0,
+        exit_code: result.exit_code,
+        executed_at: run.executed_at,
+        received_at: now_ms(),
+    }
+}
+
+/// Runs one of the server's checks once, now (the dashboard's "Run now"), and stores the
+/// result like any other. Its schedule is unchanged.
+pub async fn run_now(shared: &Shared, check: &Check) -> Result<(), String> {
+    let executed_at = now_ms();
+    let result = mdd_probes::run(check, &ProbeContext::default()).await;
+    let run = Executed {
+        check: check.name.clone(),
+        entity: check.entity.clone(),
+        result,
+        executed_at,
+    };
+    shared
+        .ingest(vec![stored_result(shared, run)])
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -26,22 +63,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let store_shared = Arc::clone(&shared);
     let storing = tokio::spawn(async move {
         while let Some(run) = executed.recv().await {
-            let result = run.result;
-            let stored = StoredResult {
-                id: uuid::Uuid::now_v7().to_string(),
-                check: run.check,
-                entity: run
-                    .entity
-                    .unwrap_or_else(|| store_shared.config.entity.clone()),
-                status: result.status,
-                summary: result.summary,
-                long_output: result.long_output,
-                perfdata: result.perfdata,
-                duration_ms: result.duration.as_secs_f64() * 1000.0,
-                exit_code: result.exit_code,
-                executed_at: run.executed_at,
-                received_at: now_ms(),
-            };
+            let stored = stored_result(&store_shared, run);
             if let Err(e) = store_shared.ingest(vec![stored]).await {
                 tracing::error!("cannot store a result of the server's own checks: {e}");
             }

@@ -61,6 +61,10 @@ checks:
     owner: team-dns
     labels: { dc: fra1 }
     ttl: 1h
+  - name: local-echo
+    owner: team-dns
+    interval: 1h
+    command: [echo, 'OK - ran on demand']
 ";
 
 #[tokio::test]
@@ -221,7 +225,28 @@ async fn the_dashboard_shows_a_datacenter_turning_green_live() {
             .is_some_and(|n| n >= 1),
         "perfdata is plotted"
     );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('run-now') === null")
+            .await,
+        json!(true),
+        "a push-only check cannot be run from here"
+    );
     browser.screenshot(&shots.join("check.png")).await;
+
+    // An admin can run one of the server's checks now, from its page.
+    browser
+        .open(&format!("{}/checks/local-echo", server.url))
+        .await;
+    browser
+        .navigate_by("document.getElementById('run-now').click()")
+        .await;
+    browser
+        .wait_for(
+            "[...document.querySelectorAll('pre')].some(p => p.textContent.includes('ran on demand'))",
+            json!(true),
+        )
+        .await;
 
     // The overview: the deployment's bar and a tile per datacenter, coloured by its worst.
     browser.open(&format!("{}/", server.url)).await;
@@ -310,6 +335,86 @@ async fn pages_read_without_javascript_and_escape_what_they_show() {
         .await
         .expect("get");
     assert_eq!(missing.status(), 404);
+    // Running a check is a write: reading rights are not enough, and a signed-in browser
+    // must send the session's form token from a page of this server.
+    let run = format!("{}/checks/local-echo/run", server.url);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let refused = no_redirects.post(&run).send().await.expect("post");
+    assert_eq!(refused.status(), 403, "public read cannot run checks");
+    let signed_in = no_redirects
+        .post(format!("{}/login", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN}&next=/"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("name=value").to_string();
+    let page = no_redirects
+        .get(format!("{}/checks/local-echo", server.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form carries the session's token")
+        .to_string();
+    let origin = server.url.clone();
+    let attempt = |csrf: String, origin: String| {
+        let request = no_redirects
+            .post(&run)
+            .header("cookie", &session)
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"));
+        async move { request.send().await.expect("post").status().as_u16() }
+    };
+    assert_eq!(
+        attempt("wrong".into(), origin.clone()).await,
+        403,
+        "a forged form"
+    );
+    assert_eq!(
+        attempt(csrf.clone(), "http://evil.example".into()).await,
+        403,
+        "another site's page"
+    );
+    assert_eq!(
+        attempt(csrf, origin).await,
+        303,
+        "this dashboard's own form"
+    );
+    let with_bearer = no_redirects
+        .post(&run)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        with_bearer.status(),
+        303,
+        "a bearer token is not ambient: no form token needed"
+    );
+
     // Sign-in never sends anyone to another site.
     let login = http
         .get(format!("{}/login?next=//evil.example/", server.url))

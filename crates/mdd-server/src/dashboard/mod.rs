@@ -32,8 +32,30 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 #[derive(Clone)]
 pub struct Dashboard {
     shared: Arc<Shared>,
-    /// Session id → (role, expiry in ms). Kept in memory: a restart signs everyone out.
-    sessions: Arc<Mutex<HashMap<String, (Role, i64)>>>,
+    /// Session id → the session. Kept in memory: a restart signs everyone out.
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+#[derive(Clone)]
+struct Session {
+    role: Role,
+    expires_at: i64,
+    /// Sent back with every form that writes: a page on another site cannot know it.
+    csrf: String,
+}
+
+/// Who is reading, and what they may do.
+#[derive(Clone, Default)]
+pub struct Viewer {
+    pub role: Option<Role>,
+    /// The session's form token, when signed in with a session (not a bearer token).
+    pub csrf: Option<String>,
+}
+
+impl Viewer {
+    pub fn can_write(&self) -> bool {
+        self.role.is_some_and(|r| r.allows(Role::Admin))
+    }
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -45,6 +67,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(overview))
         .route("/deployments/{name}", get(deployment))
         .route("/checks/{name}", get(check))
+        .route("/checks/{name}/run", post(run_now))
         .route("/entities", get(entities))
         .route("/events", get(events))
         .route("/docs", get(docs))
@@ -61,12 +84,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
 impl Dashboard {
     /// The role of whoever asks: a session cookie, a bearer token, or anyone with --public-read.
     fn reader(&self, headers: &HeaderMap) -> Option<Role> {
+        self.viewer(headers).role
+    }
+
+    fn viewer(&self, headers: &HeaderMap) -> Viewer {
         if let Some(id) = session_cookie(headers) {
             let now = now_ms();
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.retain(|_, (_, expires)| *expires > now);
-            if let Some((role, _)) = sessions.get(id) {
-                return Some(*role);
+            sessions.retain(|_, session| session.expires_at > now);
+            if let Some(session) = sessions.get(id) {
+                return Viewer {
+                    role: Some(session.role),
+                    csrf: Some(session.csrf.clone()),
+                };
             }
         }
         let bearer = headers
@@ -74,9 +104,15 @@ impl Dashboard {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if let Some(token) = bearer.and_then(|secret| self.shared.token(secret.trim())) {
-            return Some(token.role);
+            return Viewer {
+                role: Some(token.role),
+                csrf: None,
+            };
         }
-        self.shared.config.public_read.then_some(Role::Read)
+        Viewer {
+            role: self.shared.config.public_read.then_some(Role::Read),
+            csrf: None,
+        }
     }
 }
 
@@ -186,10 +222,79 @@ async fn check(
     Path(name): Path<String>,
 ) -> Response {
     require_reader!(dash, headers, format!("/checks/{name}"));
-    match pages::check(&dash.shared, &name).await {
+    let viewer = dash.viewer(&headers);
+    match pages::check(&dash.shared, &name, &viewer).await {
         Some(page) => render(page),
         None => not_found(&format!("There is no check `{name}` in the applied spec.")),
     }
+}
+
+/// "Run now": a write, so it needs write rights and, with a session cookie (which a browser
+/// sends along with requests other sites make), the session's form token and a same-origin
+/// request. A bearer token is not sent by browsers on their own, so it needs neither.
+async fn run_now(
+    AxumState(dash): AxumState<Dashboard>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let viewer = dash.viewer(&headers);
+    if !viewer.can_write() {
+        return render(pages::message(
+            "Not allowed",
+            "Running a check needs an admin token: sign in with one.",
+        ))
+        .with_status(StatusCode::FORBIDDEN);
+    }
+    if let Some(expected) = &viewer.csrf {
+        let sent = form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let same_token: bool =
+            subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()).into();
+        if !same_token || !same_origin(&headers) {
+            return render(pages::message(
+                "Refused",
+                "This request did not come from this dashboard's own page.",
+            ))
+            .with_status(StatusCode::FORBIDDEN);
+        }
+    }
+    let checks = dash.shared.checks();
+    let Some(check) = checks.get(&name).filter(|c| crate::scheduler::runs_here(c)) else {
+        return not_found(&format!(
+            "There is no check `{name}` that this server runs itself."
+        ));
+    };
+    if let Err(e) = crate::scheduler::run_now(&dash.shared, check).await {
+        return render(pages::message("Not stored", &e))
+            .with_status(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/checks/{}", pages::encode(&name))) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Whether the browser says the request comes from a page of this server (Origin, or failing
+/// that Referer, naming the Host it was sent to). Browsers always send one of them on a POST.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let origin = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    origin.is_some_and(|o| {
+        let rest = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+            .unwrap_or("");
+        rest.split('/').next() == Some(host)
+    })
 }
 
 async fn entities(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
@@ -244,18 +349,27 @@ async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
             .with_status(StatusCode::UNAUTHORIZED);
     };
     let mut id = [0u8; 32];
-    if getrandom::fill(&mut id).is_err() {
+    let mut csrf = [0u8; 32];
+    if getrandom::fill(&mut id).is_err() || getrandom::fill(&mut csrf).is_err() {
         return html(
             StatusCode::SERVICE_UNAVAILABLE,
             "<!doctype html><title>mdd</title><p>No randomness for a session; try again.</p>"
                 .into(),
         );
     }
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let id = hex(&id);
     dash.sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), (entry.role, now_ms() + SESSION_MS));
+        .insert(
+            id.clone(),
+            Session {
+                role: entry.role,
+                expires_at: now_ms() + SESSION_MS,
+                csrf: hex(&csrf),
+            },
+        );
     let cookie = format!(
         "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
         SESSION_MS / 1000

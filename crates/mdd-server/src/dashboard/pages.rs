@@ -490,9 +490,18 @@ struct CheckPage {
     entities: Vec<EntityEvent>,
     charts: Vec<String>,
     changes: Vec<(String, String, Badge)>,
+    /// Where the check runs, in words; and whether this viewer may run it now.
+    runs: String,
+    can_run: bool,
+    csrf: String,
+    run_href: String,
 }
 
-pub async fn check(shared: &Shared, name: &str) -> Option<Result<String, askama::Error>> {
+pub async fn check(
+    shared: &Shared,
+    name: &str,
+    viewer: &super::Viewer,
+) -> Option<Result<String, askama::Error>> {
     let checks = shared.checks();
     let config = checks.get(name)?.clone();
     let now = now_ms();
@@ -613,6 +622,23 @@ pub async fn check(shared: &Shared, name: &str) -> Option<Result<String, askama:
             entities,
             charts,
             changes,
+            runs: if config.is_push_only() {
+                "reported from outside (mdd result, a cron job)".to_string()
+            } else if config.subscriptions.is_empty() {
+                format!(
+                    "every {} on this server",
+                    mdd_core::format_duration(config.interval)
+                )
+            } else {
+                format!(
+                    "every {} on agents subscribed to {}",
+                    mdd_core::format_duration(config.interval),
+                    config.subscriptions.join(", ")
+                )
+            },
+            can_run: viewer.can_write() && crate::scheduler::runs_here(&config),
+            csrf: viewer.csrf.clone().unwrap_or_default(),
+            run_href: format!("/checks/{}/run", encode(&config.name)),
         }
         .render(),
     )
