@@ -15,6 +15,7 @@ pub mod perfdata;
 pub mod plugin_output;
 pub mod result;
 pub mod schedule;
+pub mod silence;
 pub mod spec;
 pub mod status;
 pub mod threshold;

@@ -41,6 +41,11 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v1/checks", get(list_checks))
         .route("/api/v1/checks/{name}/results", get(check_results))
         .route("/api/v1/entities", get(list_entities))
+        .route("/api/v1/silences", get(list_silences).post(create_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(delete_silence),
+        )
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/deployments/{name}", get(get_deployment))
         .route("/api/v1/spec", get(get_spec).post(apply_spec))
@@ -422,6 +427,9 @@ impl EventFilter {
 /// One entry of the events list: an event, or a check that never reported.
 #[derive(Serialize)]
 #[serde(untagged)]
+// Nearly every entry is an event: boxing them would cost an allocation each in a list of
+// ten thousand, to save space only in the rare pending entries.
+#[allow(clippy::large_enum_variant)]
 enum ListEntry<'a> {
     Event(EventView<'a>),
     Pending {
@@ -444,7 +452,9 @@ async fn list_events(
     let filter = EventFilter::parse(query.as_deref())?;
     let checks = shared.checks();
     let events = shared.events_read();
-    let mut resolver = StateResolver::new(&checks, &events, now_ms());
+    let now = now_ms();
+    let mut resolver = StateResolver::new(&checks, &events, now);
+    let silences = shared.silences_read();
     let mut views: Vec<ListEntry<'_>> = Vec::new();
     for ((check, entity), cached) in events.iter() {
         if filter.check.as_ref().is_some_and(|c| c != check)
@@ -471,9 +481,18 @@ async fn list_events(
         if !filter.states.is_empty() && !filter.states.contains(&state) {
             continue;
         }
-        views.push(ListEntry::Event(EventView::new(
-            cached, config, state, blocked_by, false,
-        )));
+        let mut view = EventView::new(cached, config, state, blocked_by, false);
+        if !silences.is_empty() {
+            view.silenced_by = crate::silences::silencing(
+                &silences,
+                &crate::silences::target(&checks, check, entity),
+                now,
+            )
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        }
+        views.push(ListEntry::Event(view));
     }
     // Checks that never reported are events too, in the pending state: in a deployment that
     // is just starting, they are most of what there is to see.
@@ -546,7 +565,165 @@ async fn get_event(
     let mut resolver = StateResolver::new(&checks, &events, now_ms());
     let (state, blocked_by) = resolver.state(&cached.event.check, &cached.event.entity);
     let config = checks.get(&cached.event.check);
-    Ok(Json(EventView::new(cached, config, state, blocked_by, true)).into_response())
+    let mut view = EventView::new(cached, config, state, blocked_by, true);
+    view.silenced_by = crate::silences::silencing(
+        &shared.silences_read(),
+        &crate::silences::target(&checks, &check, &entity),
+        now_ms(),
+    )
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    Ok(Json(view).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceRequest {
+    check: Option<String>,
+    entity: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    owner: Option<String>,
+    reason: String,
+    /// RFC 3339; default now.
+    starts_at: Option<String>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+    /// A duration from the start instead of `expires_at`, like `2h`.
+    #[serde(rename = "for")]
+    duration: Option<String>,
+    #[serde(default)]
+    until_resolved: bool,
+}
+
+fn silence_view(s: &mdd_core::silence::Silence, now: i64) -> serde_json::Value {
+    json!({
+        "id": s.id,
+        "check": s.check,
+        "entity": s.entity,
+        "labels": s.labels,
+        "owner": s.owner,
+        "reason": s.reason,
+        "creator": s.creator,
+        "starts_at": timestamp(s.starts_at),
+        "expires_at": s.expires_at.map(timestamp),
+        "until_resolved": s.until_resolved,
+        "active": s.is_active(now),
+    })
+}
+
+async fn create_silence(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let token = authorize(&shared, &headers, Role::Admin, "/api/v1/silences")?;
+    let request: SilenceRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid silence: {e}")))?;
+    let now = now_ms();
+    let time = |field: &str, text: &str| {
+        text.parse::<jiff::Timestamp>()
+            .map(|t| t.as_millisecond())
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{field}: `{}` is not an RFC 3339 time: {e}",
+                    truncate(text)
+                ))
+            })
+    };
+    let starts_at = match &request.starts_at {
+        Some(text) => time("starts_at", text)?,
+        None => now,
+    };
+    let expires_at = match (&request.expires_at, &request.duration) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give `expires_at` or `for`, not both",
+            ));
+        }
+        (Some(text), None) => Some(time("expires_at", text)?),
+        (None, Some(text)) => {
+            let duration = mdd_core::parse_duration(text)
+                .map_err(|e| ApiError::bad_request(format!("for: {e}")))?;
+            Some(starts_at.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)))
+        }
+        (None, None) => None,
+    };
+    for (field, value) in [("check", &request.check), ("entity", &request.entity)] {
+        if let Some(value) = value
+            && !valid_name(value)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{field}: `{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+                truncate(value)
+            )));
+        }
+    }
+    if request.reason.len() > 1024 {
+        return Err(ApiError::bad_request("reason: at most 1,024 bytes"));
+    }
+    let silence = mdd_core::silence::Silence {
+        id: uuid::Uuid::now_v7().to_string(),
+        check: request.check,
+        entity: request.entity,
+        labels: request.labels,
+        owner: request.owner,
+        reason: request.reason,
+        creator: token.map_or_else(|| "anonymous".to_string(), |t| t.name),
+        starts_at,
+        expires_at,
+        until_resolved: request.until_resolved,
+    };
+    silence
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body = serde_json::to_string(&silence)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    shared
+        .store
+        .save_silence(&silence.id, &body, silence.expires_at)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let view = silence_view(&silence, now);
+    shared.silences_write().push(silence);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn list_silences(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/silences")?;
+    let now = now_ms();
+    let list: Vec<serde_json::Value> = shared
+        .silences_read()
+        .iter()
+        .filter(|s| !s.has_expired(now))
+        .map(|s| silence_view(s, now))
+        .collect();
+    Ok(Json(json!({ "silences": list })).into_response())
+}
+
+async fn delete_silence(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Admin, "/api/v1/silences/{id}")?;
+    let deleted = shared
+        .store
+        .delete_silences(std::slice::from_ref(&id))
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!(
+            "no silence `{}`",
+            truncate(&id)
+        )));
+    }
+    shared.silences_write().retain(|s| s.id != id);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn list_deployments(

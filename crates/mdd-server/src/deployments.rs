@@ -46,6 +46,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut revision = shared.watch_revision();
     loop {
         update(&shared).await;
+        // Silences end on the same beat: expired ones, and resolved `until_resolved` ones.
+        crate::silences::sweep(&shared).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}

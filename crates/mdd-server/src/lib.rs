@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod keepalive;
 pub mod metrics;
 pub mod scheduler;
+pub mod silences;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,8 @@ pub struct Shared {
     keepalives: std::sync::Mutex<std::collections::HashMap<String, keepalive::Watch>>,
     /// What each deployment has been through.
     deployments: RwLock<deployments::Tracks>,
+    /// Silences not ended yet (some may start later).
+    silences: RwLock<Vec<mdd_core::silence::Silence>>,
 }
 
 impl Shared {
@@ -193,6 +196,14 @@ impl Shared {
     /// A receiver that wakes when a new check set is applied.
     pub fn watch_revision(&self) -> tokio::sync::watch::Receiver<i64> {
         self.revision.subscribe()
+    }
+
+    pub fn silences_read(&self) -> RwLockReadGuard<'_, Vec<mdd_core::silence::Silence>> {
+        self.silences.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn silences_write(&self) -> RwLockWriteGuard<'_, Vec<mdd_core::silence::Silence>> {
+        self.silences.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn deployments_read(&self) -> RwLockReadGuard<'_, deployments::Tracks> {
@@ -336,6 +347,7 @@ pub async fn start(
 
     let events = load_events(&store, &checks).await?;
     let tracks = deployments::load(&store).await?;
+    let silences = silences::load(&store).await?;
     let tokens: Vec<TokenEntry> = store
         .tokens()
         .await?
@@ -376,6 +388,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         keepalives: std::sync::Mutex::new(watches),
         deployments: RwLock::new(tracks),
+        silences: RwLock::new(silences),
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
         tokens: RwLock::new(tokens),

@@ -265,6 +265,8 @@ pub struct EventView<'a> {
     pub blocked_by: Vec<String>,
     pub owner: Option<&'a str>,
     pub labels: Option<&'a BTreeMap<String, String>>,
+    /// The silences in force over it: it is shown as it is, and not notified.
+    pub silenced_by: Vec<String>,
 }
 
 impl<'a> EventView<'a> {
@@ -310,6 +312,7 @@ impl<'a> EventView<'a> {
             blocked_by,
             owner: config.and_then(|c| c.owner.as_deref()),
             labels: config.map(|c| &c.labels),
+            silenced_by: Vec::new(),
         }
     }
 }

@@ -548,6 +548,53 @@ impl Store {
             .collect()
     }
 
+    /// Stores a silence (its JSON), replacing one with the same id.
+    pub async fn save_silence(
+        &self,
+        id: &str,
+        body: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO silences (id, body, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
+        )
+        .bind(id)
+        .bind(body)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Deletes silences by id; returns how many there were.
+    pub async fn delete_silences(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut deleted = 0;
+        for id in ids {
+            deleted += sqlx::query("DELETE FROM silences WHERE id = ?1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(deleted)
+    }
+
+    /// Every stored silence (JSON bodies).
+    pub async fn silences(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT body FROM silences ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| row.try_get(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
     /// Stores a new spec revision and returns its number.
     pub async fn apply_spec(&self, files: &[SpecFile], applied_at: i64) -> Result<i64, StoreError> {
         let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {

@@ -195,3 +195,31 @@ async fn deployment_tracks_are_upserted_removed_and_survive_a_reopen() {
         [("ams1".to_string(), "{\"v\":2}".to_string())]
     );
 }
+
+#[tokio::test]
+async fn silences_are_kept_replaced_and_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    store
+        .save_silence("a", "{\"v\":1}", Some(5))
+        .await
+        .expect("save");
+    store
+        .save_silence("b", "{\"v\":1}", None)
+        .await
+        .expect("save");
+    store
+        .save_silence("a", "{\"v\":2}", Some(6))
+        .await
+        .expect("replace");
+    assert_eq!(
+        store
+            .delete_silences(&["b".into(), "nope".into()])
+            .await
+            .expect("delete"),
+        1
+    );
+    store.close().await;
+    let store = Store::open(dir.path()).await.expect("reopen");
+    assert_eq!(store.silences().await.expect("read"), ["{\"v\":2}"]);
+}

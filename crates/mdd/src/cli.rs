@@ -62,6 +62,62 @@ pub enum Command {
     /// The living document: every integration point by owner, with why it matters, runbook,
     /// target, labels, dependencies (drawn) and deployments; live states with --server.
     Docs(DocsArgs),
+    /// Silence events: still evaluated and shown (marked), not notified.
+    #[command(subcommand)]
+    Silence(SilenceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence what matches every given --check/--entity/--label/--owner; prints its id.
+    Add(SilenceAddArgs),
+    /// The silences in force or still to start.
+    List(SilenceListArgs),
+    /// End a silence now.
+    Delete(SilenceDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("end").required(true).args(["duration", "until_resolved"])))]
+pub struct SilenceAddArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub check: Option<String>,
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// KEY=VALUE (repeatable): the check's labels must have all of them.
+    #[arg(long = "label", value_parser = parse_label, value_name = "KEY=VALUE")]
+    pub labels: Vec<(String, String)>,
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Why: the next person to look will want to know.
+    #[arg(long)]
+    pub reason: String,
+    /// How long, like 2h.
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Until every event it matches is passing again.
+    #[arg(long)]
+    pub until_resolved: bool,
+    /// When it starts (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    pub start: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceDeleteArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -62,6 +62,14 @@ impl Client {
         .await
     }
 
+    /// DELETE: success is the status alone (204, no body).
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        let _: serde_json::Value = self
+            .send(self.http.delete(format!("{}{path}", self.base)))
+            .await?;
+        Ok(())
+    }
+
     async fn send<T: DeserializeOwned>(&self, mut request: reqwest::RequestBuilder) -> Result<T> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -85,7 +93,9 @@ impl Client {
             }
             .into());
         }
-        match serde_json::from_slice(&bytes) {
+        // An empty answer (204) reads as JSON null.
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        match serde_json::from_slice(bytes) {
             Ok(value) => Ok(value),
             Err(e) => bail!(
                 "the server at {} answered something mdd cannot read: {e}",

@@ -8,6 +8,7 @@ mod deploy;
 mod docs;
 mod progress;
 mod serve;
+mod silence;
 mod verify;
 
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Deploy(command) => deploy::deploy(command),
         cli::Command::Demo(args) => demo::demo(args),
         cli::Command::Docs(args) => docs::docs(args),
+        cli::Command::Silence(command) => silence::silence(command),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

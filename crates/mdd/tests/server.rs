@@ -1581,3 +1581,228 @@ checks:
     drop(web);
     assert!(server.stop().await.success());
 }
+
+/// Silences mark what they match (still shown, not hidden), refuse requests that would
+/// silence everything or never end, end on their own (expiry, resolution) and survive a
+/// restart.
+#[tokio::test]
+async fn silences_mark_events_and_end_on_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    let spec = "checks:
+  - { name: ams1-dns, owner: team-dns, labels: { dc: ams1 }, ttl: 1h }
+  - { name: ams1-ldap, owner: team-identity, labels: { dc: ams1 }, ttl: 1h }
+";
+    assert_eq!(server.apply(&[("dc.yaml", spec)]).await.0, 200);
+    for (id, check, status) in [("r1", "ams1-dns", 2), ("r2", "ams1-ldap", 2)] {
+        let (code, _) = server
+            .post(
+                "/api/v1/results",
+                &json!({"results": [result(id, check, status)]}),
+            )
+            .await;
+        assert_eq!(code, 200);
+    }
+    let (code, dns_silence, err) = mdd_client(
+        &server,
+        &[
+            "silence",
+            "add",
+            "--check",
+            "ams1-dns",
+            "--reason",
+            "resolver migration",
+            "--until-resolved",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let dns_silence = dns_silence.trim().to_string();
+    let (code, ldap_silence, err) = mdd_client(
+        &server,
+        &[
+            "silence",
+            "add",
+            "--label",
+            "dc=ams1",
+            "--owner",
+            "team-identity",
+            "--reason",
+            "LDAP upgrade",
+            "--for",
+            "2s",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let ldap_silence = ldap_silence.trim().to_string();
+
+    let silenced_by = |events: &Value, check: &str| -> Vec<String> {
+        events["events"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["check"] == check))
+            .and_then(|e| e["silenced_by"].as_array())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (_, events) = server.get("/api/v1/events").await;
+    assert_eq!(
+        silenced_by(&events, "ams1-dns"),
+        std::slice::from_ref(&dns_silence),
+        "{events}"
+    );
+    assert_eq!(
+        silenced_by(&events, "ams1-ldap"),
+        std::slice::from_ref(&ldap_silence),
+        "{events}"
+    );
+    assert!(
+        events["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().all(|e| e["state"] == "failing")),
+        "silenced events are still evaluated and shown: {events}"
+    );
+    let page = server
+        .http
+        .get(format!("{}/events?q=ams1-dns", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("events page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("- silenced") && page.contains("resolver migration"),
+        "the dashboard marks it, with the reason: {page}"
+    );
+
+    // Requests that cannot be taken, with reasons.
+    let (code, _, err) = mdd_client(
+        &server,
+        &["silence", "add", "--reason", "everything", "--for", "1h"],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("must say what it silences"), "{err}");
+    for (body, says) in [
+        (
+            json!({"check": "ams1-dns", "reason": "r"}),
+            "expiry or `until_resolved`",
+        ),
+        (
+            json!({"check": "ams1-dns", "reason": "r", "for": "1h", "expires_at": "2030-01-01T00:00:00Z"}),
+            "not both",
+        ),
+        (
+            json!({"check": "ams1-dns", "reason": "r", "for": "soon"}),
+            "for:",
+        ),
+        (
+            json!({"check": "ams1-dns", "reason": "r", "for": "1h", "mute": true}),
+            "unknown field",
+        ),
+        (
+            json!({"check": "ams1-dns", "reason": "", "for": "1h"}),
+            "reason",
+        ),
+        (
+            json!({"check": "bad name!", "reason": "r", "for": "1h"}),
+            "check:",
+        ),
+    ] {
+        let (code, answer) = server.post("/api/v1/silences", &body).await;
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{body}: {answer}"
+        );
+    }
+    let reader = server
+        .post("/api/v1/tokens", &json!({"role": "read"}))
+        .await
+        .1["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let (code, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/silences",
+            Some(&reader),
+            Some(br#"{"check": "ams1-dns", "reason": "r", "for": "1h"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(code, 403, "a read token cannot silence");
+
+    // The 2 s silence expires; the until-resolved one ends when DNS passes.
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        let (_, list) = server.get("/api/v1/silences").await;
+        listed = column(&list["silences"], "id");
+        if !listed.contains(&ldap_silence) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(listed, std::slice::from_ref(&dns_silence), "expired");
+    let (_, events) = server.get("/api/v1/events").await;
+    assert!(silenced_by(&events, "ams1-ldap").is_empty(), "{events}");
+    server
+        .post(
+            "/api/v1/results",
+            &json!({"results": [result("r3", "ams1-dns", 0)]}),
+        )
+        .await;
+    for _ in 0..50 {
+        let (_, list) = server.get("/api/v1/silences").await;
+        listed = column(&list["silences"], "id");
+        if listed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(listed.is_empty(), "resolved: {listed:?}");
+
+    // Deleting, and surviving a restart.
+    let (_, kept, _) = mdd_client(
+        &server,
+        &[
+            "silence",
+            "add",
+            "--entity",
+            "node-1",
+            "--reason",
+            "decommissioning",
+            "--for",
+            "1h",
+        ],
+    )
+    .await;
+    let (_, gone, _) = mdd_client(
+        &server,
+        &[
+            "silence", "add", "--entity", "node-2", "--reason", "oops", "--for", "1h",
+        ],
+    )
+    .await;
+    let (code, _, _) = mdd_client(&server, &["silence", "delete", gone.trim()]).await;
+    assert_eq!(code, Some(0));
+    let (code, _, err) = mdd_client(&server, &["silence", "delete", gone.trim()]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(server.stop().await.success());
+    let server = TestServer::start(&data, &[]).await;
+    let (code, out, _) = mdd_client(&server, &["silence", "list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains(kept.trim()) && out.contains("decommissioning"),
+        "{out}"
+    );
+    assert!(!out.contains(gone.trim()), "{out}");
+    assert!(server.stop().await.success());
+}

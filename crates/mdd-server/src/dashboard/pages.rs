@@ -731,6 +731,8 @@ pub async fn entities(shared: &Shared) -> Result<String, askama::Error> {
 }
 
 pub struct EventRow {
+    /// The reasons of the silences over it, if any.
+    pub silenced: String,
     pub check: String,
     pub href: String,
     pub entity: String,
@@ -772,7 +774,9 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
     let needle = text.to_lowercase();
     let checks = shared.checks();
     let events = shared.events_read();
-    let mut resolver = StateResolver::new(&checks, &events, now_ms());
+    let silences = shared.silences_read();
+    let now = now_ms();
+    let mut resolver = StateResolver::new(&checks, &events, now);
     let mut rows = Vec::new();
     let mut total = 0;
     for cached in events.values() {
@@ -801,7 +805,15 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
         {
             continue;
         }
+        let target = crate::silences::target(&checks, &cached.event.check, &cached.event.entity);
+        let silenced = silences
+            .iter()
+            .filter(|s| s.is_active(now) && s.matches(&target))
+            .map(|s| s.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         rows.push(EventRow {
+            silenced,
             check: cached.event.check.clone(),
             href: format!("/checks/{}", encode(&cached.event.check)),
             entity: cached.event.entity.clone(),
