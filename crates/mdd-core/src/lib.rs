@@ -11,6 +11,7 @@
 pub mod deployment;
 pub mod duration;
 pub mod graph;
+pub mod incident;
 pub mod perfdata;
 pub mod plugin_output;
 pub mod result;

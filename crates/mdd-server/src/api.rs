@@ -41,6 +41,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v1/checks", get(list_checks))
         .route("/api/v1/checks/{name}/results", get(check_results))
         .route("/api/v1/entities", get(list_entities))
+        .route("/api/v1/report", get(report))
         .route("/api/v1/silences", get(list_silences).post(create_silence))
         .route(
             "/api/v1/silences/{id}",
@@ -575,6 +576,99 @@ async fn get_event(
     .map(str::to_string)
     .collect();
     Ok(Json(view).into_response())
+}
+
+/// How often things break over one window, per check, per owner, and the worst ten.
+pub async fn breakage_report(
+    shared: &Shared,
+    window: std::time::Duration,
+) -> Result<serde_json::Value, StoreError> {
+    let now = now_ms();
+    let from = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+    let (incidents, flaps) = shared.store.incidents_since(from).await?;
+    let checks = shared.checks();
+    let per_check = mdd_core::incident::by_check(&incidents, &flaps, from, now);
+    let owner_of = |check: &str| checks.get(check).and_then(|c| c.owner.as_deref());
+    let per_owner = mdd_core::incident::by_owner(&per_check, owner_of);
+    let row = |name_key: &str, name: &str, b: &mdd_core::incident::Breakage| {
+        let mut value = json!({
+            "incidents": b.incidents,
+            "failing_ms": b.failing_ms,
+            "mttr_ms": b.mttr_ms,
+            "flaps": b.flaps,
+            "open": b.open,
+        });
+        value[name_key] = json!(name);
+        value
+    };
+    let top: Vec<serde_json::Value> = mdd_core::incident::top_offenders(&per_check, 10)
+        .into_iter()
+        .map(|(check, b)| {
+            let mut value = row("check", check, b);
+            value["owner"] = json!(owner_of(check));
+            value
+        })
+        .collect();
+    Ok(json!({
+        "window": mdd_core::format_duration(window),
+        "from": timestamp(from),
+        "to": timestamp(now),
+        "top_offenders": top,
+        "checks": per_check.iter().map(|(c, b)| {
+            let mut value = row("check", c, b);
+            value["owner"] = json!(owner_of(c));
+            value
+        }).collect::<Vec<_>>(),
+        "owners": per_owner.iter().map(|(o, b)| row("owner", o, b)).collect::<Vec<_>>(),
+    }))
+}
+
+/// The standard windows of the report.
+pub const REPORT_WINDOWS: [(&str, u64); 3] =
+    [("24h", 86_400), ("7d", 7 * 86_400), ("30d", 30 * 86_400)];
+
+async fn report(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/report")?;
+    let mut window = None;
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "window" => {
+                let duration = mdd_core::parse_duration(&value)
+                    .map_err(|e| ApiError::bad_request(format!("window: {e}")))?;
+                if duration.is_zero() || duration > std::time::Duration::from_secs(366 * 86_400) {
+                    return Err(ApiError::bad_request("window: between 1s and 366d"));
+                }
+                window = Some(duration);
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter `{}`: use window",
+                    truncate(other)
+                )));
+            }
+        }
+    }
+    let body = match window {
+        Some(window) => breakage_report(&shared, window)
+            .await
+            .map_err(|e| ApiError::store(&e))?,
+        None => {
+            let mut windows = serde_json::Map::new();
+            for (name, seconds) in REPORT_WINDOWS {
+                let mut one = breakage_report(&shared, std::time::Duration::from_secs(seconds))
+                    .await
+                    .map_err(|e| ApiError::store(&e))?;
+                one["window"] = json!(name);
+                windows.insert(name.to_string(), one);
+            }
+            json!({ "windows": windows })
+        }
+    };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use mdd_core::Status;
 use mdd_core::event::{Event, Observation};
+use mdd_core::incident::IncidentChange;
 use mdd_storage::{Commit, EventRow, StoreError, StoredResult};
 
 use tokio::sync::{mpsc, oneshot};
@@ -45,13 +47,16 @@ pub async fn run_writer(
 ) {
     let mut closing = false;
     let mut dirty: HashSet<EventKey> = HashSet::new();
+    // Incident changes wait for the checkpoint like events do: a crash loses none of them,
+    // because the replay of the results after the checkpoint makes them again.
+    let mut incidents: Vec<IncidentChange> = Vec::new();
     let mut tick = tokio::time::interval(shared.config.event_checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             job = jobs.recv() => job,
             _ = tick.tick() => {
-                checkpoint(&shared, &mut dirty).await;
+                checkpoint(&shared, &mut dirty, &mut incidents).await;
                 continue;
             }
             _ = drain.cancelled(), if !closing => {
@@ -73,20 +78,22 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
-        write_group(&shared, group, &mut dirty).await;
+        write_group(&shared, group, &mut dirty, &mut incidents).await;
     }
-    checkpoint(&shared, &mut dirty).await;
+    checkpoint(&shared, &mut dirty, &mut incidents).await;
     tracing::debug!("ingestion writer drained and stopped");
 }
 
 /// Applies results, in order, to copies of their events (taken from `cache` or made new).
 /// Ingestion and the replay at start share it, so both give the same events.
+/// Also returns the incidents opened and closed and the flaps started on the way, in order.
 pub fn apply_results(
     cache: &std::collections::BTreeMap<EventKey, CachedEvent>,
     results: &[&StoredResult],
     checks: &crate::checks::CheckSet,
-) -> HashMap<EventKey, CachedEvent> {
+) -> (HashMap<EventKey, CachedEvent>, Vec<IncidentChange>) {
     let mut staged: HashMap<EventKey, CachedEvent> = HashMap::new();
+    let mut changes = Vec::new();
     for result in results {
         let key = (result.check.clone(), result.entity.clone());
         let flap = checks
@@ -98,28 +105,76 @@ pub fn apply_results(
             status: result.status,
             executed_at: result.executed_at,
         };
+        let mut created = false;
         let cached = match staged.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match cache.get(e.key()) {
                 Some(existing) => e.insert(existing.clone()),
-                None => e.insert(CachedEvent::new(
-                    Event::new(&result.check, &result.entity, &observation),
-                    result,
-                )),
+                None => {
+                    created = true;
+                    e.insert(CachedEvent::new(
+                        Event::new(&result.check, &result.entity, &observation),
+                        result,
+                    ))
+                }
             },
         };
-        if cached.event.last_result_id != result.id
-            && cached.event.apply(&observation, flap) != mdd_core::event::Change::OutOfOrder
-        {
-            cached.take_output(result);
+        let (check, entity, at) = (&result.check, &result.entity, result.executed_at);
+        let opened = || IncidentChange::Opened {
+            check: check.clone(),
+            entity: entity.clone(),
+            at,
+        };
+        if created {
+            if result.status != Status::Ok {
+                changes.push(opened());
+            }
+            continue;
+        }
+        if cached.event.last_result_id == result.id {
+            continue;
+        }
+        let before = cached.event.status;
+        let change = cached.event.apply(&observation, flap);
+        if change == mdd_core::event::Change::OutOfOrder {
+            continue;
+        }
+        cached.take_output(result);
+        match (before == Status::Ok, result.status == Status::Ok) {
+            (true, false) => changes.push(opened()),
+            (false, true) => changes.push(IncidentChange::Closed {
+                check: check.clone(),
+                entity: entity.clone(),
+                at,
+            }),
+            _ => {}
+        }
+        if change == mdd_core::event::Change::FlappingStarted {
+            changes.push(IncidentChange::Flapped {
+                check: check.clone(),
+                entity: entity.clone(),
+                at,
+            });
         }
     }
-    staged
+    (staged, changes)
 }
 
 /// Writes the events changed since the last checkpoint. On failure they stay dirty and the
 /// next checkpoint tries again; results are already safe, so nothing is lost meanwhile.
-pub async fn checkpoint(shared: &Shared, dirty: &mut HashSet<EventKey>) {
+pub async fn checkpoint(
+    shared: &Shared,
+    dirty: &mut HashSet<EventKey>,
+    incidents: &mut Vec<IncidentChange>,
+) {
+    // Incidents first: if the events' checkpoint then fails, the replay makes them again,
+    // which is harmless (recording is idempotent).
+    if !incidents.is_empty() {
+        match shared.store.record_incidents(incidents).await {
+            Ok(()) => incidents.clear(),
+            Err(e) => tracing::warn!("cannot record incidents (will retry): {e}"),
+        }
+    }
     if dirty.is_empty() {
         return;
     }
@@ -137,7 +192,12 @@ pub async fn checkpoint(shared: &Shared, dirty: &mut HashSet<EventKey>) {
     }
 }
 
-async fn write_group(shared: &Shared, group: Vec<IngestJob>, dirty: &mut HashSet<EventKey>) {
+async fn write_group(
+    shared: &Shared,
+    group: Vec<IngestJob>,
+    dirty: &mut HashSet<EventKey>,
+    pending_incidents: &mut Vec<IncidentChange>,
+) {
     let started = Instant::now();
     // Each id once, in arrival order; the store reports which of them were new.
     let mut seen: HashSet<&str> = HashSet::new();
@@ -171,10 +231,11 @@ async fn write_group(shared: &Shared, group: Vec<IngestJob>, dirty: &mut HashSet
         .filter(|r| inserted.contains(&r.id))
         .collect();
     let checks = shared.checks();
-    let staged = {
+    let (staged, incidents) = {
         let cache = shared.events_read();
         apply_results(&cache, &fresh, &checks)
     };
+    pending_incidents.extend(incidents);
     {
         let mut cache = shared.events_write();
         for (key, cached) in staged {

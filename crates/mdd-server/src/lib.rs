@@ -482,10 +482,13 @@ async fn load_events(
         let Some((last, _)) = page.last() else { break };
         after = *last;
         let results: Vec<&StoredResult> = page.iter().map(|(_, r)| r).collect();
-        for (key, cached) in ingest::apply_results(&events, &results, checks) {
+        let (staged, incidents) = ingest::apply_results(&events, &results, checks);
+        for (key, cached) in staged {
             replayed.insert(key.clone());
             events.insert(key, cached);
         }
+        // Recorded again if they already were: harmless, and what a crash may have lost.
+        store.record_incidents(&incidents).await?;
     }
     if !replayed.is_empty() {
         tracing::info!(

@@ -595,6 +595,95 @@ impl Store {
             .collect()
     }
 
+    /// Records incidents opening and closing and flaps starting, in one transaction. Safe to
+    /// repeat (a replay after a crash records the same changes again): an incident is keyed by
+    /// its start, and a close only ends the one still open.
+    pub async fn record_incidents(
+        &self,
+        changes: &[mdd_core::incident::IncidentChange],
+    ) -> Result<(), StoreError> {
+        use mdd_core::incident::IncidentChange;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for change in changes {
+            let query = match change {
+                IncidentChange::Opened { check, entity, at } => sqlx::query(
+                    "INSERT OR IGNORE INTO incidents (check_name, entity, started_at) VALUES (?1, ?2, ?3)",
+                )
+                .bind(check)
+                .bind(entity)
+                .bind(at),
+                IncidentChange::Closed { check, entity, at } => sqlx::query(
+                    "UPDATE incidents SET ended_at = ?3
+                     WHERE check_name = ?1 AND entity = ?2 AND ended_at IS NULL AND started_at <= ?3",
+                )
+                .bind(check)
+                .bind(entity)
+                .bind(at),
+                IncidentChange::Flapped { check, entity, at } => sqlx::query(
+                    "INSERT OR IGNORE INTO flaps (check_name, entity, at) VALUES (?1, ?2, ?3)",
+                )
+                .bind(check)
+                .bind(entity)
+                .bind(at),
+            };
+            query.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Incidents that were going at some point since `from` (still open, or ended after it),
+    /// and the flap starts since `from`.
+    #[allow(clippy::type_complexity)]
+    pub async fn incidents_since(
+        &self,
+        from: i64,
+    ) -> Result<
+        (
+            Vec<mdd_core::incident::Incident>,
+            Vec<(String, String, i64)>,
+        ),
+        StoreError,
+    > {
+        let rows = sqlx::query(
+            "SELECT check_name, entity, started_at, ended_at FROM incidents
+             WHERE ended_at IS NULL OR ended_at >= ?1 ORDER BY started_at",
+        )
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let incidents = rows
+            .into_iter()
+            .map(|row| {
+                Ok(mdd_core::incident::Incident {
+                    check: row.try_get(0).map_err(|e| self.err(e))?,
+                    entity: row.try_get(1).map_err(|e| self.err(e))?,
+                    started_at: row.try_get(2).map_err(|e| self.err(e))?,
+                    ended_at: row.try_get(3).map_err(|e| self.err(e))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = sqlx::query("SELECT check_name, entity, at FROM flaps WHERE at >= ?1")
+            .bind(from)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let flaps = rows
+            .into_iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(|e| self.err(e))?,
+                    row.try_get(1).map_err(|e| self.err(e))?,
+                    row.try_get(2).map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((incidents, flaps))
+    }
+
     /// Stores a new spec revision and returns its number.
     pub async fn apply_spec(&self, files: &[SpecFile], applied_at: i64) -> Result<i64, StoreError> {
         let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {

@@ -223,3 +223,49 @@ async fn silences_are_kept_replaced_and_deleted() {
     let store = Store::open(dir.path()).await.expect("reopen");
     assert_eq!(store.silences().await.expect("read"), ["{\"v\":2}"]);
 }
+
+#[tokio::test]
+async fn incidents_open_close_and_replay_harmlessly() {
+    use mdd_core::incident::IncidentChange::{Closed, Flapped, Opened};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let (c, e) = ("dns".to_string(), "a".to_string());
+    let changes = [
+        Opened {
+            check: c.clone(),
+            entity: e.clone(),
+            at: 100,
+        },
+        Closed {
+            check: c.clone(),
+            entity: e.clone(),
+            at: 150,
+        },
+        Opened {
+            check: c.clone(),
+            entity: e.clone(),
+            at: 200,
+        },
+        Flapped {
+            check: c.clone(),
+            entity: e.clone(),
+            at: 210,
+        },
+    ];
+    store.record_incidents(&changes).await.expect("record");
+    // A replay of the same changes stores nothing twice and does not close the open one.
+    store.record_incidents(&changes).await.expect("replay");
+    let (incidents, flaps) = store.incidents_since(0).await.expect("read");
+    let spans: Vec<(i64, Option<i64>)> = incidents
+        .iter()
+        .map(|i| (i.started_at, i.ended_at))
+        .collect();
+    assert_eq!(spans, [(100, Some(150)), (200, None)]);
+    assert_eq!(flaps, [(c, e, 210)]);
+    let (recent, _) = store.incidents_since(160).await.expect("read");
+    assert_eq!(
+        recent.len(),
+        1,
+        "the one that ended before 160 is out of the window"
+    );
+}

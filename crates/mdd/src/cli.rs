@@ -65,6 +65,21 @@ pub enum Command {
     /// Silence events: still evaluated and shown (marked), not notified.
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// How often things break: incidents, time failing, time to recover and flaps per check
+    /// and per owner over the last 24 h, 7 d and 30 d, worst first.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// One window instead of 24h, 7d and 30d (like 90d).
+    #[arg(long, value_name = "DURATION")]
+    pub window: Option<String>,
+    /// The server's JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod demo;
 mod deploy;
 mod docs;
 mod progress;
+mod report;
 mod serve;
 mod silence;
 mod verify;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => demo::demo(args),
         cli::Command::Docs(args) => docs::docs(args),
         cli::Command::Silence(command) => silence::silence(command),
+        cli::Command::Report(args) => report::report(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -1806,3 +1806,95 @@ async fn silences_mark_events_and_end_on_their_own() {
     assert!(!out.contains(gone.trim()), "{out}");
     assert!(server.stop().await.success());
 }
+
+/// How often things break: incidents, time failing, time to recover per check and owner,
+/// recorded as results arrive, kept across a `kill -9`, worst first.
+#[tokio::test]
+async fn incidents_are_counted_per_check_and_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    let spec = "checks:
+  - { name: ams1-dns, owner: team-dns, ttl: 1h }
+  - { name: ams1-ldap, owner: team-identity, ttl: 1h }
+  - { name: ams1-ntp, owner: team-dns, ttl: 1h }
+";
+    assert_eq!(server.apply(&[("dc.yaml", spec)]).await.0, 200);
+    let now = jiff::Timestamp::now().as_millisecond();
+    let t0 = now - 10 * 60_000;
+    let at = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .expect("time")
+            .to_string()
+    };
+    let timed = |id: &str, check: &str, status: i64, ms: i64| {
+        let mut r = result(id, check, status);
+        r["executed_at"] = json!(at(ms));
+        r
+    };
+    let results = json!({ "results": [
+        timed("d1", "ams1-dns", 0, t0),
+        timed("d2", "ams1-dns", 2, t0 + 1_000),
+        timed("d3", "ams1-dns", 0, t0 + 61_000),
+        timed("d4", "ams1-dns", 2, t0 + 120_000),
+        timed("l1", "ams1-ldap", 2, t0),
+        timed("n1", "ams1-ntp", 0, t0),
+    ]});
+    assert_eq!(server.post("/api/v1/results", &results).await.0, 200);
+    // Killed before the checkpoint could record them: the replay at start does.
+    server.kill9().await;
+    let server = TestServer::start(&data, &[]).await;
+
+    let (code, report) = server.get("/api/v1/report?window=24h").await;
+    assert_eq!(code, 200, "{report}");
+    let row = |list: &str, key: &str, name: &str| {
+        report[list]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r[key] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {list}: {report}"))
+    };
+    let dns = row("checks", "check", "ams1-dns");
+    assert_eq!(dns["incidents"], 2, "{dns}");
+    assert_eq!(dns["mttr_ms"], 60_000, "{dns}");
+    assert_eq!(dns["open"], 1, "{dns}");
+    let dns_failing = dns["failing_ms"].as_i64().expect("failing");
+    assert!(
+        (60_000 + 470_000..60_000 + 600_000).contains(&dns_failing),
+        "a minute, plus the open one since t0+2min: {dns_failing}"
+    );
+    assert_eq!(row("checks", "check", "ams1-ldap")["incidents"], 1);
+    assert!(
+        report["checks"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(|r| r["check"] != "ams1-ntp")),
+        "ntp never broke"
+    );
+    assert_eq!(
+        column(&report["top_offenders"], "check"),
+        ["ams1-ldap", "ams1-dns"],
+        "ten minutes failing before nine"
+    );
+    assert_eq!(row("owners", "owner", "team-dns")["incidents"], 2);
+
+    let (code, text, _) = mdd_client(&server, &["report"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("last 24h") && text.contains("last 30d") && text.contains("ams1-ldap"),
+        "{text}"
+    );
+    let (code, _) = server.get("/api/v1/report?window=forever").await;
+    assert_eq!(code, 400);
+    let page = server
+        .http
+        .get(format!("{}/report", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("report page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("data-check=\"ams1-ldap\""), "{page}");
+    assert!(server.stop().await.success());
+}

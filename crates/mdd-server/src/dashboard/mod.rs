@@ -71,6 +71,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/entities", get(entities))
         .route("/events", get(events))
         .route("/docs", get(docs))
+        .route("/report", get(report))
         .route("/static/docs.css", get(docs_stylesheet))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -318,6 +319,11 @@ async fn events(
 async fn docs(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     require_reader!(dash, headers, "/docs");
     html(StatusCode::OK, pages::docs(&dash.shared))
+}
+
+async fn report(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
+    require_reader!(dash, headers, "/report");
+    render(pages::report(&dash.shared).await)
 }
 
 async fn login_form(RawQuery(query): RawQuery) -> Response {

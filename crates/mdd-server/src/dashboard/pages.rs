@@ -874,3 +874,76 @@ pub fn docs(shared: &Shared) -> String {
     }
     .render_html(mdd_docs::Styles::Link("/static/docs.css"))
 }
+
+pub struct ReportRow {
+    pub name: String,
+    pub href: String,
+    pub owner: String,
+    pub incidents: u64,
+    pub failing: String,
+    pub mttr: String,
+    pub flaps: u64,
+    pub open: u64,
+}
+
+pub struct ReportWindow {
+    pub name: &'static str,
+    pub top: Vec<ReportRow>,
+    pub owners: Vec<ReportRow>,
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPage {
+    windows: Vec<ReportWindow>,
+}
+
+fn report_rows(list: &serde_json::Value, key: &str) -> Vec<ReportRow> {
+    let human = |ms: Option<i64>| {
+        ms.map(|ms| {
+            mdd_core::format_duration(std::time::Duration::from_millis(
+                u64::try_from(ms.max(0)).unwrap_or(0),
+            ))
+        })
+        .unwrap_or_else(|| "-".to_string())
+    };
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            let name = row[key].as_str().unwrap_or_default().to_string();
+            ReportRow {
+                href: if key == "check" {
+                    format!("/checks/{}", encode(&name))
+                } else {
+                    format!("/events?owner={}", encode(&name))
+                },
+                name,
+                owner: row["owner"].as_str().unwrap_or_default().to_string(),
+                incidents: row["incidents"].as_u64().unwrap_or(0),
+                failing: human(row["failing_ms"].as_i64()),
+                mttr: human(row["mttr_ms"].as_i64()),
+                flaps: row["flaps"].as_u64().unwrap_or(0),
+                open: row["open"].as_u64().unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// How often things break, over the standard windows.
+pub async fn report(shared: &Shared) -> Result<String, askama::Error> {
+    let mut windows = Vec::new();
+    for (name, seconds) in crate::api::REPORT_WINDOWS {
+        let window = crate::api::breakage_report(shared, std::time::Duration::from_secs(seconds))
+            .await
+            .unwrap_or_default();
+        let mut owners = report_rows(&window["owners"], "owner");
+        owners.sort_by_key(|o| std::cmp::Reverse(o.incidents));
+        windows.push(ReportWindow {
+            name,
+            top: report_rows(&window["top_offenders"], "check"),
+            owners,
+        });
+    }
+    ReportPage { windows }.render()
+}
