@@ -769,18 +769,13 @@ async fn create_silence(
         expires_at,
         until_resolved: request.until_resolved,
     };
-    silence
-        .validate()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let body = serde_json::to_string(&silence)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    shared
-        .store
-        .save_silence(&silence.id, &body, silence.expires_at)
-        .await
-        .map_err(|e| ApiError::store(&e))?;
     let view = silence_view(&silence, now);
-    shared.silences_write().push(silence);
+    crate::silences::add(&shared, silence)
+        .await
+        .map_err(|e| match e {
+            crate::silences::AddError::Invalid(e) => ApiError::bad_request(e.to_string()),
+            crate::silences::AddError::Store(e) => ApiError::store(&e),
+        })?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -805,18 +800,15 @@ async fn delete_silence(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Admin, "/api/v1/silences/{id}")?;
-    let deleted = shared
-        .store
-        .delete_silences(std::slice::from_ref(&id))
+    let existed = crate::silences::end(&shared, &id)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    if deleted == 0 {
+    if !existed {
         return Err(ApiError::not_found(format!(
             "no silence `{}`",
             truncate(&id)
         )));
     }
-    shared.silences_write().retain(|s| s.id != id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -97,3 +97,34 @@ fn resolved(
     }
     matched > 0
 }
+
+/// Why a silence was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error(transparent)]
+    Invalid(#[from] mdd_core::silence::SilenceError),
+    #[error(transparent)]
+    Store(#[from] mdd_storage::StoreError),
+}
+
+/// Validates, stores, and puts a silence in force.
+pub async fn add(shared: &Shared, silence: Silence) -> Result<(), AddError> {
+    silence.validate()?;
+    let body = serde_json::to_string(&silence).unwrap_or_default();
+    shared
+        .store
+        .save_silence(&silence.id, &body, silence.expires_at)
+        .await?;
+    shared.silences_write().push(silence);
+    Ok(())
+}
+
+/// Ends a silence now; false if there is none with that id.
+pub async fn end(shared: &Shared, id: &str) -> Result<bool, mdd_storage::StoreError> {
+    let deleted = shared
+        .store
+        .delete_silences(std::slice::from_ref(&id.to_string()))
+        .await?;
+    shared.silences_write().retain(|s| s.id != id);
+    Ok(deleted > 0)
+}

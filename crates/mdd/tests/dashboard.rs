@@ -248,6 +248,53 @@ async fn the_dashboard_shows_a_datacenter_turning_green_live() {
         )
         .await;
 
+    // Silence a check from its page, see it marked, end it.
+    browser
+        .open(&format!("{}/checks/ams1-dns", server.url))
+        .await;
+    browser
+        .eval("document.querySelector('.silence-form input[name=reason]').value = 'resolver migration'")
+        .await;
+    browser
+        .eval("document.querySelector('.silence-form select').value = '4h'")
+        .await;
+    browser
+        .navigate_by("document.getElementById('silence').click()")
+        .await;
+    // The page after the form posts: its silence shown with the reason and the end.
+    browser
+        .wait_for(
+            "(document.querySelector('.silences')?.innerText ?? '').includes('resolver migration')",
+            json!(true),
+        )
+        .await;
+    assert!(
+        browser
+            .eval("document.querySelector('.silences').innerText")
+            .await
+            .as_str()
+            .is_some_and(|t| t.contains("until 20") && t.contains("first admin")),
+        "who and until when"
+    );
+    let (_, silences) = server.get("/api/v1/silences").await;
+    assert_eq!(silences["silences"][0]["check"], "ams1-dns", "{silences}");
+    assert_eq!(
+        silences["silences"][0]["creator"], "first admin",
+        "{silences}"
+    );
+    browser
+        .navigate_by("document.querySelector('.end-silence').click()")
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelector('.silences') === null")
+            .await,
+        json!(true),
+        "ended"
+    );
+    let (_, silences) = server.get("/api/v1/silences").await;
+    assert_eq!(silences["silences"], json!([]), "{silences}");
+
     // The overview: the deployment's bar and a tile per datacenter, coloured by its worst.
     browser.open(&format!("{}/", server.url)).await;
     let tiles = browser

@@ -39,6 +39,8 @@ pub struct Dashboard {
 #[derive(Clone)]
 struct Session {
     role: Role,
+    /// The name of the token signed in with: the creator of what this session writes.
+    name: String,
     expires_at: i64,
     /// Sent back with every form that writes: a page on another site cannot know it.
     csrf: String,
@@ -48,6 +50,8 @@ struct Session {
 #[derive(Clone, Default)]
 pub struct Viewer {
     pub role: Option<Role>,
+    /// Who, for what they write: the token's name.
+    pub name: String,
     /// The session's form token, when signed in with a session (not a bearer token).
     pub csrf: Option<String>,
 }
@@ -68,6 +72,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/deployments/{name}", get(deployment))
         .route("/checks/{name}", get(check))
         .route("/checks/{name}/run", post(run_now))
+        .route("/checks/{name}/silence", post(silence_check))
+        .route("/silences/{id}/end", post(end_silence))
         .route("/entities", get(entities))
         .route("/events", get(events))
         .route("/docs", get(docs))
@@ -96,6 +102,7 @@ impl Dashboard {
             if let Some(session) = sessions.get(id) {
                 return Viewer {
                     role: Some(session.role),
+                    name: session.name.clone(),
                     csrf: Some(session.csrf.clone()),
                 };
             }
@@ -107,11 +114,13 @@ impl Dashboard {
         if let Some(token) = bearer.and_then(|secret| self.shared.token(secret.trim())) {
             return Viewer {
                 role: Some(token.role),
+                name: token.name,
                 csrf: None,
             };
         }
         Viewer {
             role: self.shared.config.public_read.then_some(Role::Read),
+            name: String::new(),
             csrf: None,
         }
     }
@@ -233,34 +242,54 @@ async fn check(
 /// "Run now": a write, so it needs write rights and, with a session cookie (which a browser
 /// sends along with requests other sites make), the session's form token and a same-origin
 /// request. A bearer token is not sent by browsers on their own, so it needs neither.
+/// The checks every dashboard write makes: write rights and, with a session cookie (which a
+/// browser sends along with requests other sites make), the session's form token and a
+/// same-origin request. A bearer token is not sent by browsers on their own: it needs neither.
+#[allow(clippy::result_large_err)]
+fn writer(dash: &Dashboard, headers: &HeaderMap, body: &[u8]) -> Result<Viewer, Response> {
+    let viewer = dash.viewer(headers);
+    if !viewer.can_write() {
+        return Err(render(pages::message(
+            "Not allowed",
+            "This needs an admin token: sign in with one.",
+        ))
+        .with_status(StatusCode::FORBIDDEN));
+    }
+    if let Some(expected) = &viewer.csrf {
+        let sent = form_urlencoded::parse(body)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let same_token: bool =
+            subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()).into();
+        if !same_token || !same_origin(headers) {
+            return Err(render(pages::message(
+                "Refused",
+                "This request did not come from this dashboard's own page.",
+            ))
+            .with_status(StatusCode::FORBIDDEN));
+        }
+    }
+    Ok(viewer)
+}
+
+fn back_to(path: String) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(&path) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// "Run now" on a check's page.
 async fn run_now(
     AxumState(dash): AxumState<Dashboard>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let viewer = dash.viewer(&headers);
-    if !viewer.can_write() {
-        return render(pages::message(
-            "Not allowed",
-            "Running a check needs an admin token: sign in with one.",
-        ))
-        .with_status(StatusCode::FORBIDDEN);
-    }
-    if let Some(expected) = &viewer.csrf {
-        let sent = form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        let same_token: bool =
-            subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), expected.as_bytes()).into();
-        if !same_token || !same_origin(&headers) {
-            return render(pages::message(
-                "Refused",
-                "This request did not come from this dashboard's own page.",
-            ))
-            .with_status(StatusCode::FORBIDDEN);
-        }
+    if let Err(refused) = writer(&dash, &headers, &body) {
+        return refused;
     }
     let checks = dash.shared.checks();
     let Some(check) = checks.get(&name).filter(|c| crate::scheduler::runs_here(c)) else {
@@ -272,11 +301,86 @@ async fn run_now(
         return render(pages::message("Not stored", &e))
             .with_status(StatusCode::SERVICE_UNAVAILABLE);
     }
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/checks/{}", pages::encode(&name))) {
-        response.headers_mut().insert(header::LOCATION, location);
+    back_to(format!("/checks/{}", pages::encode(&name)))
+}
+
+/// "Silence" on a check's page: a reason and how long (or until it passes again).
+async fn silence_check(
+    AxumState(dash): AxumState<Dashboard>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let viewer = match writer(&dash, &headers, &body) {
+        Ok(viewer) => viewer,
+        Err(refused) => return refused,
+    };
+    if dash.shared.checks().get(&name).is_none() {
+        return not_found(&format!("There is no check `{name}` in the applied spec."));
     }
-    response
+    let (mut reason, mut duration) = (String::new(), String::new());
+    for (key, value) in form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "reason" => reason = value.trim().chars().take(1024).collect(),
+            "for" => duration = value.into_owned(),
+            _ => {}
+        }
+    }
+    let now = now_ms();
+    let (expires_at, until_resolved) = if duration == "until-resolved" {
+        (None, true)
+    } else {
+        match mdd_core::parse_duration(&duration) {
+            Ok(d) => (
+                Some(now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+                false,
+            ),
+            Err(e) => {
+                return render(pages::message("Not silenced", &format!("for: {e}")))
+                    .with_status(StatusCode::BAD_REQUEST);
+            }
+        }
+    };
+    let silence = mdd_core::silence::Silence {
+        id: uuid::Uuid::now_v7().to_string(),
+        check: Some(name.clone()),
+        entity: None,
+        labels: Default::default(),
+        owner: None,
+        reason,
+        creator: viewer.name,
+        starts_at: now,
+        expires_at,
+        until_resolved,
+    };
+    if let Err(e) = crate::silences::add(&dash.shared, silence).await {
+        return render(pages::message("Not silenced", &e.to_string()))
+            .with_status(StatusCode::BAD_REQUEST);
+    }
+    back_to(format!("/checks/{}", pages::encode(&name)))
+}
+
+/// "End" on a silence shown on a check's page.
+async fn end_silence(
+    AxumState(dash): AxumState<Dashboard>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = writer(&dash, &headers, &body) {
+        return refused;
+    }
+    let back = form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "back")
+        .map(|(_, v)| v.into_owned())
+        .filter(|b| b.starts_with("/checks/"))
+        .unwrap_or_else(|| "/".to_string());
+    match crate::silences::end(&dash.shared, &id).await {
+        Ok(true) => back_to(back),
+        Ok(false) => not_found("That silence has already ended."),
+        Err(e) => render(pages::message("Not ended", &e.to_string()))
+            .with_status(StatusCode::SERVICE_UNAVAILABLE),
+    }
 }
 
 /// Whether the browser says the request comes from a page of this server (Origin, or failing
@@ -372,6 +476,7 @@ async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
             id.clone(),
             Session {
                 role: entry.role,
+                name: entry.name.clone(),
                 expires_at: now_ms() + SESSION_MS,
                 csrf: hex(&csrf),
             },

@@ -495,6 +495,17 @@ struct CheckPage {
     can_run: bool,
     csrf: String,
     run_href: String,
+    /// The viewer may silence and end silences.
+    can_write: bool,
+    silence_href: String,
+    silences: Vec<SilenceRow>,
+}
+
+pub struct SilenceRow {
+    pub reason: String,
+    pub creator: String,
+    pub until: String,
+    pub end_href: String,
 }
 
 pub async fn check(
@@ -635,6 +646,33 @@ pub async fn check(
                     mdd_core::format_duration(config.interval),
                     config.subscriptions.join(", ")
                 )
+            },
+            can_write: viewer.can_write(),
+            silence_href: format!("/checks/{}/silence", encode(&config.name)),
+            silences: {
+                let silences = shared.silences_read();
+                silences
+                    .iter()
+                    .filter(|s| {
+                        s.is_active(now)
+                            && s.check.as_deref().is_none_or(|c| c == config.name)
+                            && s.owner
+                                .as_deref()
+                                .is_none_or(|o| config.owner.as_deref() == Some(o))
+                            && s.labels
+                                .iter()
+                                .all(|(k, v)| config.labels.get(k) == Some(v))
+                    })
+                    .map(|s| SilenceRow {
+                        reason: s.reason.clone(),
+                        creator: s.creator.clone(),
+                        until: match s.expires_at {
+                            Some(at) => format!("until {} UTC", since_text(at)),
+                            None => "until it passes again".to_string(),
+                        },
+                        end_href: format!("/silences/{}/end", encode(&s.id)),
+                    })
+                    .collect()
             },
             can_run: viewer.can_write() && crate::scheduler::runs_here(&config),
             csrf: viewer.csrf.clone().unwrap_or_default(),

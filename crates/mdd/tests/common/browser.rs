@@ -198,15 +198,16 @@ impl Browser {
             .unwrap_or_else(|_| panic!("{url} loads within 30 s"));
     }
 
-    /// Runs `action` (a script that navigates, like a click) and waits for the next page.
+    /// Runs `action` (a script that navigates, like a click) and waits for the next page: a
+    /// marker set on the current document must be gone (a new document) and it must be loaded.
     pub async fn navigate_by(&self, action: &str) {
-        let loaded = self.loads.notified();
-        tokio::pin!(loaded);
-        loaded.as_mut().enable();
+        self.eval("window.__mddOldPage = true").await;
         self.eval(action).await;
-        tokio::time::timeout(Duration::from_secs(30), loaded)
-            .await
-            .unwrap_or_else(|_| panic!("`{action}` leads to a page within 30 s"));
+        self.wait_for(
+            "window.__mddOldPage === undefined && document.readyState === 'complete'",
+            Value::Bool(true),
+        )
+        .await;
     }
 
     /// Evaluates a JavaScript expression in the page and returns its value.
