@@ -29,6 +29,7 @@ impl CheckSet {
             spec: Spec {
                 checks: Vec::new(),
                 deployments: Vec::new(),
+                handlers: Vec::new(),
             },
             by_name: FastMap::default(),
             selections: Vec::new(),

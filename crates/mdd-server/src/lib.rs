@@ -345,6 +345,12 @@ pub async fn start(
             .await?;
     }
 
+    if !checks.spec.handlers.is_empty() {
+        tracing::warn!(
+            handlers = checks.spec.handlers.len(),
+            "the spec has handlers: they are validated, but this version delivers no notifications yet"
+        );
+    }
     let events = load_events(&store, &checks).await?;
     let tracks = deployments::load(&store).await?;
     let silences = silences::load(&store).await?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::parse::{CheckRefs, NameRef, ParsedDeployment, did_you_mean};
+use super::parse::{CheckRefs, NameRef, ParsedDeployment, ParsedHandler, did_you_mean};
 use super::{Check, SpecError};
 use crate::graph::DependencyGraph;
 
@@ -105,6 +105,52 @@ pub(crate) fn check_references(
                     first.file, first.name_at.line
                 ),
             });
+        }
+    }
+}
+
+/// Handler names are unique, and every handler a check names exists.
+pub(crate) fn check_handlers(
+    refs: &[CheckRefs],
+    handlers: &[ParsedHandler],
+    errors: &mut Vec<SpecError>,
+) {
+    let mut first_seen: HashMap<&str, &ParsedHandler> = HashMap::new();
+    for h in handlers {
+        match first_seen.get(h.name_at.name.as_str()) {
+            Some(first) => errors.push(SpecError {
+                file: h.file.clone(),
+                line: h.name_at.line,
+                column: h.name_at.column,
+                field: format!("{}.name", h.path),
+                check: None,
+                message: format!(
+                    "duplicate handler name `{}`: already used at {}:{}",
+                    h.name_at.name, first.file, first.name_at.line
+                ),
+            }),
+            None => {
+                first_seen.insert(&h.name_at.name, h);
+            }
+        }
+    }
+    let known: Vec<&str> = first_seen.keys().copied().collect();
+    for r in refs {
+        for (i, handler) in r.handlers.iter().enumerate() {
+            if !first_seen.contains_key(handler.name.as_str()) {
+                errors.push(SpecError {
+                    file: r.file.clone(),
+                    line: handler.line,
+                    column: handler.column,
+                    field: format!("{}.handlers[{i}]", r.path),
+                    check: r.name.as_ref().map(|n| n.name.clone()),
+                    message: format!(
+                        "unknown handler `{}`{}",
+                        handler.name,
+                        did_you_mean(&handler.name, &known)
+                    ),
+                });
+            }
         }
     }
 }

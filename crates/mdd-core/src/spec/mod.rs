@@ -34,6 +34,7 @@ pub fn is_valid_entity_name(name: &str) -> bool {
 pub struct Spec {
     pub checks: Vec<Check>,
     pub deployments: Vec<Deployment>,
+    pub handlers: Vec<Handler>,
 }
 
 /// One monitor of one integration point.
@@ -60,6 +61,9 @@ pub struct Check {
     pub ttl: Option<Duration>,
     /// Flap detection thresholds in percent (0 disables).
     pub flap: crate::event::FlapThresholds,
+    /// Handlers that notify about this check (besides those whose own selector picks it).
+    #[serde(default)]
+    pub handlers: Vec<String>,
     pub probe: Probe,
     /// Where the check was written, so reports can point back at it.
     pub source: Source,
@@ -255,6 +259,60 @@ pub struct Deployment {
     pub settle: Duration,
 }
 
+/// Where notifications about events go: a webhook or a command, with the filter that decides
+/// which changes it hears about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handler {
+    pub name: String,
+    pub kind: HandlerKind,
+    #[serde(with = "crate::result::duration_ms", rename = "timeout_ms")]
+    pub timeout: Duration,
+    pub filter: HandlerFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HandlerKind {
+    /// POSTs the event as JSON.
+    Webhook {
+        url: String,
+        headers: BTreeMap<String, String>,
+    },
+    /// Runs a program (no shell) with the event as JSON on stdin, in the shape Sensu Go
+    /// handlers read.
+    Command { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandlerFilter {
+    /// The states that notify (empty: any change); a resolution always does.
+    pub states: Vec<crate::State>,
+    /// Notify only from this many occurrences in a row (at least 1).
+    pub occurrences: u32,
+    /// While still failing, notify again at most this often.
+    #[serde(with = "optional_duration_ms", rename = "reminder_ms")]
+    pub reminder: Option<Duration>,
+    /// A selector: checks with one of these owners...
+    pub owners: Vec<String>,
+    /// ...and/or with all of these labels. With either, the handler applies to every check
+    /// it selects, named in the check's `handlers` or not.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Handler {
+    /// Whether this handler notifies about `check`.
+    pub fn applies_to(&self, check: &Check) -> bool {
+        if check.handlers.contains(&self.name) {
+            return true;
+        }
+        let f = &self.filter;
+        let has_selector = !f.owners.is_empty() || !f.labels.is_empty();
+        has_selector
+            && (f.owners.is_empty() || check.owner.as_ref().is_some_and(|o| f.owners.contains(o)))
+            && check.matches_labels(&f.labels)
+    }
+}
+
 /// `Option<Duration>` as milliseconds or null, for the JSON form of checks.
 mod optional_duration_ms {
     use std::time::Duration;
@@ -329,6 +387,7 @@ pub fn load(sources: &[SpecSource<'_>]) -> Result<Spec, SpecErrors> {
     let mut errors = Vec::new();
     let mut checks = Vec::new();
     let mut deployments = Vec::new();
+    let mut handlers = Vec::new();
     let mut check_fields = Vec::new();
     for source in sources {
         let parsed = parse::parse_file(source.file, source.text);
@@ -336,12 +395,15 @@ pub fn load(sources: &[SpecSource<'_>]) -> Result<Spec, SpecErrors> {
         checks.extend(parsed.checks);
         check_fields.extend(parsed.check_fields);
         deployments.extend(parsed.deployments);
+        handlers.extend(parsed.handlers);
     }
     graph_check::check_references(&checks, &check_fields, &deployments, &mut errors);
+    graph_check::check_handlers(&check_fields, &handlers, &mut errors);
     if errors.is_empty() {
         Ok(Spec {
             checks,
             deployments: deployments.into_iter().map(|d| d.deployment).collect(),
+            handlers: handlers.into_iter().map(|h| h.handler).collect(),
         })
     } else {
         errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::node::{self, Node, Value};
 use super::{
-    Check, CommandProbe, Deployment, DnsProbe, HttpProbe, Probe, RecordType, Source, SpecError,
-    TcpProbe, TlsProbe,
+    Check, CommandProbe, Deployment, DnsProbe, Handler, HandlerFilter, HandlerKind, HttpProbe,
+    Probe, RecordType, Source, SpecError, TcpProbe, TlsProbe,
 };
 use crate::duration::parse_duration;
 
@@ -39,6 +39,15 @@ pub(crate) struct ParsedDeployment {
     pub name_at: NameRef,
 }
 
+/// A handler with where its name was written.
+#[derive(Debug, Clone)]
+pub(crate) struct ParsedHandler {
+    pub handler: Handler,
+    pub file: String,
+    pub path: String,
+    pub name_at: NameRef,
+}
+
 /// What cross-file validation needs to know about one check entry, even an invalid one, so that
 /// one broken check does not cause a cascade of "unknown check" errors in the checks using it.
 #[derive(Debug, Clone)]
@@ -47,6 +56,7 @@ pub(crate) struct CheckRefs {
     pub path: String,
     pub name: Option<NameRef>,
     pub depends_on: Vec<NameRef>,
+    pub handlers: Vec<NameRef>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +64,7 @@ pub(crate) struct ParsedFile {
     pub checks: Vec<Check>,
     pub check_fields: Vec<CheckRefs>,
     pub deployments: Vec<ParsedDeployment>,
+    pub handlers: Vec<ParsedHandler>,
     pub errors: Vec<SpecError>,
 }
 
@@ -135,6 +146,16 @@ pub(crate) fn parse_file(file: &str, text: &str) -> ParsedFile {
             }
         }
     }
+    if let Some(handlers) = top.get("handlers")
+        && let Some(items) = list(&mut ctx, handlers, "handlers")
+    {
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("handlers[{i}]");
+            if let Some(handler) = parse_handler(&mut ctx, item, &path) {
+                parsed.handlers.push(handler);
+            }
+        }
+    }
     top.finish(&mut ctx, "");
     parsed.errors = ctx.errors;
     parsed
@@ -187,6 +208,7 @@ fn parse_check(
         path: path.to_string(),
         name: None,
         depends_on: Vec::new(),
+        handlers: Vec::new(),
     };
     let errors_before = ctx.errors.len();
     let Some(mut fields) = Fields::of(ctx, node, path) else {
@@ -238,6 +260,20 @@ fn parse_check(
                 if let Some(dep) = name_field(ctx, item, &format!("{field}[{i}]")) {
                     refs.depends_on.push(NameRef {
                         name: dep,
+                        line: item.line,
+                        column: item.column,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(n) = fields.get("handlers") {
+        let field = format!("{path}.handlers");
+        if let Some(items) = list(ctx, n, &field) {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(handler) = name_field(ctx, item, &format!("{field}[{i}]")) {
+                    refs.handlers.push(NameRef {
+                        name: handler,
                         line: item.line,
                         column: item.column,
                     });
@@ -340,6 +376,7 @@ fn parse_check(
             entity,
             ttl,
             flap,
+            handlers: refs.handlers.iter().map(|h| h.name.clone()).collect(),
             probe,
             source: Source {
                 file: ctx.file.to_string(),
@@ -724,6 +761,185 @@ fn parse_tls(ctx: &mut Ctx, node: &Node, path: &str) -> Option<TlsProbe> {
         crit_days: crit_days?,
         ca,
         insecure,
+    })
+}
+
+/// How long a handler may take by default.
+const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn parse_handler(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedHandler> {
+    ctx.check = None;
+    let mut f = Fields::of(ctx, node, path)?;
+    let errors_before = ctx.errors.len();
+    let name_node = f.get("name");
+    let name = match name_node {
+        Some(n) => name_field(ctx, n, &format!("{path}.name")),
+        None => {
+            ctx.error(node, path, "missing required field `name`");
+            None
+        }
+    };
+    let kind_text = match f.get("type") {
+        Some(n) => string(ctx, n, &format!("{path}.type")).map(|t| (t, n)),
+        None => {
+            ctx.error(
+                node,
+                path,
+                "missing required field `type` (webhook or command)",
+            );
+            None
+        }
+    };
+    let url = f.get("url");
+    let headers = f.get("headers");
+    let command = f.get("command");
+    let kind = match kind_text {
+        Some((t, _)) if t == "webhook" => {
+            if let Some(n) = command {
+                ctx.error(
+                    n,
+                    &format!("{path}.command"),
+                    "a webhook handler has a `url`, not a `command`",
+                );
+            }
+            let url = match url {
+                Some(n) => string(ctx, n, &format!("{path}.url")).filter(|text| {
+                    let ok = url::Url::parse(text).is_ok_and(|u| {
+                        matches!(u.scheme(), "http" | "https") && u.host().is_some()
+                    });
+                    if !ok {
+                        ctx.error(
+                            n,
+                            &format!("{path}.url"),
+                            format!("`{text}` must be an http:// or https:// URL with a host"),
+                        );
+                    }
+                    ok
+                }),
+                None => {
+                    ctx.error(node, path, "a webhook handler needs a `url`");
+                    None
+                }
+            };
+            let headers = headers
+                .map(|n| label_map(ctx, n, &format!("{path}.headers")))
+                .unwrap_or_default();
+            url.map(|url| HandlerKind::Webhook { url, headers })
+        }
+        Some((t, _)) if t == "command" => {
+            for (key, n) in [("url", url), ("headers", headers)] {
+                if let Some(n) = n {
+                    ctx.error(
+                        n,
+                        &format!("{path}.{key}"),
+                        format!("a command handler has a `command`, not `{key}`"),
+                    );
+                }
+            }
+            match command {
+                Some(n) => parse_command(ctx, n, &format!("{path}.command"))
+                    .map(|c| HandlerKind::Command { argv: c.argv }),
+                None => {
+                    ctx.error(node, path, "a command handler needs a `command`");
+                    None
+                }
+            }
+        }
+        Some((t, n)) => {
+            ctx.error(
+                n,
+                &format!("{path}.type"),
+                format!("unknown handler type `{t}`: use webhook or command"),
+            );
+            None
+        }
+        None => None,
+    };
+    let timeout = f
+        .get("timeout")
+        .and_then(|n| positive_duration(ctx, n, &format!("{path}.timeout")))
+        .unwrap_or(DEFAULT_HANDLER_TIMEOUT);
+    let filter = match f.get("filter") {
+        Some(n) => parse_handler_filter(ctx, n, &format!("{path}.filter")),
+        None => Some(HandlerFilter {
+            occurrences: 1,
+            ..HandlerFilter::default()
+        }),
+    };
+    f.finish(ctx, path);
+    if ctx.errors.len() != errors_before {
+        return None;
+    }
+    let name = name?;
+    let at = name_node.map_or((node.line, node.column), |n| (n.line, n.column));
+    Some(ParsedHandler {
+        handler: Handler {
+            name: name.clone(),
+            kind: kind?,
+            timeout,
+            filter: filter?,
+        },
+        file: ctx.file.to_string(),
+        path: path.to_string(),
+        name_at: NameRef {
+            name,
+            line: at.0,
+            column: at.1,
+        },
+    })
+}
+
+fn parse_handler_filter(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HandlerFilter> {
+    let mut f = Fields::of(ctx, node, path)?;
+    let mut states = Vec::new();
+    if let Some(n) = f.get("states") {
+        let field = format!("{path}.states");
+        for (i, word) in string_list(ctx, n, &field).into_iter().enumerate() {
+            match word.parse::<crate::State>() {
+                Ok(state) => states.push(state),
+                Err(_) => {
+                    let names: Vec<&str> = crate::State::ALL.iter().map(|s| s.as_str()).collect();
+                    ctx.error(
+                        n,
+                        &format!("{field}[{i}]"),
+                        format!("unknown state `{word}`: use {}", names.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+    let occurrences = match f.get("occurrences") {
+        None => 1,
+        Some(n) => match n.value {
+            Value::Int(k) if (1..=1_000_000).contains(&k) => u32::try_from(k).unwrap_or(1),
+            _ => {
+                ctx.error(
+                    n,
+                    &format!("{path}.occurrences"),
+                    format!("expected a count of at least 1, found {}", describe(n)),
+                );
+                1
+            }
+        },
+    };
+    let reminder = f
+        .get("reminder")
+        .and_then(|n| positive_duration(ctx, n, &format!("{path}.reminder")));
+    let owners = f
+        .get("owners")
+        .map(|n| string_list(ctx, n, &format!("{path}.owners")))
+        .unwrap_or_default();
+    let labels = f
+        .get("labels")
+        .map(|n| label_map(ctx, n, &format!("{path}.labels")))
+        .unwrap_or_default();
+    f.finish(ctx, path);
+    Some(HandlerFilter {
+        states,
+        occurrences,
+        reminder,
+        owners,
+        labels,
     })
 }
 

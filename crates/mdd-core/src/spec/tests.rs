@@ -260,9 +260,9 @@ fn wrong_shapes_everywhere() {
     assert_has(&errors_of("- a\n- b\n"), 1, "", "expected a mapping");
     assert_has(&errors_of("checks: 5\n"), 1, "checks", "expected a list");
     assert_has(
-        &errors_of("checks: []\nhandlers: []\n"),
+        &errors_of("checks: []\nalerts: []\n"),
         2,
-        "handlers",
+        "alerts",
         "unknown field",
     );
     assert_has(
@@ -502,4 +502,127 @@ fn proxy_entities() {
     );
     assert_has(&errors, 2, "checks[0].entity", "not a valid entity name");
     assert_has(&errors, 3, "checks[1].name", "reserved");
+}
+
+#[test]
+fn handlers_parse_and_say_which_checks_they_notify_about() {
+    let spec = load_one(
+        "spec.yaml",
+        "handlers:
+  - name: pager
+    type: webhook
+    url: https://hooks.example.com/pager
+    headers: { X-Team: network }
+    timeout: 5s
+    filter: { states: [failing, unknown], occurrences: 3, reminder: 30m, owners: [network] }
+  - name: slack
+    type: command
+    command: [/usr/local/bin/sensu-slack-handler, --channel, ops]
+checks:
+  - { name: dns, owner: network, ttl: 1h }
+  - { name: web, owner: web, ttl: 1h, handlers: [slack] }
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pager = &spec.handlers[0];
+    assert_eq!(pager.timeout, Duration::from_secs(5));
+    assert_eq!(
+        pager.kind,
+        HandlerKind::Webhook {
+            url: "https://hooks.example.com/pager".into(),
+            headers: [("X-Team".to_string(), "network".to_string())].into(),
+        }
+    );
+    assert_eq!(pager.filter.occurrences, 3);
+    assert_eq!(pager.filter.reminder, Some(Duration::from_secs(1800)));
+    assert_eq!(
+        pager.filter.states,
+        [crate::State::Failing, crate::State::Unknown]
+    );
+    let slack = &spec.handlers[1];
+    assert_eq!(
+        slack.kind,
+        HandlerKind::Command {
+            argv: vec![
+                "/usr/local/bin/sensu-slack-handler".into(),
+                "--channel".into(),
+                "ops".into()
+            ]
+        }
+    );
+    assert_eq!(slack.filter.occurrences, 1, "the default");
+    let (dns, web) = (&spec.checks[0], &spec.checks[1]);
+    assert!(pager.applies_to(dns), "selected by owner");
+    assert!(!pager.applies_to(web));
+    assert!(slack.applies_to(web), "named by the check");
+    assert!(
+        !slack.applies_to(dns),
+        "no selector: only checks that name it"
+    );
+}
+
+#[test]
+fn handler_mistakes_are_reported_where_they_are() {
+    let errors = errors_of(
+        "handlers:
+  - name: pager
+    type: webhook
+  - name: pager
+    type: carrier-pigeon
+  - name: run
+    type: command
+    url: http://x.example
+    command: [notify]
+  - name: hook
+    type: webhook
+    url: ftp://files.example
+    filter: { states: [on-fire], occurrences: 0, remind: 1h }
+checks:
+  - { name: dns, ttl: 1h, handlers: [pagr] }
+",
+    );
+    assert_has(&errors, 2, "handlers[0]", "needs a `url`");
+    assert_has(
+        &errors,
+        5,
+        "handlers[1].type",
+        "unknown handler type `carrier-pigeon`",
+    );
+    assert_has(&errors, 8, "handlers[2].url", "not `url`");
+    assert_has(&errors, 12, "handlers[3].url", "must be an http");
+    assert_has(
+        &errors,
+        13,
+        "handlers[3].filter.states[0]",
+        "unknown state `on-fire`",
+    );
+    assert_has(&errors, 13, "handlers[3].filter.occurrences", "at least 1");
+    assert_has(
+        &errors,
+        13,
+        "handlers[3].filter.remind",
+        "did you mean `reminder`",
+    );
+    assert_has(
+        &errors,
+        15,
+        "checks[0].handlers[0]",
+        "unknown handler `pagr`",
+    );
+}
+
+#[test]
+fn duplicate_handler_names_are_refused() {
+    let errors = errors_of(
+        "handlers:
+  - { name: log, type: command, command: [logger] }
+  - { name: log, type: command, command: [logger, -t, mdd] }
+",
+    );
+    assert_has(
+        &errors,
+        3,
+        "handlers[1].name",
+        "duplicate handler name `log`",
+    );
 }

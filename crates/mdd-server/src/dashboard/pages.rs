@@ -364,6 +364,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
             .cloned()
             .collect(),
         deployments: Vec::new(),
+        handlers: Vec::new(),
     };
     let live: BTreeMap<String, mdd_docs::Live> = detail
         .checks
