@@ -1478,7 +1478,8 @@ checks:
         let (code, out, _) = mdd_client(&server, &["deploy", "status", "ams1"]).await;
         assert_eq!(code, Some(1), "{out}");
         said = out;
-        if said.contains("blocked by ams1-dns") {
+        // DNS has failed (not merely pending) and the web check waits behind it.
+        if said.contains("✗ ams1-dns") && said.contains("blocked by ams1-dns") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
