@@ -42,6 +42,11 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v1/checks/{name}/results", get(check_results))
         .route("/api/v1/entities", get(list_entities))
         .route("/api/v1/report", get(report))
+        .route("/api/v1/handlers", get(list_handlers))
+        .route(
+            "/api/v1/handlers/{name}/deliveries",
+            get(handler_deliveries),
+        )
         .route("/api/v1/silences", get(list_silences).post(create_silence))
         .route(
             "/api/v1/silences/{id}",
@@ -669,6 +674,48 @@ async fn report(
         }
     };
     Ok(Json(body).into_response())
+}
+
+async fn list_handlers(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Read, "/api/v1/handlers")?;
+    let checks = shared.checks();
+    let list: Vec<serde_json::Value> = checks
+        .spec
+        .handlers
+        .iter()
+        .map(|h| {
+            let (kind, target) = match &h.kind {
+                mdd_core::spec::HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
+                mdd_core::spec::HandlerKind::Command { argv } => ("command", argv.join(" ")),
+            };
+            let recent: Vec<_> = shared.deliveries.of(&h.name).into_iter().take(20).collect();
+            json!({ "name": h.name, "type": kind, "target": target, "recent": recent })
+        })
+        .collect();
+    Ok(Json(json!({ "handlers": list })).into_response())
+}
+
+async fn handler_deliveries(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(
+        &shared,
+        &headers,
+        Role::Read,
+        "/api/v1/handlers/{name}/deliveries",
+    )?;
+    if !shared.checks().spec.handlers.iter().any(|h| h.name == name) {
+        return Err(ApiError::not_found(format!(
+            "no handler `{}`",
+            truncate(&name)
+        )));
+    }
+    Ok(Json(json!({ "deliveries": shared.deliveries.of(&name) })).into_response())
 }
 
 #[derive(Debug, Deserialize)]

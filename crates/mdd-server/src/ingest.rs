@@ -236,11 +236,36 @@ async fn write_group(
         apply_results(&cache, &fresh, &checks)
     };
     pending_incidents.extend(incidents);
+    // Handlers hear about changes (and about the first results in a row of a failing event,
+    // for occurrence thresholds); with no handlers in the spec this costs nothing.
+    let watching = !checks.spec.handlers.is_empty();
+    let mut notices = Vec::new();
     {
         let mut cache = shared.events_write();
         for (key, cached) in staged {
             dirty.insert(key.clone());
-            cache.insert(key, cached);
+            let notice = watching.then(|| cached.clone());
+            let previous = cache.insert(key, cached);
+            if let Some(event) = notice {
+                let changed = previous.as_ref().is_none_or(|p| {
+                    p.event.status != event.event.status || p.event.flapping != event.event.flapping
+                });
+                let counting = event.event.status != Status::Ok
+                    && event.event.occurrences <= crate::notify::OCCURRENCES_WATCHED;
+                if changed || counting {
+                    notices.push(crate::notify::Notice {
+                        previous_status: previous.as_ref().map(|p| p.event.status),
+                        previous_flapping: previous.as_ref().is_some_and(|p| p.event.flapping),
+                        event,
+                    });
+                }
+            }
+        }
+    }
+    for notice in notices {
+        // Never wait for the notifier: a notice it cannot take is dropped, and said.
+        if shared.notices.try_send(notice).is_err() {
+            tracing::warn!("the notification queue is full: a notice was dropped");
         }
     }
     shared.metrics.record_group(&fresh, started.elapsed());

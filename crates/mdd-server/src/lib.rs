@@ -16,6 +16,7 @@ pub mod deployments;
 pub mod ingest;
 pub mod keepalive;
 pub mod metrics;
+pub mod notify;
 pub mod scheduler;
 pub mod silences;
 pub mod view;
@@ -166,6 +167,10 @@ pub struct Shared {
     deployments: RwLock<deployments::Tracks>,
     /// Silences not ended yet (some may start later).
     silences: RwLock<Vec<mdd_core::silence::Silence>>,
+    /// Changed events for the notifier (bounded; never waited on).
+    pub notices: mpsc::Sender<notify::Notice>,
+    /// What each handler was sent, and how it went.
+    pub deliveries: notify::DeliveryLog,
 }
 
 impl Shared {
@@ -345,12 +350,6 @@ pub async fn start(
             .await?;
     }
 
-    if !checks.spec.handlers.is_empty() {
-        tracing::warn!(
-            handlers = checks.spec.handlers.len(),
-            "the spec has handlers: they are validated, but this version delivers no notifications yet"
-        );
-    }
     let events = load_events(&store, &checks).await?;
     let tracks = deployments::load(&store).await?;
     let silences = silences::load(&store).await?;
@@ -370,6 +369,7 @@ pub async fn start(
         .collect();
 
     let (sender, receiver) = mpsc::channel(1024);
+    let (notices, notices_rx) = mpsc::channel(notify::NOTICE_QUEUE);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -395,6 +395,8 @@ pub async fn start(
         keepalives: std::sync::Mutex::new(watches),
         deployments: RwLock::new(tracks),
         silences: RwLock::new(silences),
+        notices,
+        deliveries: notify::DeliveryLog::default(),
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
         tokens: RwLock::new(tokens),
@@ -439,6 +441,11 @@ pub async fn start(
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
+    let notifier = tokio::spawn(notify::run(
+        Arc::clone(&shared),
+        notices_rx,
+        shutdown.clone(),
+    ));
     let serve_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         let stop = shutdown.clone();
@@ -453,6 +460,7 @@ pub async fn start(
         let _ = housekeeping.await;
         let _ = watchdog.await;
         let _ = progress.await;
+        let _ = notifier.await;
         drop(serve_shared);
     });
     Ok(RunningServer {

@@ -1899,3 +1899,226 @@ async fn incidents_are_counted_per_check_and_owner() {
     assert!(page.contains("data-check=\"ams1-ldap\""), "{page}");
     assert!(server.stop().await.success());
 }
+
+/// A webhook receiver on loopback: records every POSTed JSON body, answers `status`.
+struct Receiver {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (b, st) = (bodies.clone(), status.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (b, st) = (b.clone(), st.clone());
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&data).to_string();
+                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() < length {
+                            continue;
+                        }
+                        let code = st.load(std::sync::atomic::Ordering::SeqCst);
+                        if code == 200 {
+                            b.lock()
+                                .expect("lock")
+                                .push(serde_json::from_str(body).unwrap_or(Value::Null));
+                        }
+                        let reply = format!(
+                            "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = stream.write_all(reply.as_bytes()).await;
+                        return;
+                    }
+                });
+            }
+        });
+        Receiver {
+            port,
+            bodies,
+            status,
+            _task: task,
+        }
+    }
+
+    /// (check, notification) of what arrived, in order.
+    fn received(&self) -> Vec<(String, String)> {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|b| {
+                (
+                    b["check"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    b["mdd"]["notification"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Handlers: a real webhook receiver and a real command get the right notifications, in
+/// order, once per change: after N occurrences, one for a root cause and none for what is
+/// blocked behind it, none while silenced; a receiver answering 500 gets bounded retries.
+#[tokio::test]
+async fn handlers_notify_root_causes_once_and_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let log = dir.path().join("handler.log");
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', timeout: 2s, filter: {{ occurrences: 2 }} }}
+  - name: log
+    type: command
+    command: [python3, -c, \"import sys, json; e = json.load(sys.stdin); open('{}', 'a').write(e['check']['metadata']['name'] + ' ' + e['mdd']['notification'] + ' ' + str(e['check']['status']) + chr(10))\"]
+    filter: {{ owners: [team-dns] }}
+checks:
+  - {{ name: dns, owner: team-dns, ttl: 1h, handlers: [hook] }}
+  - {{ name: ldap, owner: team-identity, ttl: 1h, depends_on: [dns], handlers: [hook] }}
+",
+        receiver.port,
+        log.display()
+    );
+    let spec_path = dir.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec).expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec_path.to_str().expect("utf-8")],
+    )
+    .await;
+    let mut n = 0;
+    let mut post = |check: &'static str, status: i64| {
+        n += 1;
+        let body = json!({ "results": [result(&format!("h{n}"), check, status)] });
+        let server = &server;
+        async move {
+            assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
+            // One group at a time, so the notifier sees each step.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    post("dns", 0).await;
+    post("ldap", 0).await;
+    post("dns", 2).await; // hook waits for a second occurrence; log (occurrences 1) tells
+    post("dns", 2).await; // hook: incident
+    post("ldap", 2).await; // blocked behind dns: nobody is told
+    post("ldap", 2).await;
+    post("dns", 0).await; // resolution for both
+    post("ldap", 2).await; // no longer blocked: ldap's own incident
+    post("ldap", 0).await;
+    let expected: Vec<(String, String)> = [
+        ("dns", "incident"),
+        ("dns", "resolution"),
+        ("ldap", "incident"),
+        ("ldap", "resolution"),
+    ]
+    .iter()
+    .map(|(c, k)| (c.to_string(), k.to_string()))
+    .collect();
+    for _ in 0..100 {
+        if receiver.received().len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.received(), expected);
+    let first = receiver.bodies.lock().expect("lock")[0].clone();
+    assert_eq!(first["check"]["status"], 2, "Sensu's shape: {first}");
+    assert_eq!(first["check"]["occurrences"], 2, "{first}");
+    assert_eq!(first["entity"]["metadata"]["name"], "e1", "{first}");
+    assert!(
+        first["check"]["history"]
+            .as_array()
+            .is_some_and(|h| h.len() == 3),
+        "{first}"
+    );
+    let mut said = String::new();
+    for _ in 0..50 {
+        said = std::fs::read_to_string(&log).unwrap_or_default();
+        if said.lines().count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        said, "dns incident 2\ndns resolution 0\n",
+        "the command handler read the event from stdin"
+    );
+
+    // Silenced: evaluated, not notified, and no resolution for what was never notified.
+    let (code, _) = server
+        .post(
+            "/api/v1/silences",
+            &json!({"check": "dns", "reason": "maintenance", "for": "1h"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    post("dns", 2).await;
+    post("dns", 2).await;
+    post("dns", 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 4, "nothing while silenced");
+
+    // A receiver that fails: three attempts, then it gives up; results are still taken at once.
+    receiver
+        .status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    post("ldap", 2).await;
+    let started = std::time::Instant::now();
+    post("ldap", 2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "ingestion does not wait for handlers"
+    );
+    let mut attempts = Vec::new();
+    for _ in 0..100 {
+        let (_, log) = server.get("/api/v1/handlers/hook/deliveries").await;
+        attempts = log["deliveries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d["outcome"] == "http 500")
+            .collect();
+        if attempts.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(attempts.len(), 3, "bounded retries: {attempts:?}");
+    let (_, handlers) = server.get("/api/v1/handlers").await;
+    assert_eq!(column(&handlers["handlers"], "name"), ["hook", "log"]);
+    assert!(server.stop().await.success());
+}
