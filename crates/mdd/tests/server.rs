@@ -2122,3 +2122,74 @@ checks:
     assert_eq!(column(&handlers["handlers"], "name"), ["hook", "log"]);
     assert!(server.stop().await.success());
 }
+
+/// Reminders come at their cadence while an incident lasts (real time), and red that is
+/// expected — a check never green yet in a deployment not done — notifies nobody.
+#[tokio::test]
+async fn reminders_repeat_and_expected_red_is_quiet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/', filter: {{ reminder: 1s, owners: [ops] }} }}
+deployments:
+  - {{ name: fra1, selector: {{ dc: fra1 }}, settle: 1h }}
+checks:
+  - {{ name: disk, owner: ops, ttl: 1h }}
+  - {{ name: fra1-dns, owner: ops, labels: {{ dc: fra1 }}, ttl: 1h }}
+",
+        receiver.port
+    );
+    let spec_path = dir.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec).expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec_path.to_str().expect("utf-8")],
+    )
+    .await;
+    // Let the deployment tracker see fra1 (not done, fra1-dns never green).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for (id, check, status) in [("a", "disk", 0), ("b", "fra1-dns", 2), ("c", "disk", 2)] {
+        assert_eq!(
+            server
+                .post(
+                    "/api/v1/results",
+                    &json!({"results": [result(id, check, status)]})
+                )
+                .await
+                .0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let received = receiver.received();
+    assert!(
+        received.iter().all(|(check, _)| check == "disk"),
+        "fra1-dns is expected to be red: {received:?}"
+    );
+    assert_eq!(received.first().map(|r| r.1.as_str()), Some("incident"));
+    let reminders = received.iter().filter(|r| r.1 == "reminder").count();
+    assert!(
+        (2..=4).contains(&reminders),
+        "about one a second for 3.3 s: {received:?}"
+    );
+    assert_eq!(
+        server
+            .post(
+                "/api/v1/results",
+                &json!({"results": [result("d", "disk", 0)]})
+            )
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = receiver.received();
+    assert_eq!(
+        after.last().map(|r| r.1.as_str()),
+        Some("resolution"),
+        "{after:?}"
+    );
+    assert!(server.stop().await.success());
+}
