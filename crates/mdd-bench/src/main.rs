@@ -5,6 +5,7 @@
 mod agent_bench;
 mod dashboard_bench;
 mod ingest_bench;
+mod notify_bench;
 mod verify_bench;
 
 use anyhow::Result;
@@ -26,6 +27,8 @@ enum Bench {
     Agent(agent_bench::AgentArgs),
     /// Dashboard pages with 10,000 events and 200 deployments against /healthz.
     Dashboard(dashboard_bench::DashboardArgs),
+    /// Ingestion with 5 webhook handlers and 10% of results changing state, against none.
+    Notify(notify_bench::NotifyArgs),
 }
 
 fn main() -> Result<()> {
@@ -34,5 +37,6 @@ fn main() -> Result<()> {
         Bench::Ingest(args) => ingest_bench::run(args),
         Bench::Agent(args) => agent_bench::run(args),
         Bench::Dashboard(args) => dashboard_bench::run(args),
+        Bench::Notify(args) => notify_bench::run(args),
     }
 }

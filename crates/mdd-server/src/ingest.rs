@@ -239,6 +239,15 @@ async fn write_group(
     // Handlers hear about changes (and about the first results in a row of a failing event,
     // for occurrence thresholds); with no handlers in the spec this costs nothing.
     let watching = !checks.spec.handlers.is_empty();
+    // Failing results in a row matter only up to the highest occurrences threshold.
+    let counted = checks
+        .spec
+        .handlers
+        .iter()
+        .map(|h| h.filter.occurrences)
+        .max()
+        .unwrap_or(0)
+        .min(crate::notify::OCCURRENCES_WATCHED);
     let mut notices = Vec::new();
     {
         let mut cache = shared.events_write();
@@ -251,7 +260,8 @@ async fn write_group(
                     p.event.status != event.event.status || p.event.flapping != event.event.flapping
                 });
                 let counting = event.event.status != Status::Ok
-                    && event.event.occurrences <= crate::notify::OCCURRENCES_WATCHED;
+                    && event.event.occurrences > 1
+                    && event.event.occurrences <= counted;
                 if changed || counting {
                     notices.push(crate::notify::Notice {
                         previous_status: previous.as_ref().map(|p| p.event.status),

@@ -89,7 +89,7 @@ impl DeliveryLog {
 struct Job {
     handler: Handler,
     kind: &'static str,
-    body: String,
+    body: Arc<str>,
     check: String,
     entity: String,
 }
@@ -189,6 +189,51 @@ fn decide(
     open: &mut HashMap<(String, String, String), Open>,
     jobs: &mut Vec<Job>,
 ) {
+    decide_one(shared, notice, open, jobs);
+    // A check passing again unblocks what depends on it: what still fails there is now a root
+    // cause of its own, and is looked at as such.
+    if notice.event.event.status != Status::Ok {
+        return;
+    }
+    let checks = shared.checks();
+    let dependents: Vec<CachedEvent> = {
+        let events = shared.events_read();
+        checks
+            .checks()
+            .iter()
+            .filter(|c| c.depends_on.contains(&notice.event.event.check))
+            .flat_map(|c| {
+                events
+                    .range((c.name.clone(), String::new())..)
+                    .take_while(|((name, _), _)| *name == c.name)
+                    .map(|(_, e)| e.clone())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|e| e.event.status != Status::Ok)
+            .collect()
+    };
+    for event in dependents {
+        let status = event.event.status;
+        let flapping = event.event.flapping;
+        decide_one(
+            shared,
+            &Notice {
+                event,
+                previous_status: Some(status),
+                previous_flapping: flapping,
+            },
+            open,
+            jobs,
+        );
+    }
+}
+
+fn decide_one(
+    shared: &Shared,
+    notice: &Notice,
+    open: &mut HashMap<(String, String, String), Open>,
+    jobs: &mut Vec<Job>,
+) {
     let checks = shared.checks();
     let event = &notice.event.event;
     let Some(check) = checks.get(&event.check) else {
@@ -200,6 +245,8 @@ fn decide(
         let mut resolver = StateResolver::new(&checks, &events, now);
         resolver.state_of(&notice.event, Some(check)).0
     };
+    // The body is the same for every handler told the same kind of thing: made once.
+    let mut bodies: HashMap<&'static str, Arc<str>> = HashMap::new();
     for handler in checks.spec.handlers.iter().filter(|h| h.applies_to(check)) {
         let key = (
             handler.name.clone(),
@@ -210,7 +257,11 @@ fn decide(
             jobs.push(Job {
                 handler: handler.clone(),
                 kind,
-                body: sensu_event(&notice.event, check, state, kind),
+                body: Arc::clone(
+                    bodies
+                        .entry(kind)
+                        .or_insert_with(|| sensu_event(&notice.event, check, state, kind).into()),
+                ),
                 check: event.check.clone(),
                 entity: event.entity.clone(),
             });
@@ -243,6 +294,9 @@ fn decide(
             if open.remove(&key).is_some() {
                 send("resolution");
             }
+            continue;
+        }
+        if notice.previous_status.is_some_and(|p| p == event.status) && open.contains_key(&key) {
             continue;
         }
         if let Some(known) = open.get_mut(&key) {
@@ -315,7 +369,7 @@ fn remind(
         jobs.push(Job {
             handler: handler.clone(),
             kind: "reminder",
-            body: sensu_event(cached, check, state, "reminder"),
+            body: sensu_event(cached, check, state, "reminder").into(),
             check: check_name.clone(),
             entity: entity.clone(),
         });
@@ -393,7 +447,7 @@ async fn deliver_all(
                         .post(url)
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
                         .timeout(job.handler.timeout)
-                        .body(job.body.clone());
+                        .body(job.body.to_string());
                     for (name, value) in headers {
                         request = request.header(name.as_str(), value.as_str());
                     }
