@@ -326,6 +326,10 @@ async fn the_dashboard_shows_a_datacenter_turning_green_live() {
     browser.screenshot(&shots.join("events.png")).await;
     browser.open(&format!("{}/entities", server.url)).await;
     browser.screenshot(&shots.join("entities.png")).await;
+    browser.open(&format!("{}/report", server.url)).await;
+    browser.screenshot(&shots.join("report.png")).await;
+    browser.open(&format!("{}/handlers", server.url)).await;
+    browser.screenshot(&shots.join("handlers.png")).await;
     browser.open(&format!("{}/docs", server.url)).await;
     assert_eq!(
         browser

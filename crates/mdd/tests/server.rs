@@ -2120,6 +2120,20 @@ checks:
     assert_eq!(attempts.len(), 3, "bounded retries: {attempts:?}");
     let (_, handlers) = server.get("/api/v1/handlers").await;
     assert_eq!(column(&handlers["handlers"], "name"), ["hook", "log"]);
+    let page = server
+        .http
+        .get(format!("{}/handlers", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("handlers page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("data-handler=\"hook\"") && page.contains("http 500"),
+        "the dashboard shows the delivery log: {page}"
+    );
     assert!(server.stop().await.success());
 }
 

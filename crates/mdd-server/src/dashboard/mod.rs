@@ -78,6 +78,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/events", get(events))
         .route("/docs", get(docs))
         .route("/report", get(report))
+        .route("/handlers", get(handlers))
         .route("/static/docs.css", get(docs_stylesheet))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -428,6 +429,11 @@ async fn docs(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Resp
 async fn report(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     require_reader!(dash, headers, "/report");
     render(pages::report(&dash.shared).await)
+}
+
+async fn handlers(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
+    require_reader!(dash, headers, "/handlers");
+    render(pages::handlers(&dash.shared))
 }
 
 async fn login_form(RawQuery(query): RawQuery) -> Response {

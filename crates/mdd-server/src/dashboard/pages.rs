@@ -986,3 +986,44 @@ pub async fn report(shared: &Shared) -> Result<String, askama::Error> {
     }
     ReportPage { windows }.render()
 }
+
+pub struct HandlerView {
+    pub name: String,
+    pub kind: &'static str,
+    pub target: String,
+    pub deliveries: Vec<crate::notify::Delivery>,
+}
+
+#[derive(Template)]
+#[template(path = "handlers.html")]
+struct HandlersPage {
+    handlers: Vec<HandlerView>,
+}
+
+/// Each handler with its latest deliveries.
+pub fn handlers(shared: &Shared) -> Result<String, askama::Error> {
+    let checks = shared.checks();
+    let handlers = checks
+        .spec
+        .handlers
+        .iter()
+        .map(|h| {
+            let (kind, target) = match &h.kind {
+                mdd_core::spec::HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
+                mdd_core::spec::HandlerKind::Command { argv } => ("command", argv.join(" ")),
+            };
+            HandlerView {
+                name: h.name.clone(),
+                kind,
+                target,
+                deliveries: shared
+                    .deliveries
+                    .of(&h.name)
+                    .into_iter()
+                    .take(100)
+                    .collect(),
+            }
+        })
+        .collect();
+    HandlersPage { handlers }.render()
+}
