@@ -2207,3 +2207,57 @@ checks:
     );
     assert!(server.stop().await.success());
 }
+
+/// A flapping check notifies when flapping starts and when it ends, not on every change.
+#[tokio::test]
+async fn flapping_notifies_at_its_start_and_end_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/' }}
+checks:
+  - {{ name: vip, ttl: 1h, handlers: [hook], low_flap_threshold: 10, high_flap_threshold: 30 }}
+",
+        receiver.port
+    );
+    let spec_path = dir.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec).expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec_path.to_str().expect("utf-8")],
+    )
+    .await;
+    // Alternating for a while, then steadily OK.
+    let statuses: Vec<i64> = (0..12)
+        .map(|i| if i % 2 == 0 { 0 } else { 2 })
+        .chain(std::iter::repeat_n(0, 24))
+        .collect();
+    for (i, status) in statuses.iter().enumerate() {
+        let (code, _) = server
+            .post(
+                "/api/v1/results",
+                &json!({"results": [result(&format!("f{i}"), "vip", *status)]}),
+            )
+            .await;
+        assert_eq!(code, 200);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let kinds: Vec<String> = receiver.received().into_iter().map(|(_, k)| k).collect();
+    assert!(
+        kinds.contains(&"flapping_started".to_string())
+            && kinds.last().map(String::as_str) == Some("flapping_ended"),
+        "{kinds:?}"
+    );
+    let started = kinds
+        .iter()
+        .position(|k| k == "flapping_started")
+        .expect("started");
+    assert_eq!(
+        kinds.len(),
+        started + 2,
+        "nothing between the start and the end of flapping: {kinds:?}"
+    );
+    assert!(server.stop().await.success());
+}
