@@ -12,6 +12,7 @@ pub mod deployment;
 pub mod duration;
 pub mod graph;
 pub mod incident;
+pub mod notification;
 pub mod perfdata;
 pub mod plugin_output;
 pub mod result;

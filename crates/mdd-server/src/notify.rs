@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mdd_core::notification::{Open, Seen};
 use mdd_core::spec::{Check, Handler, HandlerKind};
 use mdd_core::{State, Status};
 use serde::Serialize;
@@ -92,11 +93,6 @@ struct Job {
     body: Arc<str>,
     check: String,
     entity: String,
-}
-
-struct Open {
-    status: Status,
-    notified_at: i64,
 }
 
 /// Runs until `shutdown`: takes notices, decides, queues deliveries; reminds once a second.
@@ -247,13 +243,30 @@ fn decide_one(
     };
     // The body is the same for every handler told the same kind of thing: made once.
     let mut bodies: HashMap<&'static str, Arc<str>> = HashMap::new();
+    let silenced_now = || silenced(shared, &event.check, &event.entity, now);
+    let expected_red_now = || expected_red(shared, check);
+    let seen = Seen {
+        status: event.status,
+        state,
+        occurrences: event.occurrences,
+        flapping: event.flapping,
+        previous_flapping: notice.previous_flapping,
+        silenced: &silenced_now,
+        expected_red: &expected_red_now,
+    };
     for handler in checks.spec.handlers.iter().filter(|h| h.applies_to(check)) {
         let key = (
             handler.name.clone(),
             event.check.clone(),
             event.entity.clone(),
         );
-        let mut send = |kind: &'static str| {
+        let mut slot = open.remove(&key);
+        let told = mdd_core::notification::decide(&handler.filter, &seen, &mut slot, now);
+        if let Some(still) = slot {
+            open.insert(key, still);
+        }
+        if let Some(kind) = told {
+            let kind = kind.as_str();
             jobs.push(Job {
                 handler: handler.clone(),
                 kind,
@@ -265,63 +278,6 @@ fn decide_one(
                 check: event.check.clone(),
                 entity: event.entity.clone(),
             });
-        };
-        // Flapping: once when it starts, once when it ends, nothing in between.
-        if event.flapping != notice.previous_flapping {
-            if event.flapping {
-                if !silenced(shared, &event.check, &event.entity, now) {
-                    send("flapping_started");
-                    open.insert(
-                        key,
-                        Open {
-                            status: event.status,
-                            notified_at: now,
-                        },
-                    );
-                }
-            } else if open.contains_key(&key) {
-                send("flapping_ended");
-                if event.status == Status::Ok {
-                    open.remove(&key);
-                }
-            }
-            continue;
-        }
-        if event.flapping {
-            continue;
-        }
-        if event.status == Status::Ok {
-            if open.remove(&key).is_some() {
-                send("resolution");
-            }
-            continue;
-        }
-        if notice.previous_status.is_some_and(|p| p == event.status) && open.contains_key(&key) {
-            continue;
-        }
-        if let Some(known) = open.get_mut(&key) {
-            if known.status != event.status {
-                known.status = event.status;
-                known.notified_at = now;
-                send("changed");
-            }
-            continue;
-        }
-        let f = &handler.filter;
-        let quiet = state == State::Blocked
-            || event.occurrences < f.occurrences
-            || (!f.states.is_empty() && !f.states.contains(&state))
-            || silenced(shared, &event.check, &event.entity, now)
-            || expected_red(shared, check);
-        if !quiet {
-            send("incident");
-            open.insert(
-                key,
-                Open {
-                    status: event.status,
-                    notified_at: now,
-                },
-            );
         }
     }
 }
@@ -346,11 +302,7 @@ fn remind(
             gone.push((handler_name.clone(), check_name.clone(), entity.clone()));
             continue;
         };
-        let Some(every) = handler.filter.reminder else {
-            continue;
-        };
-        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-        if now - incident.notified_at < every_ms {
+        if handler.filter.reminder.is_none() {
             continue;
         }
         let (Some(check), Some(cached)) = (
@@ -362,10 +314,12 @@ fn remind(
         if cached.event.status == Status::Ok || silenced(shared, check_name, entity, now) {
             continue;
         }
+        if !mdd_core::notification::reminder_due(&handler.filter, incident, now) {
+            continue;
+        }
         let state = StateResolver::new(&checks, &events, now)
             .state_of(cached, Some(check))
             .0;
-        incident.notified_at = now;
         jobs.push(Job {
             handler: handler.clone(),
             kind: "reminder",
