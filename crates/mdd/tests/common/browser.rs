@@ -172,6 +172,13 @@ impl Browser {
 
     /// Sends one DevTools command and returns its result.
     pub async fn call(&self, method: &str, params: Value) -> Value {
+        let value = self.send(method, params).await;
+        assert!(value["error"].is_null(), "{method}: {value}");
+        value["result"].clone()
+    }
+
+    /// Sends one DevTools command and returns the whole answer, error or not.
+    async fn send(&self, method: &str, params: Value) -> Value {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -179,12 +186,23 @@ impl Browser {
         self.pending.lock().expect("lock").insert(id, reply);
         let text = json!({ "id": id, "method": method, "params": params }).to_string();
         self.commands.send(text).expect("devtools connection");
-        let value = tokio::time::timeout(Duration::from_secs(30), answer)
+        tokio::time::timeout(Duration::from_secs(30), answer)
             .await
             .unwrap_or_else(|_| panic!("{method} answered within 30 s"))
-            .expect("answer");
-        assert!(value["error"].is_null(), "{method}: {value}");
-        value["result"].clone()
+            .expect("answer")
+    }
+
+    /// Evaluates an expression; None if the page went away meanwhile (it was navigating).
+    async fn try_eval(&self, expression: &str) -> Option<Value> {
+        let answer = self
+            .send(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            )
+            .await;
+        let result = &answer["result"];
+        (answer["error"].is_null() && result["exceptionDetails"].is_null())
+            .then(|| result["result"]["value"].clone())
     }
 
     /// Opens `url` and waits until it has loaded.
@@ -200,9 +218,11 @@ impl Browser {
 
     /// Runs `action` (a script that navigates, like a click) and waits for the next page: a
     /// marker set on the current document must be gone (a new document) and it must be loaded.
+    /// The action runs from a timer, so the evaluation returns before the page goes away.
     pub async fn navigate_by(&self, action: &str) {
         self.eval("window.__mddOldPage = true").await;
-        self.eval(action).await;
+        self.eval(&format!("setTimeout(() => {{ {action}; }}, 0)"))
+            .await;
         self.wait_for(
             "window.__mddOldPage === undefined && document.readyState === 'complete'",
             Value::Bool(true),
@@ -229,7 +249,8 @@ impl Browser {
     pub async fn wait_for(&self, expression: &str, expected: Value) {
         let mut last = Value::Null;
         for _ in 0..150 {
-            last = self.eval(expression).await;
+            // A page in the middle of navigating has no value yet: ask again.
+            last = self.try_eval(expression).await.unwrap_or(Value::Null);
             if last == expected {
                 return;
             }
