@@ -188,12 +188,7 @@ fn spawn_agent(
 }
 
 async fn run_async(args: AgentArgs) -> Result<()> {
-    if !args.mdd.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p mdd",
-            args.mdd.display()
-        );
-    }
+    crate::ensure_built(&args.mdd)?;
     let dir = tempfile::tempdir()?;
     let spec: String = std::iter::once("checks:\n".to_string())
         .chain((0..args.checks).map(|i| {

@@ -59,12 +59,7 @@ async fn measure(http: &reqwest::Client, url: &str, requests: usize) -> Result<S
 }
 
 async fn run_async(args: DashboardArgs) -> Result<()> {
-    if !args.mdd.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p mdd",
-            args.mdd.display()
-        );
-    }
+    crate::ensure_built(&args.mdd)?;
     let dir = tempfile::tempdir()?;
     let per = args.checks.div_ceil(args.deployments.max(1));
     let mut spec = String::from("deployments:\n");

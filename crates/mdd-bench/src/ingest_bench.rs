@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::response::IntoResponse;
 use clap::Args;
 use serde::Deserialize;
@@ -65,12 +65,7 @@ pub fn run(args: IngestArgs) -> Result<()> {
 }
 
 async fn run_async(args: IngestArgs) -> Result<()> {
-    if !args.mdd.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p mdd",
-            args.mdd.display()
-        );
-    }
+    crate::ensure_built(&args.mdd)?;
     let dir = tempfile::tempdir()?;
     let spec: String = std::iter::once("checks:\n".to_string())
         .chain((0..CHECKS).map(|i| format!("  - {{ name: push-{i}, ttl: 1h }}\n")))

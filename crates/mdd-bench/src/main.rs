@@ -31,6 +31,14 @@ enum Bench {
     Notify(notify_bench::NotifyArgs),
 }
 
+/// Every whole-process benchmark measures a release build: refuse to start without one.
+pub fn ensure_built(mdd: &std::path::Path) -> Result<()> {
+    if !mdd.exists() {
+        anyhow::bail!("{} is missing: cargo build --release -p mdd", mdd.display());
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Verify(args) => verify_bench::run(args),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use crate::ingest_bench::{TOKEN, start_server};
@@ -95,12 +95,7 @@ async fn load(url: &str, args: &NotifyArgs, tag: &str) -> Result<f64> {
 }
 
 async fn run_async(args: NotifyArgs) -> Result<()> {
-    if !args.mdd.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p mdd",
-            args.mdd.display()
-        );
-    }
+    crate::ensure_built(&args.mdd)?;
     // The receiver: counts what the handlers deliver.
     let delivered = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&delivered);

@@ -57,12 +57,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             bail!("{tool} is missing: install monitoring-plugins-basic (./scripts/test does)");
         }
     }
-    if !args.mdd.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p mdd",
-            args.mdd.display()
-        );
-    }
+    crate::ensure_built(&args.mdd)?;
     let dir = tempfile::tempdir()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let server = runtime.block_on(mdd_testkit::http::serve(

@@ -11,7 +11,8 @@ use crate::{Document, Styles, anchor, join};
 
 pub const STYLESHEET: &str = include_str!("docs.css");
 
-fn escape(text: &str) -> String {
+/// Escapes text for HTML and SVG content and attributes.
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -30,17 +31,30 @@ fn link(name: &str) -> String {
     format!("<a href=\"#{}\">{}</a>", anchor(name), escape(name))
 }
 
-fn state_class(doc: &Document<'_>, name: &str) -> &'static str {
-    match doc.live.and_then(|l| l.get(name)).map(|l| l.state) {
-        Some(mdd_core::State::Passing) => "s-passing",
-        Some(mdd_core::State::Warning) => "s-warning",
-        Some(mdd_core::State::Failing) => "s-failing",
-        Some(mdd_core::State::Unknown) => "s-unknown",
-        Some(mdd_core::State::Blocked) => "s-blocked",
-        Some(mdd_core::State::Stale) => "s-stale",
-        Some(mdd_core::State::Flapping) => "s-flapping",
-        Some(_) | None => "s-pending",
+/// The CSS class that colours a state (`s-passing`, …), the same in the document and the
+/// dashboard.
+pub fn state_class(state: mdd_core::State) -> &'static str {
+    use mdd_core::State;
+    match state {
+        State::Pending => "s-pending",
+        State::Passing => "s-passing",
+        State::Warning => "s-warning",
+        State::Failing => "s-failing",
+        State::Unknown => "s-unknown",
+        State::Blocked => "s-blocked",
+        State::Stale => "s-stale",
+        State::Flapping => "s-flapping",
+        State::Silenced => "s-silenced",
     }
+}
+
+/// A check's class in this document: its live state's, or pending without one.
+fn live_class(doc: &Document<'_>, name: &str) -> &'static str {
+    state_class(
+        doc.live
+            .and_then(|l| l.get(name))
+            .map_or(mdd_core::State::Pending, |l| l.state),
+    )
 }
 
 pub fn render(doc: &Document<'_>, styles: Styles<'_>) -> String {
@@ -145,7 +159,7 @@ fn render_check(doc: &Document<'_>, check: &Check, out: &mut String) {
     let state = match (doc.live, live) {
         (_, Some(live)) => format!(
             " <span class=\"state {}\">{} {}{}</span>",
-            state_class(doc, &check.name),
+            live_class(doc, &check.name),
             live.state.mark(),
             live.state.as_str(),
             live.since
@@ -288,7 +302,7 @@ pub(crate) fn graph(doc: &Document<'_>, link: &dyn Fn(&str) -> String) -> String
             "<a href=\"{}\"><rect class=\"node {}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"4\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\">{}{}</text></a>",
             escape(&link(&check.name)),
-            state_class(doc, &check.name),
+            live_class(doc, &check.name),
             x + 8.0,
             y + box_h / 2.0 + 4.0,
             escape(&mark),

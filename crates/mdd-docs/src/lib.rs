@@ -9,7 +9,7 @@
 mod html;
 mod markdown;
 
-pub use html::STYLESHEET;
+pub use html::{STYLESHEET, escape, state_class};
 
 use std::collections::{BTreeMap, BTreeSet};
 

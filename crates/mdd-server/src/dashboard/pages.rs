@@ -16,15 +16,6 @@ pub fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-fn status_state(status: Status) -> State {
-    match status {
-        Status::Ok => State::Passing,
-        Status::Warning => State::Warning,
-        Status::Critical => State::Failing,
-        Status::Unknown => State::Unknown,
-    }
-}
-
 fn since_text(ms: i64) -> String {
     svg::short_time(ms)
 }
@@ -40,24 +31,10 @@ pub struct Badge {
 impl Badge {
     fn of(state: State) -> Badge {
         Badge {
-            class: css_class(state),
+            class: mdd_docs::state_class(state),
             mark: state.mark(),
             word: state.as_str(),
         }
-    }
-}
-
-fn css_class(state: State) -> &'static str {
-    match state {
-        State::Pending => "s-pending",
-        State::Passing => "s-passing",
-        State::Warning => "s-warning",
-        State::Failing => "s-failing",
-        State::Unknown => "s-unknown",
-        State::Blocked => "s-blocked",
-        State::Stale => "s-stale",
-        State::Flapping => "s-flapping",
-        State::Silenced => "s-silenced",
     }
 }
 
@@ -550,12 +527,7 @@ pub async fn check(
                     .event
                     .history
                     .iter()
-                    .map(|h| {
-                        (
-                            Badge::of(status_state(h.status)),
-                            svg::short_time(h.executed_at),
-                        )
-                    })
+                    .map(|h| (Badge::of(h.status.state()), svg::short_time(h.executed_at)))
                     .collect(),
             });
         }
@@ -587,7 +559,7 @@ pub async fn check(
             changes.push((
                 since_text(result.executed_at),
                 result.entity.clone(),
-                Badge::of(status_state(result.status)),
+                Badge::of(result.status.state()),
             ));
         }
         last.insert(&result.entity, result.status);

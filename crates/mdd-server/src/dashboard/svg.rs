@@ -4,21 +4,7 @@
 
 use std::fmt::Write as _;
 
-/// Escapes text for SVG/HTML content and attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use mdd_docs::escape;
 
 /// A step chart of green checks over time (a burn-up), with the total as a dashed line.
 /// `points` are (ms since the epoch, green count), in time order.
