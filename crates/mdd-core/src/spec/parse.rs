@@ -764,6 +764,19 @@ fn parse_tls(ctx: &mut Ctx, node: &Node, path: &str) -> Option<TlsProbe> {
     })
 }
 
+/// The `name` every named entry (deployment, handler) must have, with where it was written.
+fn required_name(ctx: &mut Ctx, name: Option<&Node>, node: &Node, path: &str) -> Option<NameRef> {
+    let Some(n) = name else {
+        ctx.error(node, path, "missing required field `name`");
+        return None;
+    };
+    name_field(ctx, n, &format!("{path}.name")).map(|name| NameRef {
+        name,
+        line: n.line,
+        column: n.column,
+    })
+}
+
 /// How long a handler may take by default.
 const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -771,14 +784,7 @@ fn parse_handler(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedHandler
     ctx.check = None;
     let mut f = Fields::of(ctx, node, path)?;
     let errors_before = ctx.errors.len();
-    let name_node = f.get("name");
-    let name = match name_node {
-        Some(n) => name_field(ctx, n, &format!("{path}.name")),
-        None => {
-            ctx.error(node, path, "missing required field `name`");
-            None
-        }
-    };
+    let name = required_name(ctx, f.get("name"), node, path);
     let kind_text = match f.get("type") {
         Some(n) => string(ctx, n, &format!("{path}.type")).map(|t| (t, n)),
         None => {
@@ -870,22 +876,17 @@ fn parse_handler(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedHandler
     if ctx.errors.len() != errors_before {
         return None;
     }
-    let name = name?;
-    let at = name_node.map_or((node.line, node.column), |n| (n.line, n.column));
+    let name_at = name?;
     Some(ParsedHandler {
         handler: Handler {
-            name: name.clone(),
+            name: name_at.name.clone(),
             kind: kind?,
             timeout,
             filter: filter?,
         },
         file: ctx.file.to_string(),
         path: path.to_string(),
-        name_at: NameRef {
-            name,
-            line: at.0,
-            column: at.1,
-        },
+        name_at,
     })
 }
 
@@ -947,14 +948,7 @@ fn parse_deployment(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedDepl
     ctx.check = None;
     let mut f = Fields::of(ctx, node, path)?;
     let errors_before = ctx.errors.len();
-    let name_node = f.get("name");
-    let name = match name_node {
-        Some(n) => name_field(ctx, n, &format!("{path}.name")),
-        None => {
-            ctx.error(node, path, "missing required field `name`");
-            None
-        }
-    };
+    let name = required_name(ctx, f.get("name"), node, path);
     let description = f
         .get("description")
         .and_then(|n| string(ctx, n, &format!("{path}.description")));
@@ -970,22 +964,17 @@ fn parse_deployment(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedDepl
     if ctx.errors.len() != errors_before {
         return None;
     }
-    let name = name?;
-    let at = name_node.map_or((node.line, node.column), |n| (n.line, n.column));
+    let name_at = name?;
     Some(ParsedDeployment {
         deployment: Deployment {
-            name: name.clone(),
+            name: name_at.name.clone(),
             description,
             selector,
             settle,
         },
         file: ctx.file.to_string(),
         path: path.to_string(),
-        name_at: NameRef {
-            name,
-            line: at.0,
-            column: at.1,
-        },
+        name_at,
     })
 }
 
