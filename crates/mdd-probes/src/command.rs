@@ -6,95 +6,29 @@
 
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::time::Duration;
 
 use mdd_core::spec::CommandProbe;
-use mdd_core::{ProbeResult, Status, format_duration};
-use process_wrap::tokio::{CommandWrap, ProcessGroup};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use mdd_core::{ProbeResult, Status};
 
+use crate::process::{self, Captured, Ended};
 use crate::{Execute, ProbeContext};
 
 /// What a plugin may print before its output is cut, per stream.
 pub const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
 
-/// How long to wait for a plugin's pipes to close after it exited and its group was killed. Only
-/// a descendant that left the group (a daemon) can hold them open longer; it is not waited for.
-const PIPE_GRACE: Duration = Duration::from_millis(500);
-
 impl Execute for CommandProbe {
     async fn execute(&self, ctx: &ProbeContext, timeout: Duration) -> ProbeResult {
-        let mut command = tokio::process::Command::new(&self.argv[0]);
-        command
-            .args(&self.argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut wrapped = CommandWrap::from(command);
-        wrapped.wrap(ProcessGroup::leader());
-        // Spawning blocks the calling thread until the child has exec'd (vfork). On the blocking
-        // pool that wait overlaps with other spawns instead of stalling an async worker.
-        // The guard is made with the child, so if this future is dropped mid-spawn (Ctrl-C), the
-        // group still dies when the blocking task's output is dropped.
-        let mut spawn = move || {
-            wrapped.spawn().map(|child| {
-                let group = GroupGuard::new(child.id());
-                (child, group)
-            })
-        };
-        let spawned = if ctx.spawn_inline {
-            spawn()
-        } else {
-            tokio::task::spawn_blocking(spawn)
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        };
-        // Whatever happens from here (timeout, the whole run cancelled by Ctrl-C), the group dies.
-        let (mut child, group) = match spawned {
-            Ok(spawned) => spawned,
-            Err(e) => return spawn_failure(&self.argv[0], &e),
-        };
-
-        let limit = ctx.output_limit;
-        let (mut out, mut err) = (Captured::default(), Captured::default());
-        let (stdout, stderr) = (child.stdout().take(), child.stderr().take());
-        let waited = {
-            // Output is read while the plugin runs, in this same task, so a chatty plugin never
-            // blocks on a full pipe and no extra tasks are spawned per check.
-            let mut reads = std::pin::pin!(futures_util::future::join(
-                drain(stdout, &mut out, limit),
-                drain(stderr, &mut err, limit),
-            ));
-            let mut wait = child.wait();
-            let run = async {
-                tokio::select! {
-                    status = &mut wait => {
-                        // Whatever the plugin left behind in its group would hold the pipes open.
-                        group.kill();
-                        // Only a descendant that left the group (a daemon) can keep them open now.
-                        let _ = tokio::time::timeout(PIPE_GRACE, &mut reads).await;
-                        status
-                    }
-                    _ = &mut reads => (&mut wait).await,
-                }
-            };
-            tokio::time::timeout(timeout, run).await
-        };
-        let outcome = match waited {
-            Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(format!("cannot wait for the plugin: {e}")),
-            Err(_) => {
-                group.kill();
-                // Reap the killed leader so it does not linger as a zombie.
-                let _ = child.wait().await;
-                Err(format!("timed out after {}", format_duration(timeout)))
-            }
-        };
-        group.kill();
-
-        let (status, exit_code, override_summary) = match outcome {
-            Ok(exit) => match (exit.code(), exit.signal()) {
+        let finished = process::run(process::Run {
+            argv: &self.argv,
+            stdin: None,
+            timeout,
+            output_limit: ctx.output_limit,
+            spawn_inline: ctx.spawn_inline,
+        })
+        .await;
+        let (status, exit_code, override_summary) = match finished.ended {
+            Ended::Exited(exit) => match (exit.code(), exit.signal()) {
                 (Some(code), _) => (Status::from_exit_code(Some(code)), Some(code), None),
                 (None, Some(signal)) => (
                     Status::Unknown,
@@ -110,14 +44,15 @@ impl Execute for CommandProbe {
                     Some("plugin ended without an exit status".into()),
                 ),
             },
-            Err(reason) => (Status::Critical, None, Some(reason)),
+            Ended::NotStarted(e) => return spawn_failure(&self.argv[0], &e),
+            Ended::TimedOut(reason) | Ended::Lost(reason) => (Status::Critical, None, Some(reason)),
         };
         build_result(
             status,
             exit_code,
             override_summary,
-            &out,
-            &err,
+            &finished.stdout,
+            &finished.stderr,
             ctx.output_limit,
         )
     }
@@ -187,57 +122,6 @@ fn spawn_failure(program: &str, error: &std::io::Error) -> ProbeResult {
         _ => format!("cannot start {program}: {error}"),
     };
     ProbeResult::new(Status::Unknown, summary, Duration::ZERO)
-}
-
-/// Kills the plugin's whole process group when dropped or asked to.
-/// The group's id, 0 once killed (no process has id 0).
-struct GroupGuard(std::sync::atomic::AtomicU32);
-
-impl GroupGuard {
-    fn new(pgid: Option<u32>) -> GroupGuard {
-        GroupGuard(std::sync::atomic::AtomicU32::new(pgid.unwrap_or(0)))
-    }
-
-    /// Kills the group, once: SIGKILL cannot be ignored, so a second kill finds nothing of
-    /// ours, and once the group is empty its id may even be reused by an unrelated process.
-    fn kill(&self) {
-        let pgid = self.0.swap(0, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(pgid @ 1..) = i32::try_from(pgid) {
-            // ESRCH (nothing left in the group) is the normal case after a clean exit.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-#[derive(Debug, Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    discarded: u64,
-}
-
-/// Reads a stream to its end, keeping the first `limit` bytes and counting the rest.
-async fn drain(stream: Option<impl AsyncRead + Unpin>, into: &mut Captured, limit: usize) {
-    let Some(mut stream) = stream else { return };
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let keep = limit.saturating_sub(into.bytes.len()).min(n);
-                into.bytes.extend_from_slice(&buf[..keep]);
-                into.discarded += (n - keep) as u64;
-            }
-        }
-    }
 }
 
 fn signal_name(signal: i32) -> &'static str {

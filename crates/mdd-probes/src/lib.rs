@@ -13,6 +13,7 @@ mod command;
 mod dns;
 mod error_text;
 mod http;
+pub mod process;
 pub mod scheduler;
 mod tcp;
 mod tls;

@@ -18,7 +18,6 @@ use mdd_core::notification::{Open, Seen};
 use mdd_core::spec::{Check, Handler, HandlerKind};
 use mdd_core::{State, Status};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -454,44 +453,32 @@ fn log(
     );
 }
 
-/// Runs a command handler (no shell) with the event on stdin, within its timeout.
+/// Runs a command handler through the same runner as plugins: no shell, its own process group,
+/// the event on stdin, output capped, the whole group killed at the timeout.
 async fn run_command(argv: &[String], body: &str, timeout: Duration) -> (String, String) {
-    let Some((program, args)) = argv.split_first() else {
-        return ("error: empty command".into(), String::new());
-    };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => return (format!("error: cannot start {program}: {e}"), String::new()),
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body.as_bytes()).await;
-    }
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            text.truncate(text.floor_char_boundary(OUTPUT_KEPT));
-            let outcome = match out.status.code() {
-                Some(0) => "ok".to_string(),
-                Some(code) => format!("exit {code}"),
-                None => "error: killed by a signal".to_string(),
-            };
-            (outcome, text)
+    use mdd_probes::process::{self, Ended};
+    let finished = process::run(process::Run {
+        argv,
+        stdin: Some(body.as_bytes()),
+        timeout,
+        output_limit: OUTPUT_KEPT,
+        spawn_inline: false,
+    })
+    .await;
+    let mut text = String::from_utf8_lossy(&finished.stdout.bytes).into_owned();
+    text.push_str(&String::from_utf8_lossy(&finished.stderr.bytes));
+    text.truncate(text.floor_char_boundary(OUTPUT_KEPT));
+    let outcome = match finished.ended {
+        Ended::Exited(status) => match status.code() {
+            Some(0) => "ok".to_string(),
+            Some(code) => format!("exit {code}"),
+            None => "error: killed by a signal".to_string(),
+        },
+        Ended::NotStarted(e) => {
+            let program = argv.first().map_or("", String::as_str);
+            format!("error: cannot start {program}: {e}")
         }
-        Ok(Err(e)) => (format!("error: {e}"), String::new()),
-        Err(_) => (
-            format!(
-                "error: timed out after {}",
-                mdd_core::format_duration(timeout)
-            ),
-            String::new(),
-        ),
-    }
+        Ended::TimedOut(why) | Ended::Lost(why) => format!("error: {why}"),
+    };
+    (outcome, text)
 }
