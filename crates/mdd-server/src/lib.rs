@@ -370,6 +370,10 @@ pub async fn start(
 
     let (sender, receiver) = mpsc::channel(1024);
     let (notices, notices_rx) = mpsc::channel(notify::NOTICE_QUEUE);
+    let (persist, persist_rx) = mpsc::channel(notify::PERSIST_QUEUE);
+    let deliveries =
+        notify::DeliveryLog::new(store.deliveries(notify::LOG_LEN).await?, persist.clone());
+    let notified = store.notified().await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -396,7 +400,7 @@ pub async fn start(
         deployments: RwLock::new(tracks),
         silences: RwLock::new(silences),
         notices,
-        deliveries: notify::DeliveryLog::default(),
+        deliveries,
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
         tokens: RwLock::new(tokens),
@@ -444,6 +448,13 @@ pub async fn start(
     let notifier = tokio::spawn(notify::run(
         Arc::clone(&shared),
         notices_rx,
+        notified,
+        persist,
+        shutdown.clone(),
+    ));
+    let persister = tokio::spawn(notify::persist(
+        shared.store.clone(),
+        persist_rx,
         shutdown.clone(),
     ));
     let serve_shared = Arc::clone(&shared);
@@ -461,6 +472,7 @@ pub async fn start(
         let _ = watchdog.await;
         let _ = progress.await;
         let _ = notifier.await;
+        let _ = persister.await;
         drop(serve_shared);
     });
     Ok(RunningServer {

@@ -9,6 +9,12 @@
 //! has not been green yet in a deployment that is not done); a resolution is notified only for
 //! incidents that were; a change of status while failing is notified again; flapping is
 //! notified when it starts and ends, not on every change; reminders repeat while failing.
+//!
+//! What handlers were told survives a restart: the delivery log and the incidents each handler
+//! was told about are written to the store in batches (by [`persist`], off the delivery path).
+//! On start, and whenever a spec is applied, every failing event and every remembered incident
+//! is looked at again, so a recovery or failure that happened while the server was down, or a
+//! handler added to the spec, is told what it would have been told.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use mdd_core::notification::{Open, Seen};
 use mdd_core::spec::{Check, Handler, HandlerKind};
 use mdd_core::{State, Status};
+use mdd_storage::{DeliveryRow, NotifiedRow};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +40,12 @@ const DELIVERY_QUEUE: usize = 1_000;
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Deliveries kept per handler for the log.
-const LOG_LEN: usize = 500;
+pub const LOG_LEN: usize = 500;
+/// Log entries and incident records waiting to be written; past this they are dropped from the
+/// store (not from memory) rather than slowing deliveries.
+pub const PERSIST_QUEUE: usize = 20_000;
+/// How long the persister gathers changes before writing them in one transaction.
+const PERSIST_EVERY: Duration = Duration::from_millis(500);
 /// How many results in a row of a failing event are looked at for occurrence thresholds.
 pub const OCCURRENCES_WATCHED: u32 = 100;
 /// The most output of a command handler kept in the log.
@@ -51,10 +63,12 @@ pub struct Notice {
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
     pub at: String,
+    #[serde(skip)]
+    pub at_ms: i64,
     pub check: String,
     pub entity: String,
     /// incident, resolution, changed, reminder, flapping_started, flapping_ended
-    pub kind: &'static str,
+    pub kind: String,
     pub attempt: u32,
     /// `ok`, `http 500`, `exit 2`, `error: …`, `dropped: queue full`
     pub outcome: String,
@@ -63,13 +77,46 @@ pub struct Delivery {
     pub output: String,
 }
 
-/// Delivery logs by handler name.
-#[derive(Default)]
-pub struct DeliveryLog(Mutex<HashMap<String, VecDeque<Delivery>>>);
+/// Delivery logs by handler name: read from memory, written through to the store.
+pub struct DeliveryLog {
+    logs: Mutex<HashMap<String, VecDeque<Delivery>>>,
+    persist: mpsc::Sender<Persist>,
+}
 
 impl DeliveryLog {
+    /// Starts from what the store kept (oldest first).
+    pub fn new(stored: Vec<DeliveryRow>, persist: mpsc::Sender<Persist>) -> DeliveryLog {
+        let mut logs: HashMap<String, VecDeque<Delivery>> = HashMap::new();
+        for row in stored {
+            logs.entry(row.handler).or_default().push_back(Delivery {
+                at: crate::view::timestamp(row.at),
+                at_ms: row.at,
+                check: row.check,
+                entity: row.entity,
+                kind: row.kind,
+                attempt: row.attempt,
+                outcome: row.outcome,
+                latency_ms: row.latency_ms,
+                output: row.output,
+            });
+        }
+        DeliveryLog {
+            logs: Mutex::new(logs),
+            persist,
+        }
+    }
+
     fn record(&self, handler: &str, delivery: Delivery) {
-        let mut logs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Never wait for the store: a full queue costs the entry its place on disk, not in
+        // the log.
+        if self
+            .persist
+            .try_send(Persist::Delivery(handler.to_string(), delivery.clone()))
+            .is_err()
+        {
+            tracing::warn!("the delivery log is behind: an entry was not written to the store");
+        }
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         let log = logs.entry(handler.to_string()).or_default();
         log.push_back(delivery);
         while log.len() > LOG_LEN {
@@ -79,10 +126,162 @@ impl DeliveryLog {
 
     /// The newest first.
     pub fn of(&self, handler: &str) -> Vec<Delivery> {
-        let logs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.get(handler)
             .map(|log| log.iter().rev().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// (handler, check, entity): whom an incident was told to, and about what.
+type OpenKey = (String, String, String);
+
+/// What the persister writes.
+pub enum Persist {
+    Delivery(String, Delivery),
+    /// What a handler now knows about an event: `None` once it was told it is resolved (or
+    /// will never be).
+    Notified(OpenKey, Option<Open>),
+}
+
+/// Writes the delivery log and incident records in batches until `shutdown`, then writes what
+/// is queued and stops.
+pub async fn persist(
+    store: mdd_storage::Store,
+    mut queue: mpsc::Receiver<Persist>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            item = queue.recv() => item,
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut batch = Batch::default();
+        batch.add(first);
+        let deadline = tokio::time::sleep(PERSIST_EVERY);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                item = queue.recv() => match item {
+                    Some(item) => batch.add(item),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        batch.write(&store).await;
+    }
+    let mut batch = Batch::default();
+    while let Ok(item) = queue.try_recv() {
+        batch.add(item);
+    }
+    batch.write(&store).await;
+}
+
+#[derive(Default)]
+struct Batch {
+    /// Per handler, at most the newest `LOG_LEN`: older ones would be pruned at once.
+    deliveries: HashMap<String, VecDeque<Delivery>>,
+    /// The last word on each incident record.
+    notified: HashMap<OpenKey, Option<Open>>,
+}
+
+impl Batch {
+    fn add(&mut self, item: Persist) {
+        match item {
+            Persist::Delivery(handler, delivery) => {
+                let log = self.deliveries.entry(handler).or_default();
+                log.push_back(delivery);
+                if log.len() > LOG_LEN {
+                    log.pop_front();
+                }
+            }
+            Persist::Notified(key, open) => {
+                self.notified.insert(key, open);
+            }
+        }
+    }
+
+    async fn write(self, store: &mdd_storage::Store) {
+        let deliveries: Vec<DeliveryRow> = self
+            .deliveries
+            .into_iter()
+            .flat_map(|(handler, log)| {
+                log.into_iter().map(move |d| DeliveryRow {
+                    handler: handler.clone(),
+                    at: d.at_ms,
+                    check: d.check,
+                    entity: d.entity,
+                    kind: d.kind,
+                    attempt: d.attempt,
+                    outcome: d.outcome,
+                    latency_ms: d.latency_ms,
+                    output: d.output,
+                })
+            })
+            .collect();
+        let mut notified = Vec::new();
+        let mut resolved = Vec::new();
+        for ((handler, check, entity), open) in self.notified {
+            match open {
+                Some(open) => notified.push(NotifiedRow {
+                    handler,
+                    check,
+                    entity,
+                    status: open.status,
+                    notified_at: open.notified_at,
+                }),
+                None => resolved.push((handler, check, entity)),
+            }
+        }
+        if let Err(e) = store
+            .save_notifications(&deliveries, &notified, &resolved, LOG_LEN)
+            .await
+        {
+            tracing::error!("cannot write the delivery log: {e}");
+        }
+    }
+}
+
+/// The incidents each handler was told about and not yet told are resolved; every change is
+/// also sent to the persister.
+struct Told {
+    open: HashMap<OpenKey, Open>,
+    persist: mpsc::Sender<Persist>,
+}
+
+impl Told {
+    fn new(stored: Vec<NotifiedRow>, persist: mpsc::Sender<Persist>) -> Told {
+        let open = stored
+            .into_iter()
+            .map(|row| {
+                (
+                    (row.handler, row.check, row.entity),
+                    Open {
+                        status: row.status,
+                        notified_at: row.notified_at,
+                    },
+                )
+            })
+            .collect();
+        Told { open, persist }
+    }
+
+    /// Puts back a record taken with `open.remove`, writing it through if it changed.
+    fn put(&mut self, key: OpenKey, before: Option<Open>, after: Option<Open>) {
+        if before != after {
+            let _ = self
+                .persist
+                .try_send(Persist::Notified(key.clone(), after))
+                .inspect_err(|_| {
+                    tracing::warn!("the delivery log is behind: an incident record was not stored")
+                });
+        }
+        if let Some(after) = after {
+            self.open.insert(key, after);
+        }
     }
 }
 
@@ -95,12 +294,15 @@ struct Job {
 }
 
 /// Runs until `shutdown`: takes notices, decides, queues deliveries; reminds once a second.
+/// `notified` is what the store remembers handlers were told.
 pub async fn run(
     shared: Arc<Shared>,
     mut notices: mpsc::Receiver<Notice>,
+    notified: Vec<NotifiedRow>,
+    persist: mpsc::Sender<Persist>,
     shutdown: CancellationToken,
 ) {
-    let mut open: HashMap<(String, String, String), Open> = HashMap::new();
+    let mut told = Told::new(notified, persist);
     let mut workers: HashMap<String, mpsc::Sender<Job>> = HashMap::new();
     let http = reqwest::Client::builder()
         .user_agent(concat!("mdd/", env!("CARGO_PKG_VERSION")))
@@ -109,17 +311,25 @@ pub async fn run(
         .unwrap_or_default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut revisions = shared.watch_revision();
+    // The first look makes up for what happened while the server was down.
+    let mut jobs = Vec::new();
+    catch_up(&shared, &mut told, &mut jobs);
     loop {
-        let mut jobs = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             notice = notices.recv() => match notice {
-                Some(notice) => decide(&shared, &notice, &mut open, &mut jobs),
+                Some(notice) => decide(&shared, &notice, &mut told, &mut jobs),
                 None => return,
             },
-            _ = tick.tick() => remind(&shared, &mut open, &mut jobs),
+            changed = revisions.changed() => match changed {
+                // Handlers may have been added, removed or re-routed.
+                Ok(()) => catch_up(&shared, &mut told, &mut jobs),
+                Err(_) => return,
+            },
+            _ = tick.tick() => remind(&shared, &mut told, &mut jobs),
         }
-        for job in jobs {
+        for job in jobs.drain(..) {
             let sender = workers.entry(job.handler.name.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
                 tokio::spawn(deliver_all(
@@ -131,13 +341,15 @@ pub async fn run(
                 tx
             });
             if let Err(mpsc::error::TrySendError::Full(job)) = sender.try_send(job) {
+                let at_ms = now_ms();
                 shared.deliveries.record(
                     &job.handler.name,
                     Delivery {
-                        at: crate::view::timestamp(now_ms()),
+                        at: crate::view::timestamp(at_ms),
+                        at_ms,
                         check: job.check,
                         entity: job.entity,
-                        kind: job.kind,
+                        kind: job.kind.to_string(),
                         attempt: 0,
                         outcome: "dropped: queue full".into(),
                         latency_ms: 0.0,
@@ -146,6 +358,62 @@ pub async fn run(
                 );
             }
         }
+    }
+}
+
+/// Looks again at every failing event and every incident a handler was told about, as if each
+/// had just changed: what recovered or failed unseen (while the server was down) or what a
+/// changed spec now routes elsewhere gets told; what was already told is not told again.
+fn catch_up(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
+    let checks = shared.checks();
+    let events: Vec<CachedEvent> = {
+        let events = shared.events_read();
+        // Records of events that are gone, or of handlers that no longer apply, are dropped.
+        let stale: Vec<OpenKey> = told
+            .open
+            .keys()
+            .filter(|(handler, check, entity)| {
+                let applies = checks.get(check).is_some_and(|c| {
+                    checks
+                        .spec
+                        .handlers
+                        .iter()
+                        .any(|h| h.name == *handler && h.applies_to(c))
+                });
+                !applies || !events.contains_key(&(check.clone(), entity.clone()))
+            })
+            .cloned()
+            .collect();
+        for key in stale {
+            let before = told.open.remove(&key);
+            told.put(key, before, None);
+        }
+        let remembered: std::collections::HashSet<(&str, &str)> = told
+            .open
+            .keys()
+            .map(|(_, check, entity)| (check.as_str(), entity.as_str()))
+            .collect();
+        events
+            .iter()
+            .filter(|((check, entity), cached)| {
+                cached.event.status != Status::Ok
+                    || remembered.contains(&(check.as_str(), entity.as_str()))
+            })
+            .map(|(_, cached)| cached.clone())
+            .collect()
+    };
+    for event in events {
+        let (status, flapping) = (event.event.status, event.event.flapping);
+        decide_one(
+            shared,
+            &Notice {
+                event,
+                previous_status: Some(status),
+                previous_flapping: flapping,
+            },
+            told,
+            jobs,
+        );
     }
 }
 
@@ -178,13 +446,8 @@ fn silenced(shared: &Shared, check: &str, entity: &str, now: i64) -> bool {
         .any(|s| s.is_active(now) && s.matches(&target))
 }
 
-fn decide(
-    shared: &Shared,
-    notice: &Notice,
-    open: &mut HashMap<(String, String, String), Open>,
-    jobs: &mut Vec<Job>,
-) {
-    decide_one(shared, notice, open, jobs);
+fn decide(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>) {
+    decide_one(shared, notice, told, jobs);
     // A check passing again unblocks what depends on it: what still fails there is now a root
     // cause of its own, and is looked at as such.
     if notice.event.event.status != Status::Ok {
@@ -217,18 +480,13 @@ fn decide(
                 previous_status: Some(status),
                 previous_flapping: flapping,
             },
-            open,
+            told,
             jobs,
         );
     }
 }
 
-fn decide_one(
-    shared: &Shared,
-    notice: &Notice,
-    open: &mut HashMap<(String, String, String), Open>,
-    jobs: &mut Vec<Job>,
-) {
+fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>) {
     let checks = shared.checks();
     let event = &notice.event.event;
     let Some(check) = checks.get(&event.check) else {
@@ -259,12 +517,11 @@ fn decide_one(
             event.check.clone(),
             event.entity.clone(),
         );
-        let mut slot = open.remove(&key);
-        let told = mdd_core::notification::decide(&handler.filter, &seen, &mut slot, now);
-        if let Some(still) = slot {
-            open.insert(key, still);
-        }
-        if let Some(kind) = told {
+        let before = told.open.remove(&key);
+        let mut slot = before;
+        let kind = mdd_core::notification::decide(&handler.filter, &seen, &mut slot, now);
+        told.put(key, before, slot);
+        if let Some(kind) = kind {
             let kind = kind.as_str();
             jobs.push(Job {
                 handler: handler.clone(),
@@ -282,16 +539,13 @@ fn decide_one(
 }
 
 /// Reminders for incidents still open, at most every `reminder` per handler.
-fn remind(
-    shared: &Shared,
-    open: &mut HashMap<(String, String, String), Open>,
-    jobs: &mut Vec<Job>,
-) {
+fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
     let now = now_ms();
     let checks = shared.checks();
     let events = shared.events_read();
     let mut gone = Vec::new();
-    for ((handler_name, check_name, entity), incident) in open.iter_mut() {
+    let mut reminded = Vec::new();
+    for ((handler_name, check_name, entity), incident) in told.open.iter_mut() {
         let Some(handler) = checks
             .spec
             .handlers
@@ -313,9 +567,14 @@ fn remind(
         if cached.event.status == Status::Ok || silenced(shared, check_name, entity, now) {
             continue;
         }
+        let before = *incident;
         if !mdd_core::notification::reminder_due(&handler.filter, incident, now) {
             continue;
         }
+        reminded.push((
+            (handler_name.clone(), check_name.clone(), entity.clone()),
+            before,
+        ));
         let state = StateResolver::new(&checks, &events, now)
             .state_of(cached, Some(check))
             .0;
@@ -328,7 +587,12 @@ fn remind(
         });
     }
     for key in gone {
-        open.remove(&key);
+        let before = told.open.remove(&key);
+        told.put(key, before, None);
+    }
+    for (key, before) in reminded {
+        let after = told.open.remove(&key);
+        told.put(key, Some(before), after);
     }
 }
 
@@ -438,13 +702,15 @@ fn log(
     started: Instant,
     output: String,
 ) {
+    let at_ms = now_ms();
     shared.deliveries.record(
         &job.handler.name,
         Delivery {
-            at: crate::view::timestamp(now_ms()),
+            at: crate::view::timestamp(at_ms),
+            at_ms,
             check: job.check.clone(),
             entity: job.entity.clone(),
-            kind: job.kind,
+            kind: job.kind.to_string(),
             attempt,
             outcome,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,

@@ -144,6 +144,31 @@ pub struct EventCheckpoint {
 /// SQLite allows 32,766 bound parameters per statement; event rows have 6 columns.
 const EVENT_ROWS_PER_UPSERT: usize = 5_000;
 
+/// One attempt to deliver a notification, as the delivery log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRow {
+    pub handler: String,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub check: String,
+    pub entity: String,
+    pub kind: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub latency_ms: f64,
+    pub output: String,
+}
+
+/// A handler's record of an incident it was told about and not yet told is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifiedRow {
+    pub handler: String,
+    pub check: String,
+    pub entity: String,
+    pub status: Status,
+    pub notified_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -682,6 +707,142 @@ impl Store {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok((incidents, flaps))
+    }
+
+    /// Writes delivery log entries and changes to what handlers were notified, in one
+    /// transaction: `notified` rows are upserted, `resolved` (handler, check, entity) deleted.
+    /// Each handler touched keeps only its newest `keep_per_handler` deliveries.
+    pub async fn save_notifications(
+        &self,
+        deliveries: &[DeliveryRow],
+        notified: &[NotifiedRow],
+        resolved: &[(String, String, String)],
+        keep_per_handler: usize,
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() && notified.is_empty() && resolved.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // 9 columns a row, well under SQLite's bound-parameter limit.
+        for chunk in deliveries.chunks(1_000) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (handler, at, check_name, entity, kind, attempt, outcome, latency_ms, output) ",
+            );
+            query.push_values(chunk, |mut row, d| {
+                row.push_bind(&d.handler)
+                    .push_bind(d.at)
+                    .push_bind(&d.check)
+                    .push_bind(&d.entity)
+                    .push_bind(&d.kind)
+                    .push_bind(d.attempt)
+                    .push_bind(&d.outcome)
+                    .push_bind(d.latency_ms)
+                    .push_bind(&d.output);
+            });
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let touched: std::collections::BTreeSet<&str> =
+            deliveries.iter().map(|d| d.handler.as_str()).collect();
+        let keep = i64::try_from(keep_per_handler).unwrap_or(i64::MAX);
+        for handler in touched {
+            sqlx::query(
+                "DELETE FROM deliveries WHERE handler = ?1 AND id <=
+                 (SELECT id FROM deliveries WHERE handler = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(handler)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        for n in notified {
+            sqlx::query(
+                "INSERT INTO notified (handler, check_name, entity, status, notified_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (handler, check_name, entity)
+                 DO UPDATE SET status = excluded.status, notified_at = excluded.notified_at",
+            )
+            .bind(&n.handler)
+            .bind(&n.check)
+            .bind(&n.entity)
+            .bind(n.status.exit_code())
+            .bind(n.notified_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        for (handler, check, entity) in resolved {
+            sqlx::query(
+                "DELETE FROM notified WHERE handler = ?1 AND check_name = ?2 AND entity = ?3",
+            )
+            .bind(handler)
+            .bind(check)
+            .bind(entity)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The newest `keep_per_handler` deliveries of each handler, oldest first.
+    pub async fn deliveries(
+        &self,
+        keep_per_handler: usize,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT handler, at, check_name, entity, kind, attempt, outcome, latency_ms, output
+             FROM (SELECT *, row_number() OVER (PARTITION BY handler ORDER BY id DESC) AS newest
+                   FROM deliveries)
+             WHERE newest <= ?1 ORDER BY id",
+        )
+        .bind(i64::try_from(keep_per_handler).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| {
+                let get = |e| self.err(e);
+                Ok(DeliveryRow {
+                    handler: row.try_get(0).map_err(get)?,
+                    at: row.try_get(1).map_err(get)?,
+                    check: row.try_get(2).map_err(get)?,
+                    entity: row.try_get(3).map_err(get)?,
+                    kind: row.try_get(4).map_err(get)?,
+                    attempt: row.try_get(5).map_err(get)?,
+                    outcome: row.try_get(6).map_err(get)?,
+                    latency_ms: row.try_get(7).map_err(get)?,
+                    output: row.try_get(8).map_err(get)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every incident a handler was told about and not yet told is resolved.
+    pub async fn notified(&self) -> Result<Vec<NotifiedRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT handler, check_name, entity, status, notified_at FROM notified
+             ORDER BY handler, check_name, entity",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|row| {
+                let get = |e| self.err(e);
+                Ok(NotifiedRow {
+                    handler: row.try_get(0).map_err(get)?,
+                    check: row.try_get(1).map_err(get)?,
+                    entity: row.try_get(2).map_err(get)?,
+                    status: Status::from_exit_code(Some(row.try_get(3).map_err(get)?)),
+                    notified_at: row.try_get(4).map_err(get)?,
+                })
+            })
+            .collect()
     }
 
     /// Stores a new spec revision and returns its number.

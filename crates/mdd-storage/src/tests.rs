@@ -269,3 +269,94 @@ async fn incidents_open_close_and_replay_harmlessly() {
         "the one that ended before 160 is out of the window"
     );
 }
+
+fn delivery(handler: &str, n: i64) -> DeliveryRow {
+    DeliveryRow {
+        handler: handler.into(),
+        at: n,
+        check: "dns".into(),
+        entity: "server".into(),
+        kind: "incident".into(),
+        attempt: 1,
+        outcome: format!("ok {n}"),
+        latency_ms: 1.25,
+        output: String::new(),
+    }
+}
+
+fn notified(handler: &str, check: &str, status: Status) -> NotifiedRow {
+    NotifiedRow {
+        handler: handler.into(),
+        check: check.into(),
+        entity: "server".into(),
+        status,
+        notified_at: 7,
+    }
+}
+
+#[tokio::test]
+async fn delivery_logs_keep_the_newest_per_handler_across_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    let first: Vec<_> = (0..8).map(|n| delivery("pager", n)).collect();
+    store
+        .save_notifications(&first, &[], &[], 5)
+        .await
+        .expect("save");
+    let more = [delivery("pager", 8), delivery("chat", 100)];
+    store
+        .save_notifications(&more, &[], &[], 5)
+        .await
+        .expect("save");
+    store.close().await;
+    let store = Store::open(dir.path()).await.expect("reopen");
+    let kept = store.deliveries(5).await.expect("read");
+    let pager: Vec<i64> = kept
+        .iter()
+        .filter(|d| d.handler == "pager")
+        .map(|d| d.at)
+        .collect();
+    assert_eq!(pager, [4, 5, 6, 7, 8], "the newest five, oldest first");
+    assert_eq!(
+        kept.iter()
+            .filter(|d| d.handler == "chat")
+            .collect::<Vec<_>>(),
+        [&delivery("chat", 100)]
+    );
+    // Asking for fewer than are stored gives the newest of each, in the order they came.
+    let two = store.deliveries(2).await.expect("read");
+    assert_eq!(two.iter().map(|d| d.at).collect::<Vec<_>>(), [7, 8, 100]);
+}
+
+#[tokio::test]
+async fn notified_incidents_are_upserted_and_resolved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    store
+        .save_notifications(
+            &[],
+            &[
+                notified("pager", "dns", Status::Warning),
+                notified("pager", "ldap", Status::Critical),
+            ],
+            &[],
+            5,
+        )
+        .await
+        .expect("save");
+    store
+        .save_notifications(
+            &[],
+            &[notified("pager", "dns", Status::Critical)],
+            &[("pager".into(), "ldap".into(), "server".into())],
+            5,
+        )
+        .await
+        .expect("save");
+    store.close().await;
+    let store = Store::open(dir.path()).await.expect("reopen");
+    assert_eq!(
+        store.notified().await.expect("read"),
+        [notified("pager", "dns", Status::Critical)]
+    );
+}

@@ -1970,6 +1970,17 @@ impl Receiver {
         }
     }
 
+    /// Waits (boundedly) until at least `n` notifications arrived; returns what did.
+    async fn wait_for(&self, n: usize) -> Vec<(String, String)> {
+        for _ in 0..150 {
+            if self.received().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.received()
+    }
+
     /// (check, notification) of what arrived, in order.
     fn received(&self) -> Vec<(String, String)> {
         self.bodies
@@ -2269,6 +2280,202 @@ checks:
         kinds.len(),
         started + 2,
         "nothing between the start and the end of flapping: {kinds:?}"
+    );
+    assert!(server.stop().await.success());
+}
+
+fn told(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(c, k)| (c.to_string(), k.to_string()))
+        .collect()
+}
+
+/// What handlers were told survives `kill -9`: an incident notified before the crash is not
+/// told again after the restart and its recovery is told; the delivery log is still there; and
+/// a handler added by an apply hears about what is failing now.
+#[tokio::test]
+async fn what_handlers_were_told_survives_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let hook = Receiver::start().await;
+    let late = Receiver::start().await;
+    let spec = |with_late: bool| {
+        let mut spec = format!(
+            "handlers:\n  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/' }}\n",
+            hook.port
+        );
+        if with_late {
+            spec.push_str(&format!(
+                "  - {{ name: late, type: webhook, url: 'http://127.0.0.1:{}/' }}\n",
+                late.port
+            ));
+        }
+        let handlers = if with_late { "[hook, late]" } else { "[hook]" };
+        spec.push_str(&format!(
+            "checks:\n  - {{ name: dns, owner: ops, ttl: 1h, handlers: {handlers} }}\n"
+        ));
+        spec
+    };
+    let mut n = 0;
+    let mut post = async |server: &TestServer, status: i64| {
+        n += 1;
+        let body = json!({ "results": [result(&format!("r{n}"), "dns", status)] });
+        assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+
+    let server = TestServer::start(&data, &[]).await;
+    assert_eq!(server.apply(&[("spec.yaml", &spec(false))]).await.0, 200);
+    post(&server, 0).await;
+    post(&server, 2).await;
+    assert_eq!(hook.wait_for(1).await, told(&[("dns", "incident")]));
+    // The delivery log and the incident record are written within half a second.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    server.kill9().await;
+
+    let server = TestServer::start(&data, &[]).await;
+    let (_, log) = server.get("/api/v1/handlers/hook/deliveries").await;
+    let log = log["deliveries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(log.len(), 1, "the log from before the crash: {log:?}");
+    assert_eq!(log[0]["kind"], "incident");
+    assert_eq!(log[0]["outcome"], "ok");
+    post(&server, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hook.received(),
+        told(&[("dns", "incident")]),
+        "not told again after the restart"
+    );
+    post(&server, 0).await;
+    assert_eq!(
+        hook.wait_for(2).await,
+        told(&[("dns", "incident"), ("dns", "resolution")]),
+        "the recovery is told although the incident was told before the crash"
+    );
+
+    post(&server, 2).await;
+    assert_eq!(hook.wait_for(3).await.len(), 3);
+    assert_eq!(server.apply(&[("spec.yaml", &spec(true))]).await.0, 200);
+    assert_eq!(
+        late.wait_for(1).await,
+        told(&[("dns", "incident")]),
+        "a handler added while dns fails hears about it"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.received().len(), 3, "hook is not told twice");
+    assert!(server.stop().await.success());
+}
+
+/// A receiver that refuses connections and one that accepts and never answers: each delivery
+/// gets its bounded attempts, and meanwhile ingestion takes every result as if there were no
+/// handlers at all.
+#[tokio::test]
+async fn receivers_down_or_stalled_never_hold_up_ingestion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Bound and released: nothing listens there any more.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stalled_port = stalled.local_addr().expect("addr").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    let _stall = tokio::spawn(async move {
+        while let Ok((stream, _)) = stalled.accept().await {
+            // Kept open, never read, never answered.
+            holder.lock().expect("lock").push(stream);
+        }
+    });
+    let spec = format!(
+        "handlers:
+  - {{ name: down, type: webhook, url: 'http://127.0.0.1:{down}/', timeout: 1s }}
+  - {{ name: stalled, type: webhook, url: 'http://127.0.0.1:{stalled_port}/', timeout: 1s }}
+checks:
+  - {{ name: dns, owner: ops, ttl: 1h, handlers: [down, stalled] }}
+"
+    );
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    assert_eq!(server.apply(&[("spec.yaml", &spec)]).await.0, 200);
+    let post = async |id: String, status: i64| {
+        let body = json!({ "results": [result(&id, "dns", status)] });
+        let started = std::time::Instant::now();
+        assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
+        started.elapsed()
+    };
+    post("first".into(), 0).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    post("failing".into(), 2).await;
+    // Wait until the stalled receiver holds a delivery: both workers are now busy.
+    for _ in 0..100 {
+        if !held.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !held.lock().expect("lock").is_empty(),
+        "a delivery is stalled"
+    );
+    let mut took = Vec::new();
+    for i in 0..50 {
+        took.push(post(format!("more-{i}"), 2).await);
+    }
+    took.sort();
+    eprintln!(
+        "ingestion while both receivers fail: p50 {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    let (_, events) = server.get("/api/v1/events?check=dns").await;
+    let occurrences = events["events"]
+        .as_array()
+        .and_then(|e| e.first())
+        .map(|e| e["occurrences"].clone());
+    assert_eq!(
+        occurrences,
+        Some(json!(51)),
+        "every result was taken while deliveries were stuck: {events}"
+    );
+
+    let outcomes = async |handler: &str| -> Vec<String> {
+        let mut outcomes = Vec::new();
+        for _ in 0..100 {
+            let (_, log) = server
+                .get(&format!("/api/v1/handlers/{handler}/deliveries"))
+                .await;
+            outcomes = log["deliveries"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|d| d["outcome"].as_str().unwrap_or("").to_string())
+                .collect();
+            if outcomes.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        outcomes
+    };
+    let refused = outcomes("down").await;
+    assert_eq!(
+        refused.len(),
+        3,
+        "three attempts, then it gives up: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|o| o.starts_with("error:")),
+        "{refused:?}"
+    );
+    let timed_out = outcomes("stalled").await;
+    assert_eq!(timed_out.len(), 3, "{timed_out:?}");
+    assert!(
+        timed_out.iter().all(|o| o.contains("timed out")),
+        "{timed_out:?}"
     );
     assert!(server.stop().await.success());
 }
