@@ -275,6 +275,7 @@ async fn write_group(
     for notice in notices {
         // Never wait for the notifier: a notice it cannot take is dropped, and said.
         if shared.notices.try_send(notice).is_err() {
+            shared.metrics.notices_dropped.inc();
             tracing::warn!("the notification queue is full: a notice was dropped");
         }
     }

@@ -142,6 +142,8 @@ pub enum ServerError {
     Spec { path: PathBuf, detail: String },
     #[error("cannot create a token: {0}")]
     Token(String),
+    #[error("cannot start the notification thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// State shared by every handler and task.
@@ -374,6 +376,10 @@ pub async fn start(
     let deliveries =
         notify::DeliveryLog::new(store.deliveries(notify::LOG_LEN).await?, persist.clone());
     let notified = store.notified().await?;
+    let notified_keys = notified
+        .iter()
+        .map(|n| (n.handler.clone(), n.check.clone(), n.entity.clone()))
+        .collect();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -445,18 +451,31 @@ pub async fn start(
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
-    let notifier = tokio::spawn(notify::run(
-        Arc::clone(&shared),
-        notices_rx,
-        notified,
-        persist,
-        shutdown.clone(),
-    ));
-    let persister = tokio::spawn(notify::persist(
-        shared.store.clone(),
-        persist_rx,
-        shutdown.clone(),
-    ));
+    // Notifications run on a thread of their own: a storm of deliveries then never queues
+    // in front of ingestion's tasks, and the kernel shares the cores between the two.
+    let notifier = {
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        std::thread::Builder::new()
+            .name("mdd-notify".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let persister = tokio::spawn(notify::persist(
+                        shared.store.clone(),
+                        persist_rx,
+                        notified_keys,
+                        shutdown.clone(),
+                    ));
+                    notify::run(shared, notices_rx, notified, persist, shutdown).await;
+                    let _ = persister.await;
+                })
+            })
+            .map_err(ServerError::Runtime)?
+    };
     let serve_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         let stop = shutdown.clone();
@@ -471,8 +490,7 @@ pub async fn start(
         let _ = housekeeping.await;
         let _ = watchdog.await;
         let _ = progress.await;
-        let _ = notifier.await;
-        let _ = persister.await;
+        let _ = tokio::task::spawn_blocking(move || notifier.join()).await;
         drop(serve_shared);
     });
     Ok(RunningServer {

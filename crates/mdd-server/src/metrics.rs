@@ -28,8 +28,17 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub handler: String,
+    /// `ok`, `failed` (every attempt failed) or `dropped` (the handler's queue was full)
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub notices_dropped: Counter,
+    pub deliveries: Family<DeliveryLabels, Counter>,
     pub results: Family<StatusLabel, Counter>,
     pub ingest_failures: Counter,
     pub group_seconds: Histogram,
@@ -78,6 +87,18 @@ impl Metrics {
             "1 for the state each (check, entity) is in",
             check_state.clone(),
         );
+        let notices_dropped = Counter::default();
+        registry.register(
+            "notices_dropped",
+            "Changed events the notifier could not take (its queue was full)",
+            notices_dropped.clone(),
+        );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Notifications by handler and how they ended",
+            deliveries.clone(),
+        );
         let process_resident = Gauge::default();
         registry.register(
             "process_resident_memory_bytes",
@@ -98,6 +119,8 @@ impl Metrics {
         );
         Metrics {
             registry,
+            notices_dropped,
+            deliveries,
             results,
             ingest_failures,
             group_seconds,
@@ -117,6 +140,15 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn delivered(&self, handler: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                handler: handler.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn record_group(&self, stored: &[&StoredResult], took: Duration) {

@@ -1,7 +1,9 @@
 //! Notifications: decides which event changes each handler hears about, and delivers them
 //! (webhooks with bounded retries, commands with the event on stdin), without ever holding up
-//! ingestion: the writer hands notices over with `try_send`, and each handler has its own
-//! bounded queue and worker, so a slow or dead receiver only delays its own deliveries.
+//! ingestion: the writer hands notices over with `try_send`, all of this runs on a thread of
+//! its own (started by `lib.rs`), and each handler has its own lanes — bounded queues with a
+//! worker each, an event always in the same lane — so a slow or dead receiver only delays its
+//! own deliveries, and one event's notifications arrive in order.
 //!
 //! Rules, per handler that applies to the check: an incident (not OK after OK) is notified once
 //! the filter's states and occurrences allow it, unless the event is silenced, blocked behind a
@@ -34,7 +36,11 @@ use crate::{CachedEvent, Shared, now_ms};
 /// Notices waiting for the notifier; past this, new ones are dropped (and counted) rather than
 /// slowing ingestion.
 pub const NOTICE_QUEUE: usize = 10_000;
-/// Deliveries waiting per handler.
+/// Deliveries in flight at once per handler. Each event always goes down the same lane, so
+/// what one event's receiver hears stays in order (incident before resolution), while a slow
+/// receiver still gets several events at a time.
+const LANES: usize = 8;
+/// Deliveries waiting per lane.
 const DELIVERY_QUEUE: usize = 1_000;
 /// Attempts per webhook delivery, and the first pause between them (doubling).
 const ATTEMPTS: u32 = 3;
@@ -44,8 +50,10 @@ pub const LOG_LEN: usize = 500;
 /// Log entries and incident records waiting to be written; past this they are dropped from the
 /// store (not from memory) rather than slowing deliveries.
 pub const PERSIST_QUEUE: usize = 20_000;
-/// How long the persister gathers changes before writing them in one transaction.
-const PERSIST_EVERY: Duration = Duration::from_millis(500);
+/// How long the persister gathers changes before writing them in one transaction: at most this
+/// much of the log is lost in a crash, and under a storm of changes an incident told and
+/// resolved within it costs no write at all.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How many results in a row of a failing event are looked at for occurrence thresholds.
 pub const OCCURRENCES_WATCHED: u32 = 100;
 /// The most output of a command handler kept in the log.
@@ -134,7 +142,7 @@ impl DeliveryLog {
 }
 
 /// (handler, check, entity): whom an incident was told to, and about what.
-type OpenKey = (String, String, String);
+pub type OpenKey = (String, String, String);
 
 /// What the persister writes.
 pub enum Persist {
@@ -145,12 +153,14 @@ pub enum Persist {
 }
 
 /// Writes the delivery log and incident records in batches until `shutdown`, then writes what
-/// is queued and stops.
+/// is queued and stops. `stored` are the incident records the store holds now.
 pub async fn persist(
     store: mdd_storage::Store,
     mut queue: mpsc::Receiver<Persist>,
+    stored: std::collections::HashSet<OpenKey>,
     shutdown: CancellationToken,
 ) {
+    let mut stored = stored;
     loop {
         let first = tokio::select! {
             item = queue.recv() => item,
@@ -171,13 +181,13 @@ pub async fn persist(
                 _ = shutdown.cancelled() => break,
             }
         }
-        batch.write(&store).await;
+        batch.write(&store, &mut stored).await;
     }
     let mut batch = Batch::default();
     while let Ok(item) = queue.try_recv() {
         batch.add(item);
     }
-    batch.write(&store).await;
+    batch.write(&store, &mut stored).await;
 }
 
 #[derive(Default)]
@@ -204,7 +214,13 @@ impl Batch {
         }
     }
 
-    async fn write(self, store: &mdd_storage::Store) {
+    /// `stored` mirrors the incident records in the store: a record that was never written
+    /// needs no delete.
+    async fn write(
+        self,
+        store: &mdd_storage::Store,
+        stored: &mut std::collections::HashSet<OpenKey>,
+    ) {
         let deliveries: Vec<DeliveryRow> = self
             .deliveries
             .into_iter()
@@ -224,16 +240,24 @@ impl Batch {
             .collect();
         let mut notified = Vec::new();
         let mut resolved = Vec::new();
-        for ((handler, check, entity), open) in self.notified {
+        for (key, open) in self.notified {
             match open {
-                Some(open) => notified.push(NotifiedRow {
-                    handler,
-                    check,
-                    entity,
-                    status: open.status,
-                    notified_at: open.notified_at,
-                }),
-                None => resolved.push((handler, check, entity)),
+                Some(open) => {
+                    stored.insert(key.clone());
+                    let (handler, check, entity) = key;
+                    notified.push(NotifiedRow {
+                        handler,
+                        check,
+                        entity,
+                        status: open.status,
+                        notified_at: open.notified_at,
+                    })
+                }
+                None => {
+                    if stored.remove(&key) {
+                        resolved.push(key);
+                    }
+                }
             }
         }
         if let Err(e) = store
@@ -303,7 +327,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut told = Told::new(notified, persist);
-    let mut workers: HashMap<String, mpsc::Sender<Job>> = HashMap::new();
+    let mut workers: HashMap<String, Vec<mpsc::Sender<Job>>> = HashMap::new();
     let http = reqwest::Client::builder()
         .user_agent(concat!("mdd/", env!("CARGO_PKG_VERSION")))
         .no_proxy()
@@ -330,17 +354,23 @@ pub async fn run(
             _ = tick.tick() => remind(&shared, &mut told, &mut jobs),
         }
         for job in jobs.drain(..) {
-            let sender = workers.entry(job.handler.name.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
-                tokio::spawn(deliver_all(
-                    Arc::clone(&shared),
-                    http.clone(),
-                    rx,
-                    shutdown.clone(),
-                ));
-                tx
+            let lanes = workers.entry(job.handler.name.clone()).or_insert_with(|| {
+                (0..LANES)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
+                        tokio::spawn(deliver_all(
+                            Arc::clone(&shared),
+                            http.clone(),
+                            rx,
+                            shutdown.clone(),
+                        ));
+                        tx
+                    })
+                    .collect()
             });
-            if let Err(mpsc::error::TrySendError::Full(job)) = sender.try_send(job) {
+            let lane = lane_of(&job.check, &job.entity);
+            if let Err(mpsc::error::TrySendError::Full(job)) = lanes[lane].try_send(job) {
+                shared.metrics.delivered(&job.handler.name, "dropped");
                 let at_ms = now_ms();
                 shared.deliveries.record(
                     &job.handler.name,
@@ -359,6 +389,13 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Which lane of a handler an event's deliveries take: always the same one.
+fn lane_of(check: &str, entity: &str) -> usize {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0).hash_one((check, entity));
+    (hash % LANES as u64) as usize
 }
 
 /// Looks again at every failing event and every incident a handler was told about, as if each
@@ -643,7 +680,7 @@ fn sensu_event(cached: &CachedEvent, check: &Check, state: State, kind: &str) ->
     .to_string()
 }
 
-/// One handler's worker: delivers its jobs in order.
+/// One lane of a handler: delivers its jobs in order.
 async fn deliver_all(
     shared: Arc<Shared>,
     http: reqwest::Client,
@@ -676,6 +713,8 @@ async fn deliver_all(
                     let ok = outcome == "ok";
                     log(&shared, &job, attempt, outcome, started, String::new());
                     if ok || attempt == ATTEMPTS {
+                        let ended = if ok { "ok" } else { "failed" };
+                        shared.metrics.delivered(&job.handler.name, ended);
                         break;
                     }
                     tokio::select! {
@@ -688,6 +727,8 @@ async fn deliver_all(
             HandlerKind::Command { argv } => {
                 let started = Instant::now();
                 let (outcome, output) = run_command(argv, &job.body, job.handler.timeout).await;
+                let ended = if outcome == "ok" { "ok" } else { "failed" };
+                shared.metrics.delivered(&job.handler.name, ended);
                 log(&shared, &job, 1, outcome, started, output);
             }
         }

@@ -759,32 +759,49 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
         }
-        for n in notified {
-            sqlx::query(
-                "INSERT INTO notified (handler, check_name, entity, status, notified_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (handler, check_name, entity)
+        // Many rows per statement: the write lock is shared with result ingestion, so the less
+        // time spent holding it the better.
+        for chunk in notified.chunks(1_000) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO notified (handler, check_name, entity, status, notified_at) ",
+            );
+            query.push_values(chunk, |mut row, n| {
+                row.push_bind(&n.handler)
+                    .push_bind(&n.check)
+                    .push_bind(&n.entity)
+                    .push_bind(n.status.exit_code())
+                    .push_bind(n.notified_at);
+            });
+            query.push(
+                " ON CONFLICT (handler, check_name, entity)
                  DO UPDATE SET status = excluded.status, notified_at = excluded.notified_at",
-            )
-            .bind(&n.handler)
-            .bind(&n.check)
-            .bind(&n.entity)
-            .bind(n.status.exit_code())
-            .bind(n.notified_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+            );
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
         }
-        for (handler, check, entity) in resolved {
-            sqlx::query(
-                "DELETE FROM notified WHERE handler = ?1 AND check_name = ?2 AND entity = ?3",
-            )
-            .bind(handler)
-            .bind(check)
-            .bind(entity)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        for chunk in resolved.chunks(1_000) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "DELETE FROM notified WHERE (handler, check_name, entity) IN (",
+            );
+            let mut keys = query.separated(", ");
+            for (handler, check, entity) in chunk {
+                keys.push("(")
+                    .push_bind_unseparated(handler)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(check)
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(entity)
+                    .push_unseparated(")");
+            }
+            query.push(")");
+            query
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
     }
