@@ -24,10 +24,10 @@ pub struct NotifyArgs {
     #[arg(long, default_value = "target/release/mdd")]
     mdd: std::path::PathBuf,
     /// Seconds per turn.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     seconds: u64,
     /// Turns per server.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     #[arg(long, default_value_t = 10)]
     clients: usize,

@@ -2394,8 +2394,10 @@ async fn receivers_down_or_stalled_never_hold_up_ingestion() {
         "handlers:
   - {{ name: down, type: webhook, url: 'http://127.0.0.1:{down}/', timeout: 1s }}
   - {{ name: stalled, type: webhook, url: 'http://127.0.0.1:{stalled_port}/', timeout: 1s }}
+  - {{ name: hangs, type: command, command: [sleep, '30'], timeout: 1s }}
+  - {{ name: chatty, type: command, command: [sh, -c, 'head -c 5000000 /dev/zero | tr \"\\\\000\" x; exit 3'] }}
 checks:
-  - {{ name: dns, owner: ops, ttl: 1h, handlers: [down, stalled] }}
+  - {{ name: dns, owner: ops, ttl: 1h, handlers: [down, stalled, hangs, chatty] }}
 "
     );
     let server = TestServer::start(&dir.path().join("data"), &[]).await;
@@ -2441,25 +2443,26 @@ checks:
         "every result was taken while deliveries were stuck: {events}"
     );
 
-    let outcomes = async |handler: &str| -> Vec<String> {
-        let mut outcomes = Vec::new();
+    let deliveries = async |handler: &str, wanted: usize| -> Vec<Value> {
+        let mut deliveries = Vec::new();
         for _ in 0..100 {
             let (_, log) = server
                 .get(&format!("/api/v1/handlers/{handler}/deliveries"))
                 .await;
-            outcomes = log["deliveries"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|d| d["outcome"].as_str().unwrap_or("").to_string())
-                .collect();
-            if outcomes.len() >= 3 {
+            deliveries = log["deliveries"].as_array().cloned().unwrap_or_default();
+            if deliveries.len() >= wanted {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        outcomes
+        deliveries
+    };
+    let outcomes = async |handler: &str| -> Vec<String> {
+        deliveries(handler, 3)
+            .await
+            .iter()
+            .map(|d| d["outcome"].as_str().unwrap_or("").to_string())
+            .collect()
     };
     let refused = outcomes("down").await;
     assert_eq!(
@@ -2476,6 +2479,20 @@ checks:
     assert!(
         timed_out.iter().all(|o| o.contains("timed out")),
         "{timed_out:?}"
+    );
+    // Commands run once: one that hangs is killed at its timeout, one that prints megabytes
+    // has its exit code recorded and its output capped.
+    let hung = deliveries("hangs", 1).await;
+    assert_eq!(hung.len(), 1, "{hung:?}");
+    assert_eq!(hung[0]["outcome"], "error: timed out after 1s", "{hung:?}");
+    let chatty = deliveries("chatty", 1).await;
+    assert_eq!(chatty.len(), 1, "{chatty:?}");
+    assert_eq!(chatty[0]["outcome"], "exit 3");
+    let output = chatty[0]["output"].as_str().unwrap_or("");
+    assert!(
+        output.len() == 4096 && output.bytes().all(|b| b == b'x'),
+        "capped output: {} bytes",
+        output.len()
     );
     assert!(server.stop().await.success());
 }
