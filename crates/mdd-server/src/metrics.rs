@@ -151,6 +151,16 @@ impl Metrics {
             .inc();
     }
 
+    /// How many of a handler's notifications ended with `outcome` since the server started.
+    pub fn delivered_count(&self, handler: &str, outcome: &str) -> u64 {
+        self.deliveries
+            .get(&DeliveryLabels {
+                handler: handler.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .map_or(0, |counter| counter.get())
+    }
+
     pub fn record_group(&self, stored: &[&StoredResult], took: Duration) {
         for result in stored {
             self.results

@@ -2013,7 +2013,7 @@ async fn handlers_notify_root_causes_once_and_resolve() {
   - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', timeout: 2s, filter: {{ occurrences: 2 }} }}
   - name: log
     type: command
-    command: [python3, -c, \"import sys, json; e = json.load(sys.stdin); open('{}', 'a').write(e['check']['metadata']['name'] + ' ' + e['mdd']['notification'] + ' ' + str(e['check']['status']) + chr(10))\"]
+    command: [python3, -c, \"import sys, json; e = json.load(sys.stdin); open('{}', 'a').write(e['check']['metadata']['name'] + ' ' + e['mdd']['notification'] + ' ' + str(e['check']['status']) + chr(10)); print('noted', e['check']['metadata']['name'])\"]
     filter: {{ owners: [team-dns] }}
 checks:
   - {{ name: dns, owner: team-dns, ttl: 1h, handlers: [hook] }}
@@ -2131,19 +2131,34 @@ checks:
     assert_eq!(attempts.len(), 3, "bounded retries: {attempts:?}");
     let (_, handlers) = server.get("/api/v1/handlers").await;
     assert_eq!(column(&handlers["handlers"], "name"), ["hook", "log"]);
-    let page = server
-        .http
-        .get(format!("{}/handlers", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("handlers page")
-        .text()
-        .await
-        .expect("html");
+    let mut page = String::new();
+    for _ in 0..20 {
+        page = server
+            .http
+            .get(format!("{}/handlers", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("handlers page")
+            .text()
+            .await
+            .expect("html");
+        if page.contains("<strong>1</strong> failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         page.contains("data-handler=\"hook\"") && page.contains("http 500"),
         "the dashboard shows the delivery log: {page}"
+    );
+    assert!(
+        page.contains("<strong>1</strong> failed after every attempt"),
+        "and what became of each notification: {page}"
+    );
+    assert!(
+        page.contains("<summary>output</summary><pre>noted dns"),
+        "a command's output is shown: {page}"
     );
     assert!(server.stop().await.success());
 }

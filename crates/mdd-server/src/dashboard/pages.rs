@@ -964,6 +964,10 @@ pub struct HandlerView {
     pub kind: &'static str,
     pub target: String,
     pub deliveries: Vec<crate::notify::Delivery>,
+    /// Since the server started: delivered, failed after every attempt, dropped (queue full).
+    pub ok: u64,
+    pub failed: u64,
+    pub dropped: u64,
 }
 
 #[derive(Template)]
@@ -984,10 +988,14 @@ pub fn handlers(shared: &Shared) -> Result<String, askama::Error> {
                 mdd_core::spec::HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
                 mdd_core::spec::HandlerKind::Command { argv } => ("command", argv.join(" ")),
             };
+            let count = |outcome| shared.metrics.delivered_count(&h.name, outcome);
             HandlerView {
                 name: h.name.clone(),
                 kind,
                 target,
+                ok: count("ok"),
+                failed: count("failed"),
+                dropped: count("dropped"),
                 deliveries: shared
                     .deliveries
                     .of(&h.name)
