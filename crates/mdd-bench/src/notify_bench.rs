@@ -150,7 +150,7 @@ async fn run_async(args: NotifyArgs) -> Result<()> {
         let state: Failing = (0..args.clients).map(|_| Default::default()).collect();
         servers.push((name, tag, server, url, state));
     }
-    let mut rates = vec![Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new()];
     let mut delivering = Duration::ZERO;
     for round in 0..args.rounds {
         for (side, (_, tag, _, url, state)) in servers.iter().enumerate() {
