@@ -465,7 +465,9 @@ fn expected_red(shared: &Shared, check: &Check) -> bool {
         .iter()
         .filter(|d| check.matches_labels(&d.selector))
         .any(|d| {
-            tracks.get(&d.name).is_some_and(|t| {
+            // A deployment the tracker has not looked at yet (applied less than a second ago)
+            // has just begun: nothing in it has been green in it.
+            tracks.get(&d.name).is_none_or(|t| {
                 t.done_at.is_none()
                     && t.checks
                         .get(&check.name)
