@@ -791,3 +791,88 @@ async fn run_command(argv: &[String], body: &str, timeout: Duration) -> (String,
     };
     (outcome, text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(check: &str) -> OpenKey {
+        ("pager".into(), check.into(), "server".into())
+    }
+
+    fn open(status: Status) -> Option<Open> {
+        Some(Open {
+            status,
+            notified_at: 1,
+        })
+    }
+
+    fn delivery(n: usize) -> Delivery {
+        Delivery {
+            at: String::new(),
+            at_ms: n as i64,
+            check: "dns".into(),
+            entity: "server".into(),
+            kind: "incident".into(),
+            attempt: 1,
+            outcome: "ok".into(),
+            latency_ms: 1.0,
+            output: String::new(),
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, mdd_storage::Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = mdd_storage::Store::open(dir.path()).await.expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_the_last_word_on_each_incident() {
+        let (_dir, store) = store().await;
+        let mut stored = std::collections::HashSet::new();
+        let mut batch = Batch::default();
+        batch.add(Persist::Notified(key("dns"), open(Status::Warning)));
+        batch.add(Persist::Notified(key("dns"), open(Status::Critical)));
+        // Told and resolved within one batch: never written at all.
+        batch.add(Persist::Notified(key("ldap"), open(Status::Critical)));
+        batch.add(Persist::Notified(key("ldap"), None));
+        batch.write(&store, &mut stored).await;
+        let rows = store.notified().await.expect("read");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].check.as_str(), rows[0].status),
+            ("dns", Status::Critical)
+        );
+        assert_eq!(stored, [key("dns")].into_iter().collect());
+
+        let mut batch = Batch::default();
+        batch.add(Persist::Notified(key("dns"), None));
+        batch.write(&store, &mut stored).await;
+        assert!(store.notified().await.expect("read").is_empty());
+        assert!(stored.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_at_most_the_log_length_per_handler() {
+        let (_dir, store) = store().await;
+        let mut batch = Batch::default();
+        for n in 0..LOG_LEN + 20 {
+            batch.add(Persist::Delivery("pager".into(), delivery(n)));
+        }
+        batch.write(&store, &mut Default::default()).await;
+        let kept = store.deliveries(LOG_LEN * 2).await.expect("read");
+        assert_eq!(kept.len(), LOG_LEN);
+        assert_eq!(kept.first().map(|d| d.at), Some(20), "the newest are kept");
+        assert_eq!(kept.last().map(|d| d.at), Some((LOG_LEN + 19) as i64));
+    }
+
+    #[test]
+    fn an_event_always_takes_the_same_lane_and_events_spread() {
+        assert_eq!(lane_of("dns", "a"), lane_of("dns", "a"));
+        let lanes: std::collections::HashSet<usize> = (0..200)
+            .map(|n| lane_of("dns", &format!("e-{n}")))
+            .collect();
+        assert_eq!(lanes.len(), LANES, "200 events use every lane");
+    }
+}
