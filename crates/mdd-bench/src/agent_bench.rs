@@ -132,7 +132,7 @@ fn self_cpu_ms() -> Result<u64> {
 }
 
 /// (resident KiB, own CPU ms) of a running process, from /proc.
-fn proc_usage(pid: u32) -> Result<(u64, u64)> {
+pub(crate) fn proc_usage(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss = status
         .lines()

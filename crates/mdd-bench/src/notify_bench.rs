@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::ingest_bench::{TOKEN, start_server};
@@ -151,16 +151,27 @@ async fn run_async(args: NotifyArgs) -> Result<()> {
         servers.push((name, tag, server, url, state));
     }
     let mut rates = [Vec::new(), Vec::new()];
+    // CPU ms used per side, by the server and by this process (load and receiver), and the
+    // results stored: throughput on a shared machine is noisy, CPU per result much less so.
+    let mut cpu = [(0u64, 0u64, 0f64); 2];
     let mut delivering = Duration::ZERO;
+    let usage = |pid: Option<u32>| -> Result<u64> {
+        Ok(crate::agent_bench::proc_usage(pid.context("server pid")?)?.1)
+    };
     for round in 0..args.rounds {
-        for (side, (_, tag, _, url, state)) in servers.iter().enumerate() {
+        for (side, (_, tag, server, url, state)) in servers.iter().enumerate() {
+            let (server_before, own_before) =
+                (usage(server.id())?, usage(Some(std::process::id()))?);
             let rate = load(url, &args, &format!("{tag}-{round}"), state).await?;
             rates[side].push(rate);
+            // Deliveries still queued are part of this side's cost: let them finish first.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cpu[side].0 += usage(server.id())? - server_before;
+            cpu[side].1 += usage(Some(std::process::id()))? - own_before;
+            cpu[side].2 += rate * args.seconds as f64;
             if side == 1 {
                 delivering += Duration::from_secs(args.seconds);
             }
-            // Let deliveries queued during the turn finish before the other side's.
-            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
     // What the server says became of every notification, against what the receiver got.
@@ -213,5 +224,17 @@ async fn run_async(args: NotifyArgs) -> Result<()> {
         received as f64 / delivering.as_secs_f64().max(1.0)
     );
     println!("  the server says: {accounted}");
+    let per_1000 = |ms: u64, results: f64| ms as f64 * 1000.0 / results.max(1.0);
+    let server = [per_1000(cpu[0].0, cpu[0].2), per_1000(cpu[1].0, cpu[1].2)];
+    let own = [per_1000(cpu[0].1, cpu[0].2), per_1000(cpu[1].1, cpu[1].2)];
+    println!(
+        "  CPU per 1,000 results: server {:.0} ms without handlers, {:.0} ms with ({:.2}×); \
+         this process (load, and the receiver on the handlers' side) {:.0} → {:.0} ms",
+        server[0],
+        server[1],
+        server[1] / server[0].max(0.001),
+        own[0],
+        own[1]
+    );
     Ok(())
 }
