@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::checks::CheckSet;
 use crate::view::StateResolver;
 use crate::{CachedEvent, Shared, now_ms};
 
@@ -56,6 +57,8 @@ pub const PERSIST_QUEUE: usize = 20_000;
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How many results in a row of a failing event are looked at for occurrence thresholds.
 pub const OCCURRENCES_WATCHED: u32 = 100;
+/// The most of a webhook receiver's answer read (and thrown away).
+const RESPONSE_READ: usize = 64 * 1024;
 /// The most output of a command handler kept in the log.
 const OUTPUT_KEPT: usize = 4096;
 
@@ -310,11 +313,21 @@ impl Told {
 }
 
 struct Job {
-    handler: Handler,
+    /// The check set the decision was made with, and the handler's place in it: a job is
+    /// made per delivery, so it shares rather than copies the handler.
+    checks: Arc<CheckSet>,
+    handler_index: usize,
     kind: &'static str,
-    body: Arc<str>,
+    /// Shared by every handler told the same thing, and sent without a copy.
+    body: bytes::Bytes,
     check: String,
     entity: String,
+}
+
+impl Job {
+    fn handler(&self) -> &Handler {
+        &self.checks.spec.handlers[self.handler_index]
+    }
 }
 
 /// Runs until `shutdown`: takes notices, decides, queues deliveries; reminds once a second.
@@ -354,31 +367,33 @@ pub async fn run(
             _ = tick.tick() => remind(&shared, &mut told, &mut jobs),
         }
         for job in jobs.drain(..) {
-            let lanes = workers.entry(job.handler.name.clone()).or_insert_with(|| {
-                (0..LANES)
-                    .map(|_| {
-                        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
-                        tokio::spawn(deliver_all(
-                            Arc::clone(&shared),
-                            http.clone(),
-                            rx,
-                            shutdown.clone(),
-                        ));
-                        tx
-                    })
-                    .collect()
-            });
+            let lanes = workers
+                .entry(job.handler().name.clone())
+                .or_insert_with(|| {
+                    (0..LANES)
+                        .map(|_| {
+                            let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
+                            tokio::spawn(deliver_all(
+                                Arc::clone(&shared),
+                                http.clone(),
+                                rx,
+                                shutdown.clone(),
+                            ));
+                            tx
+                        })
+                        .collect()
+                });
             let lane = lane_of(&job.check, &job.entity);
             if let Err(mpsc::error::TrySendError::Full(job)) = lanes[lane].try_send(job) {
-                shared.metrics.delivered(&job.handler.name, "dropped");
+                shared.metrics.delivered(&job.handler().name, "dropped");
                 let at_ms = now_ms();
                 shared.deliveries.record(
-                    &job.handler.name,
+                    &job.handler().name,
                     Delivery {
                         at: crate::view::timestamp(at_ms),
                         at_ms,
-                        check: job.check,
-                        entity: job.entity,
+                        check: job.check.clone(),
+                        entity: job.entity.clone(),
                         kind: job.kind.to_string(),
                         attempt: 0,
                         outcome: "dropped: queue full".into(),
@@ -538,7 +553,7 @@ fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<
         resolver.state_of(&notice.event, Some(check)).0
     };
     // The body is the same for every handler told the same kind of thing: made once.
-    let mut bodies: HashMap<&'static str, Arc<str>> = HashMap::new();
+    let mut bodies: HashMap<&'static str, bytes::Bytes> = HashMap::new();
     let silenced_now = || silenced(shared, &event.check, &event.entity, now);
     let expected_red_now = || expected_red(shared, check);
     let seen = Seen {
@@ -550,7 +565,13 @@ fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<
         silenced: &silenced_now,
         expected_red: &expected_red_now,
     };
-    for handler in checks.spec.handlers.iter().filter(|h| h.applies_to(check)) {
+    for (handler_index, handler) in checks
+        .spec
+        .handlers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.applies_to(check))
+    {
         let key = (
             handler.name.clone(),
             event.check.clone(),
@@ -563,13 +584,13 @@ fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<
         if let Some(kind) = kind {
             let kind = kind.as_str();
             jobs.push(Job {
-                handler: handler.clone(),
+                checks: Arc::clone(&checks),
+                handler_index,
                 kind,
-                body: Arc::clone(
-                    bodies
-                        .entry(kind)
-                        .or_insert_with(|| sensu_event(&notice.event, check, state, kind).into()),
-                ),
+                body: bodies
+                    .entry(kind)
+                    .or_insert_with(|| sensu_event(&notice.event, check, state, kind).into())
+                    .clone(),
                 check: event.check.clone(),
                 entity: event.entity.clone(),
             });
@@ -585,11 +606,12 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
     let mut gone = Vec::new();
     let mut reminded = Vec::new();
     for ((handler_name, check_name, entity), incident) in told.open.iter_mut() {
-        let Some(handler) = checks
+        let Some((handler_index, handler)) = checks
             .spec
             .handlers
             .iter()
-            .find(|h| h.name == *handler_name)
+            .enumerate()
+            .find(|(_, h)| h.name == *handler_name)
         else {
             gone.push((handler_name.clone(), check_name.clone(), entity.clone()));
             continue;
@@ -618,7 +640,8 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             .state_of(cached, Some(check))
             .0;
         jobs.push(Job {
-            handler: handler.clone(),
+            checks: Arc::clone(&checks),
+            handler_index,
             kind: "reminder",
             body: sensu_event(cached, check, state, "reminder").into(),
             check: check_name.clone(),
@@ -689,34 +712,67 @@ async fn deliver_all(
     mut jobs: mpsc::Receiver<Job>,
     shutdown: CancellationToken,
 ) {
+    let mut parsed: Option<(String, Result<reqwest::Url, String>)> = None;
     loop {
         let job = tokio::select! {
             _ = shutdown.cancelled() => return,
             job = jobs.recv() => match job { Some(job) => job, None => return },
         };
-        match &job.handler.kind {
+        let handler = job.handler();
+        match &handler.kind {
             HandlerKind::Webhook { url, headers } => {
+                // Parsed once per handler and lane, not per request.
+                if parsed.as_ref().is_none_or(|(text, _)| text != url) {
+                    parsed = Some((
+                        url.clone(),
+                        reqwest::Url::parse(url).map_err(|e| e.to_string()),
+                    ));
+                }
+                let target = match parsed.as_ref().map(|(_, u)| u) {
+                    Some(Ok(target)) => target.clone(),
+                    Some(Err(e)) => {
+                        let outcome = format!("error: bad url: {e}");
+                        log(&shared, &job, 1, outcome, Instant::now(), String::new());
+                        shared.metrics.delivered(&handler.name, "failed");
+                        continue;
+                    }
+                    None => continue,
+                };
                 let mut pause = FIRST_BACKOFF;
                 for attempt in 1..=ATTEMPTS {
                     let started = Instant::now();
                     let mut request = http
-                        .post(url)
+                        .post(target.clone())
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .timeout(job.handler.timeout)
-                        .body(job.body.to_string());
+                        .timeout(handler.timeout)
+                        .body(job.body.clone());
                     for (name, value) in headers {
                         request = request.header(name.as_str(), value.as_str());
                     }
                     let outcome = match request.send().await {
-                        Ok(r) if r.status().is_success() => "ok".to_string(),
-                        Ok(r) => format!("http {}", r.status().as_u16()),
+                        Ok(mut response) => {
+                            // Read what the receiver says (a little of it), so the connection
+                            // can be used again rather than closed.
+                            let mut read = 0;
+                            while read < RESPONSE_READ {
+                                match response.chunk().await {
+                                    Ok(Some(chunk)) => read += chunk.len(),
+                                    Ok(None) | Err(_) => break,
+                                }
+                            }
+                            if response.status().is_success() {
+                                "ok".to_string()
+                            } else {
+                                format!("http {}", response.status().as_u16())
+                            }
+                        }
                         Err(e) => format!("error: {}", mdd_probes::describe_error(&e)),
                     };
                     let ok = outcome == "ok";
                     log(&shared, &job, attempt, outcome, started, String::new());
                     if ok || attempt == ATTEMPTS {
                         let ended = if ok { "ok" } else { "failed" };
-                        shared.metrics.delivered(&job.handler.name, ended);
+                        shared.metrics.delivered(&handler.name, ended);
                         break;
                     }
                     tokio::select! {
@@ -728,10 +784,10 @@ async fn deliver_all(
             }
             HandlerKind::Command { argv } => {
                 let started = Instant::now();
-                let (outcome, output) = run_command(argv, &job.body, job.handler.timeout).await;
+                let (outcome, output) = run_command(argv, &job.body, handler.timeout).await;
                 let ended = if outcome == "ok" { "ok" } else { "failed" };
-                shared.metrics.delivered(&job.handler.name, ended);
                 log(&shared, &job, 1, outcome, started, output);
+                shared.metrics.delivered(&handler.name, ended);
             }
         }
     }
@@ -747,7 +803,7 @@ fn log(
 ) {
     let at_ms = now_ms();
     shared.deliveries.record(
-        &job.handler.name,
+        &job.handler().name,
         Delivery {
             at: crate::view::timestamp(at_ms),
             at_ms,
@@ -764,11 +820,11 @@ fn log(
 
 /// Runs a command handler through the same runner as plugins: no shell, its own process group,
 /// the event on stdin, output capped, the whole group killed at the timeout.
-async fn run_command(argv: &[String], body: &str, timeout: Duration) -> (String, String) {
+async fn run_command(argv: &[String], body: &[u8], timeout: Duration) -> (String, String) {
     use mdd_probes::process::{self, Ended};
     let finished = process::run(process::Run {
         argv,
-        stdin: Some(body.as_bytes()),
+        stdin: Some(body),
         timeout,
         output_limit: OUTPUT_KEPT,
         spawn_inline: false,
