@@ -687,10 +687,7 @@ async fn list_handlers(
         .handlers
         .iter()
         .map(|h| {
-            let (kind, target) = match &h.kind {
-                mdd_core::spec::HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
-                mdd_core::spec::HandlerKind::Command { argv } => ("command", argv.join(" ")),
-            };
+            let (kind, target) = h.kind.describe();
             let recent: Vec<_> = shared.deliveries.of(&h.name).into_iter().take(20).collect();
             json!({ "name": h.name, "type": kind, "target": target, "recent": recent })
         })

@@ -160,10 +160,9 @@ pub enum Persist {
 pub async fn persist(
     store: mdd_storage::Store,
     mut queue: mpsc::Receiver<Persist>,
-    stored: std::collections::HashSet<OpenKey>,
+    mut stored: std::collections::HashSet<OpenKey>,
     shutdown: CancellationToken,
 ) {
-    let mut stored = stored;
     loop {
         let first = tokio::select! {
             item = queue.recv() => item,
@@ -299,15 +298,17 @@ impl Told {
     /// Puts back a record taken with `open.remove`, writing it through if it changed.
     fn put(&mut self, key: OpenKey, before: Option<Open>, after: Option<Open>) {
         if before != after {
-            let _ = self
-                .persist
-                .try_send(Persist::Notified(key.clone(), after))
-                .inspect_err(|_| {
-                    tracing::warn!("the delivery log is behind: an incident record was not stored")
-                });
+            self.store(key.clone(), after);
         }
         if let Some(after) = after {
             self.open.insert(key, after);
+        }
+    }
+
+    /// Sends a changed record to the persister (never waits for it).
+    fn store(&self, key: OpenKey, open: Option<Open>) {
+        if self.persist.try_send(Persist::Notified(key, open)).is_err() {
+            tracing::warn!("the delivery log is behind: an incident record was not stored");
         }
     }
 }
@@ -385,22 +386,9 @@ pub async fn run(
                 });
             let lane = lane_of(&job.check, &job.entity);
             if let Err(mpsc::error::TrySendError::Full(job)) = lanes[lane].try_send(job) {
+                let outcome = "dropped: queue full".to_string();
+                log(&shared, &job, 0, outcome, Instant::now(), String::new());
                 shared.metrics.delivered(&job.handler().name, "dropped");
-                let at_ms = now_ms();
-                shared.deliveries.record(
-                    &job.handler().name,
-                    Delivery {
-                        at: crate::view::timestamp(at_ms),
-                        at_ms,
-                        check: job.check.clone(),
-                        entity: job.entity.clone(),
-                        kind: job.kind.to_string(),
-                        attempt: 0,
-                        outcome: "dropped: queue full".into(),
-                        latency_ms: 0.0,
-                        output: String::new(),
-                    },
-                );
             }
         }
     }
@@ -628,13 +616,12 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
         if cached.event.status == Status::Ok || silenced(shared, check_name, entity, now) {
             continue;
         }
-        let before = *incident;
         if !mdd_core::notification::reminder_due(&handler.filter, incident, now) {
             continue;
         }
         reminded.push((
             (handler_name.clone(), check_name.clone(), entity.clone()),
-            before,
+            *incident,
         ));
         let state = StateResolver::new(&checks, &events, now)
             .state_of(cached, Some(check))
@@ -652,9 +639,8 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
         let before = told.open.remove(&key);
         told.put(key, before, None);
     }
-    for (key, before) in reminded {
-        let after = told.open.remove(&key);
-        told.put(key, Some(before), after);
+    for (key, open) in reminded {
+        told.store(key, Some(open));
     }
 }
 

@@ -283,6 +283,17 @@ pub enum HandlerKind {
     Command { argv: Vec<String> },
 }
 
+impl HandlerKind {
+    /// Its type as the spec spells it, and where it delivers (the URL, or the command line),
+    /// for listings.
+    pub fn describe(&self) -> (&'static str, String) {
+        match self {
+            HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
+            HandlerKind::Command { argv } => ("command", argv.join(" ")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandlerFilter {
     /// The states that notify (empty: any change); a resolution always does.

@@ -984,10 +984,7 @@ pub fn handlers(shared: &Shared) -> Result<String, askama::Error> {
         .handlers
         .iter()
         .map(|h| {
-            let (kind, target) = match &h.kind {
-                mdd_core::spec::HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
-                mdd_core::spec::HandlerKind::Command { argv } => ("command", argv.join(" ")),
-            };
+            let (kind, target) = h.kind.describe();
             let count = |outcome| shared.metrics.delivered_count(&h.name, outcome);
             HandlerView {
                 name: h.name.clone(),
