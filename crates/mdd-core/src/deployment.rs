@@ -48,6 +48,9 @@ pub struct CheckTrack {
     pub passing: bool,
     /// How often it stopped passing after having passed.
     pub reds_after_green: u32,
+    /// When it last turned (to green or away from it): a later turn is never dated before it.
+    #[serde(default)]
+    pub turned_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,19 +107,28 @@ impl Track {
             }
             changed = true;
             track.passing = passing;
+            // History only moves forward: a turn is dated when the state began, but never
+            // before the check's previous turn, never before done when seen after it (every
+            // check passed then), and never in the future.
+            let at = check
+                .since
+                .max(track.turned_at.unwrap_or(i64::MIN))
+                .max(self.done_at.unwrap_or(i64::MIN))
+                .min(now);
+            track.turned_at = Some(at);
             if passing {
-                track.first_green_at.get_or_insert(check.since);
+                track.first_green_at.get_or_insert(at);
             } else {
                 track.reds_after_green += 1;
             }
             self.timeline.push(Transition {
-                at: check.since,
+                at,
                 check: name.clone(),
                 passing,
             });
         }
-        if self.done_at.is_some() {
-            changed |= self.follow_regressions(current);
+        if let Some(done_at) = self.done_at {
+            changed |= self.follow_regressions(current, done_at, now);
         }
         if self.timeline.len() > TIMELINE_LEN {
             let excess = self.timeline.len() - TIMELINE_LEN;
@@ -142,7 +154,13 @@ impl Track {
     /// After done, a check that stops passing regresses until it passes again. A blocked check
     /// does not: its blocker is the regression (one root cause, not a cascade); if it then
     /// fails on its own, it is one.
-    fn follow_regressions(&mut self, current: &BTreeMap<String, CheckNow>) -> bool {
+    /// A regression happens after done (never dated before it) and ends after it began.
+    fn follow_regressions(
+        &mut self,
+        current: &BTreeMap<String, CheckNow>,
+        done_at: i64,
+        now: i64,
+    ) -> bool {
         let mut changed = false;
         for (name, check) in current {
             let open = self
@@ -151,14 +169,14 @@ impl Track {
                 .find(|r| r.check == *name && r.resolved_at.is_none());
             match (check.state, open) {
                 (State::Passing, Some(open)) => {
-                    open.resolved_at = Some(check.since);
+                    open.resolved_at = Some(check.since.max(open.at).min(now));
                     changed = true;
                 }
                 (State::Passing | State::Blocked, _) | (_, Some(_)) => {}
                 (_, None) => {
                     self.regressions.push(Regression {
                         check: name.clone(),
-                        at: check.since,
+                        at: check.since.max(done_at).min(now),
                         resolved_at: None,
                     });
                     changed = true;
@@ -391,5 +409,24 @@ mod tests {
         }
         assert_eq!(track.timeline.len(), TIMELINE_LEN);
         assert_eq!(track.timeline[0].at, 10);
+    }
+
+    #[test]
+    fn history_never_moves_backwards() {
+        let mut track = Track::new(0);
+        track.observe(20_000, SETTLE, &now(&[("dns", State::Passing, 1_000)]));
+        assert_eq!(track.done_at, Some(11_000));
+        // A state dated before the check's last turn, and before done (what a restart could
+        // feed if it dated a state by an old change): dated no earlier than what is known.
+        track.observe(30_000, SETTLE, &now(&[("dns", State::Stale, 500)]));
+        assert_eq!(track.timeline.last().map(|t| t.at), Some(11_000));
+        assert_eq!(track.regressions[0].at, 11_000, "never before done");
+        track.observe(40_000, SETTLE, &now(&[("dns", State::Passing, 900)]));
+        assert_eq!(track.regressions[0].resolved_at, Some(11_000));
+        assert!(
+            track.timeline.windows(2).all(|w| w[0].at <= w[1].at),
+            "{:?}",
+            track.timeline
+        );
     }
 }

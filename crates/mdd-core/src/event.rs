@@ -177,18 +177,52 @@ impl Event {
     }
 
     /// The state this event is in by itself (not blocked, not silenced): stale when no result
-    /// came within `ttl` of `now`, flapping, or what its status says.
-    pub fn own_state(&self, now: i64, ttl: Option<Duration>) -> State {
-        if let Some(ttl) = ttl {
-            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-            if now.saturating_sub(self.executed_at) > ttl_ms {
-                return State::Stale;
-            }
+    /// came within `ttl` (time the server was down not counted, see [`Outage`]), flapping, or
+    /// what its status says.
+    pub fn own_state(&self, now: i64, ttl: Option<Duration>, outage: Outage) -> State {
+        if let Some(ttl) = ttl
+            && now > outage.stale_at(self.executed_at, ttl)
+        {
+            return State::Stale;
         }
         if self.flapping {
             return State::Flapping;
         }
         self.status.state()
+    }
+
+    /// When the status (or flapping) last changed: since when what the event says has held.
+    pub fn status_since(&self) -> i64 {
+        self.last_state_change.unwrap_or(self.first_seen)
+    }
+}
+
+/// The server's last outage: it stopped (or was killed) at `down_at` and started again at
+/// `up_at`. While it is down nobody can report to it, so that time does not count against a
+/// check's ttl: a check that was not stale when the server stopped gets a whole ttl after the
+/// start before it is called stale. One that was already stale stays stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    pub down_at: i64,
+    pub up_at: i64,
+}
+
+impl Outage {
+    /// No outage known: ttls run on the wall clock alone.
+    pub const NONE: Outage = Outage {
+        down_at: i64::MIN,
+        up_at: i64::MIN,
+    };
+
+    /// When an event whose latest result was produced at `executed_at` goes stale.
+    pub fn stale_at(self, executed_at: i64, ttl: Duration) -> i64 {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let due = executed_at.saturating_add(ttl_ms);
+        if due <= self.down_at || executed_at >= self.up_at {
+            due
+        } else {
+            due.max(self.up_at.saturating_add(ttl_ms))
+        }
     }
 }
 
@@ -383,7 +417,10 @@ mod tests {
         assert!(events[ended].0.total_state_change <= 10);
         // In between it stays flapping even when the percentage dips below high.
         assert!(events[started..ended].iter().all(|(e, _)| e.flapping));
-        assert_eq!(events[started].0.own_state(0, None), State::Flapping);
+        assert_eq!(
+            events[started].0.own_state(0, None, Outage::NONE),
+            State::Flapping
+        );
         // Disabled thresholds never flap.
         assert!(
             run(&statuses, FlapThresholds::default())
@@ -404,12 +441,48 @@ mod tests {
             },
         );
         let ttl = Some(Duration::from_secs(70));
-        assert_eq!(event.own_state(70_000, ttl), State::Passing);
-        assert_eq!(event.own_state(70_001, ttl), State::Stale);
-        assert_eq!(event.own_state(1_000_000, None), State::Passing);
+        assert_eq!(event.own_state(70_000, ttl, Outage::NONE), State::Passing);
+        assert_eq!(event.own_state(70_001, ttl, Outage::NONE), State::Stale);
+        assert_eq!(
+            event.own_state(1_000_000, None, Outage::NONE),
+            State::Passing
+        );
         assert_eq!(
             default_ttl(Duration::from_secs(30), Duration::from_secs(10)),
             Duration::from_secs(70)
         );
+    }
+
+    #[test]
+    fn time_the_server_was_down_does_not_count_against_the_ttl() {
+        let ttl = Duration::from_secs(10);
+        // Down from 100 s to 1,000 s.
+        let outage = Outage {
+            down_at: 100_000,
+            up_at: 1_000_000,
+        };
+        // Fresh when it stopped: a whole ttl after the start.
+        assert_eq!(outage.stale_at(95_000, ttl), 1_010_000);
+        // Already stale when it stopped: stale it stays, dated as it was.
+        assert_eq!(outage.stale_at(80_000, ttl), 90_000);
+        // Produced during the outage (an agent's spool) or after it: the ttl as usual, at least
+        // a ttl after the start.
+        assert_eq!(outage.stale_at(500_000, ttl), 1_010_000);
+        assert_eq!(outage.stale_at(2_000_000, ttl), 2_010_000);
+        assert_eq!(Outage::NONE.stale_at(95_000, ttl), 105_000);
+        let event = Event::new(
+            "c",
+            "e",
+            &Observation {
+                result_id: "r",
+                status: O,
+                executed_at: 95_000,
+            },
+        );
+        assert_eq!(
+            event.own_state(1_005_000, Some(ttl), outage),
+            State::Passing
+        );
+        assert_eq!(event.own_state(1_005_000, Some(ttl), Outage::NONE), State::Stale);
     }
 }

@@ -170,7 +170,7 @@ async fn metrics(
     let checks = shared.checks();
     let events = shared.events_read();
     let now = now_ms();
-    let mut resolver = StateResolver::new(&checks, &events, now);
+    let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
     let states: Vec<(String, String, &'static str)> = events
         .values()
         .filter_map(|cached| {
@@ -441,8 +441,12 @@ enum ListEntry<'a> {
     Pending {
         check: &'a str,
         entity: Option<&'a str>,
+        /// `pending`, or `stale` once a ttl has gone by without a first result.
         state: State,
-        summary: &'static str,
+        since: crate::view::Time,
+        summary: String,
+        /// Why it has no result yet, in words.
+        reason: String,
         owner: Option<&'a str>,
         labels: &'a BTreeMap<String, String>,
     },
@@ -459,7 +463,7 @@ async fn list_events(
     let checks = shared.checks();
     let events = shared.events_read();
     let now = now_ms();
-    let mut resolver = StateResolver::new(&checks, &events, now);
+    let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
     let silences = shared.silences_read();
     let mut views: Vec<ListEntry<'_>> = Vec::new();
     for ((check, entity), cached) in events.iter() {
@@ -483,11 +487,11 @@ async fn list_events(
         {
             continue;
         }
-        let (state, blocked_by) = resolver.state_of(cached, config);
-        if !filter.states.is_empty() && !filter.states.contains(&state) {
+        let resolved = resolver.resolve(cached, config);
+        if !filter.states.is_empty() && !filter.states.contains(&resolved.state) {
             continue;
         }
-        let mut view = EventView::new(cached, config, state, blocked_by, false);
+        let mut view = EventView::new(cached, config, resolved, false);
         if !silences.is_empty() {
             view.silenced_by = crate::silences::silencing(
                 &silences,
@@ -502,9 +506,8 @@ async fn list_events(
     }
     // Checks that never reported are events too, in the pending state: in a deployment that
     // is just starting, they are most of what there is to see.
-    if filter.entity.is_none()
-        && (filter.states.is_empty() || filter.states.contains(&State::Pending))
-    {
+    if filter.entity.is_none() {
+        let agents = crate::checks::AgentSubscriptions::of(&shared);
         for check in checks.checks() {
             let has_event = events
                 .range((check.name.clone(), String::new())..)
@@ -520,11 +523,21 @@ async fn list_events(
             {
                 continue;
             }
+            let resolved = resolver.absent(check);
+            if !filter.states.is_empty() && !filter.states.contains(&resolved.state) {
+                continue;
+            }
+            let reason = agents.why_no_result(check);
             views.push(ListEntry::Pending {
                 check: &check.name,
                 entity: None,
-                state: State::Pending,
-                summary: "no result yet",
+                state: resolved.state,
+                since: crate::view::Time(resolved.since),
+                summary: match resolved.state {
+                    State::Stale => format!("no result within its ttl: {reason}"),
+                    _ => format!("no result yet: {reason}"),
+                },
+                reason,
                 owner: check.owner.as_deref(),
                 labels: &check.labels,
             });
@@ -568,10 +581,10 @@ async fn get_event(
             truncate(&entity)
         )));
     };
-    let mut resolver = StateResolver::new(&checks, &events, now_ms());
-    let (state, blocked_by) = resolver.state(&cached.event.check, &cached.event.entity);
+    let mut resolver = StateResolver::new(&checks, &events, shared.clock());
     let config = checks.get(&cached.event.check);
-    let mut view = EventView::new(cached, config, state, blocked_by, true);
+    let resolved = resolver.resolve(cached, config);
+    let mut view = EventView::new(cached, config, resolved, true);
     view.silenced_by = crate::silences::silencing(
         &shared.silences_read(),
         &crate::silences::target(&checks, &check, &entity),
@@ -864,7 +877,7 @@ async fn list_deployments(
     let checks = shared.checks();
     let events = shared.events_read();
     let tracks = shared.deployments_read();
-    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, now_ms());
+    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock());
     let list: Vec<crate::deployments::Summary> = checks
         .spec
         .deployments
@@ -889,7 +902,7 @@ async fn get_deployment(
     };
     let events = shared.events_read();
     let tracks = shared.deployments_read();
-    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, now_ms());
+    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock());
     Ok(Json(views.detail(deployment)).into_response())
 }
 
@@ -1083,6 +1096,7 @@ async fn apply_spec(
             });
         }
     };
+    let candidate = candidate.dated_after(Some(&current), now_ms());
     let diff = SpecDiff::between(&current, &candidate);
     let files_changed = candidate.files != current.files;
     let mut revision = current.revision;

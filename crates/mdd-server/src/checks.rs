@@ -19,6 +19,9 @@ pub struct CheckSet {
     /// For each deployment (in spec order), the indices of the checks it selects: worked out
     /// once per apply, so pages listing hundreds of deployments do not match labels per request.
     selections: Vec<Vec<usize>>,
+    /// When each check first appeared in an applied spec (ms): a check that never reported is
+    /// pending since then, and stale a ttl later.
+    added_at: FastMap<String, i64>,
 }
 
 impl CheckSet {
@@ -33,6 +36,7 @@ impl CheckSet {
             },
             by_name: FastMap::default(),
             selections: Vec::new(),
+            added_at: FastMap::default(),
         }
     }
 
@@ -67,7 +71,29 @@ impl CheckSet {
             spec,
             by_name,
             selections,
+            added_at: FastMap::default(),
         })
+    }
+
+    /// Dates every check: those `previous` had keep their date, the others are new at `now`.
+    pub fn dated_after(mut self, previous: Option<&CheckSet>, now: i64) -> CheckSet {
+        self.added_at = self
+            .spec
+            .checks
+            .iter()
+            .map(|c| {
+                let at = previous
+                    .and_then(|p| p.added_at.get(&c.name).copied())
+                    .unwrap_or(now);
+                (c.name.clone(), at)
+            })
+            .collect();
+        self
+    }
+
+    /// When a check first appeared (its revision's time for those loaded at start).
+    pub fn added_at(&self, name: &str) -> i64 {
+        self.added_at.get(name).copied().unwrap_or(i64::MIN)
     }
 
     /// The checks a deployment selects (none for a name not in the spec).
@@ -139,4 +165,65 @@ fn same_check(a: &Check, b: &Check) -> bool {
     let mut b = b.clone();
     b.source = a.source.clone();
     *a == b
+}
+
+/// The subscriptions of the agents the server knows (from their keepalives), to say why a
+/// check has no result.
+pub struct AgentSubscriptions {
+    /// Subscription → how many known agents have it.
+    agents: std::collections::HashMap<String, usize>,
+}
+
+impl AgentSubscriptions {
+    pub fn of(shared: &crate::Shared) -> AgentSubscriptions {
+        let mut agents = std::collections::HashMap::new();
+        for watch in shared.keepalives().values() {
+            for subscription in &watch.info.subscriptions {
+                *agents.entry(subscription.clone()).or_insert(0) += 1;
+            }
+        }
+        AgentSubscriptions { agents }
+    }
+
+    /// The subscriptions of `check` that no known agent has (all of them when it names some
+    /// and none is served).
+    pub fn unserved<'a>(&self, check: &'a Check) -> Vec<&'a str> {
+        check
+            .subscriptions
+            .iter()
+            .filter(|s| !self.agents.contains_key(s.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Why a check has no result yet, in words an operator can act on.
+    pub fn why_no_result(&self, check: &Check) -> String {
+        if check.is_push_only() {
+            return "waiting for a result to be pushed (`mdd result` or POST /api/v1/results)"
+                .to_string();
+        }
+        if check.subscriptions.is_empty() {
+            return "waiting for the server's first run".to_string();
+        }
+        let served: usize = check
+            .subscriptions
+            .iter()
+            .filter_map(|s| self.agents.get(s))
+            .sum();
+        if served == 0 {
+            let names: Vec<String> = check
+                .subscriptions
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect();
+            let noun = if names.len() == 1 {
+                "subscribed to"
+            } else {
+                "subscribed to any of"
+            };
+            return format!("no agent {noun} {}", names.join(", "));
+        }
+        let agents = if served == 1 { "agent" } else { "agents" };
+        format!("waiting for the first result from {served} subscribed {agents}")
+    }
 }

@@ -16,8 +16,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::checks::CheckSet;
-use crate::view::{StateResolver, timestamp};
-use crate::{CachedEvent, EventKey, Shared, now_ms};
+use crate::view::{Clock, StateResolver, timestamp};
+use crate::{CachedEvent, EventKey, Shared};
 
 /// How often tracks are brought up to date.
 const EVERY: Duration = Duration::from_secs(1);
@@ -59,11 +59,12 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// One round: feeds every track, stores those that changed, forgets deployments that left the
 /// spec.
 pub async fn update(shared: &Shared) {
-    let now = now_ms();
+    let clock = shared.clock();
+    let now = clock.now;
     let checks = shared.checks();
     let current = {
         let events = shared.events_read();
-        check_states(&checks, &events, now)
+        check_states(&checks, &events, clock)
     };
     let (changed, removed) = {
         let mut tracks = shared.deployments_write();
@@ -80,7 +81,7 @@ pub async fn update(shared: &Shared) {
             let track = tracks
                 .entry(deployment.name.clone())
                 .or_insert_with(|| Track::new(now));
-            let selected = selected_states(&checks, deployment, &current, track.started_at);
+            let selected = selected_states(&checks, deployment, &current, clock);
             if track.observe(now, deployment.settle, &selected) {
                 match serde_json::to_string(track) {
                     Ok(json) => changed.push((deployment.name.clone(), json)),
@@ -107,18 +108,16 @@ pub async fn update(shared: &Shared) {
 pub fn check_states(
     checks: &CheckSet,
     events: &BTreeMap<EventKey, CachedEvent>,
-    now: i64,
+    clock: Clock,
 ) -> HashMap<String, CheckNow> {
-    let mut resolver = StateResolver::new(checks, events, now);
-    let mut since = Since::new(checks, events);
-    check_states_with(&mut resolver, &mut since, checks, events)
+    let mut resolver = StateResolver::new(checks, events, clock);
+    check_states_with(&mut resolver, checks, events)
 }
 
-/// The same, with a resolver and dates that may already know some states (a page that
-/// worked out every event's state for its own use shares them).
+/// The same, with a resolver that may already know some states (a page that worked out
+/// every event's state for its own use shares them).
 fn check_states_with<'a>(
     resolver: &mut StateResolver<'a>,
-    since: &mut Since<'a>,
     checks: &'a CheckSet,
     events: &'a BTreeMap<EventKey, CachedEvent>,
 ) -> HashMap<String, CheckNow> {
@@ -128,10 +127,10 @@ fn check_states_with<'a>(
         if config.is_none() {
             continue;
         }
-        let (state, _) = resolver.state_of(cached, config);
+        let resolved = resolver.resolve(cached, config);
         let here = CheckNow {
-            state,
-            since: since.of(cached),
+            state: resolved.state,
+            since: resolved.since,
         };
         match per_check.get_mut(cached.event.check.as_str()) {
             Some(entry) => {
@@ -147,87 +146,31 @@ fn check_states_with<'a>(
     per_check
 }
 
-/// When events entered their states. A check with dependencies is blocked, or unblocked, when
-/// they change: its state dates from the latest of its own last change and its dependencies'
-/// (theirs worked out the same way, down the chain): a check that passed all along behind a
-/// failing dependency turns green when the dependency does. Each dependency is worked out once.
-pub struct Since<'a> {
-    checks: &'a CheckSet,
-    events: &'a BTreeMap<EventKey, CachedEvent>,
-    /// Check name → the latest change over its events and their dependencies.
-    memo: foldhash::HashMap<&'a str, i64>,
-}
-
-impl<'a> Since<'a> {
-    pub fn new(checks: &'a CheckSet, events: &'a BTreeMap<EventKey, CachedEvent>) -> Since<'a> {
-        Since {
-            checks,
-            events,
-            memo: foldhash::HashMap::default(),
-        }
-    }
-
-    pub fn of(&mut self, cached: &'a CachedEvent) -> i64 {
-        self.within(cached, 0)
-    }
-
-    fn within(&mut self, cached: &'a CachedEvent, depth: usize) -> i64 {
-        let own = cached
-            .event
-            .last_state_change
-            .unwrap_or(cached.event.first_seen);
-        // Specs have no cycles; the bound only guards against data from an older spec.
-        let Some(config) = self.checks.get(&cached.event.check).filter(|_| depth < 16) else {
-            return own;
-        };
-        let mut latest = own;
-        for dependency in &config.depends_on {
-            latest = latest.max(self.check(dependency, depth + 1));
-        }
-        latest
-    }
-
-    /// The latest change over a check's events (and, through them, its dependencies).
-    fn check(&mut self, name: &str, depth: usize) -> i64 {
-        if let Some(known) = self.memo.get(name) {
-            return *known;
-        }
-        let Some(config) = self.checks.get(name) else {
-            return i64::MIN;
-        };
-        let name: &'a str = config.name.as_str();
-        let events: Vec<&'a CachedEvent> = self
-            .events
-            .range((name.to_string(), String::new())..)
-            .take_while(|((check, _), _)| check == name)
-            .map(|(_, e)| e)
-            .collect();
-        let latest = events
-            .into_iter()
-            .map(|e| self.within(e, depth))
-            .fold(i64::MIN, i64::max);
-        self.memo.insert(name, latest);
-        latest
-    }
-}
-
-/// The checks a deployment selects, as they are now; one without any event yet is pending.
+/// The checks a deployment selects, as they are now; one without any event yet is pending
+/// (stale once a ttl has gone by without a first result).
 fn selected_states(
     checks: &CheckSet,
     deployment: &Deployment,
     current: &HashMap<String, CheckNow>,
-    started_at: i64,
+    clock: Clock,
 ) -> BTreeMap<String, CheckNow> {
+    let absent = StateResolver::new(checks, &EMPTY, clock);
     selected(checks, deployment)
         .map(|check| {
-            let state = current.get(&check.name).copied().unwrap_or(CheckNow {
-                state: State::Pending,
-                since: started_at,
+            let state = current.get(&check.name).copied().unwrap_or_else(|| {
+                let resolved = absent.absent(check);
+                CheckNow {
+                    state: resolved.state,
+                    since: resolved.since,
+                }
             });
             (check.name.clone(), state)
         })
         .collect()
 }
+
+/// No events, for resolving checks that have none.
+static EMPTY: BTreeMap<EventKey, CachedEvent> = BTreeMap::new();
 
 /// The checks whose labels match the deployment's selector (all of them for an empty one).
 pub fn selected<'a>(
@@ -318,7 +261,6 @@ pub struct Views<'a> {
     tracks: &'a Tracks,
     now: i64,
     resolver: StateResolver<'a>,
-    since: Since<'a>,
     /// Every check's state, worked out in one pass the first time a summary needs it: a list
     /// of hundreds of deployments then costs one pass over the events, not one per deployment.
     per_check: Option<HashMap<String, CheckNow>>,
@@ -329,16 +271,24 @@ impl<'a> Views<'a> {
         checks: &'a CheckSet,
         events: &'a BTreeMap<EventKey, CachedEvent>,
         tracks: &'a Tracks,
-        now: i64,
+        clock: Clock,
     ) -> Views<'a> {
         Views {
             checks,
             events,
             tracks,
-            now,
-            resolver: StateResolver::new(checks, events, now),
-            since: Since::new(checks, events),
+            now: clock.now,
+            resolver: StateResolver::new(checks, events, clock),
             per_check: None,
+        }
+    }
+
+    /// What a check with no event at all shows: pending, or stale once it is overdue.
+    fn absent(&self, check: &Check) -> CheckNow {
+        let resolved = self.resolver.absent(check);
+        CheckNow {
+            state: resolved.state,
+            since: resolved.since,
         }
     }
 
@@ -370,10 +320,11 @@ impl<'a> Views<'a> {
             .range((check.name.clone(), String::new())..)
             .take_while(|((name, _), _)| *name == check.name)
         {
-            let (state, blockers) = self.resolver.state_of(cached, Some(check));
+            let resolved = self.resolver.resolve(cached, Some(check));
+            let (state, blockers) = (resolved.state, resolved.blocked_by);
             let here = CheckNow {
                 state,
-                since: self.since.of(cached),
+                since: resolved.since,
             };
             let combined = match worst {
                 Some(w) => combine([w, here]),
@@ -403,18 +354,18 @@ impl<'a> Views<'a> {
         let mut total = 0;
         let mut all_green_since: Option<i64> = Some(i64::MIN);
         if self.per_check.is_none() {
-            let states =
-                check_states_with(&mut self.resolver, &mut self.since, checks, self.events);
+            let states = check_states_with(&mut self.resolver, checks, self.events);
             self.per_check = Some(states);
         }
-        let per_check = self.per_check.get_or_insert_with(HashMap::new);
         for check in selected(checks, deployment) {
             total += 1;
-            let now = per_check.get(&check.name).copied();
-            let state = now.map_or(State::Pending, |n| n.state);
-            *counts.entry(state.as_str()).or_default() += 1;
-            all_green_since = match (all_green_since, now) {
-                (Some(latest), Some(n)) if n.state == State::Passing => Some(latest.max(n.since)),
+            let now = match self.per_check.as_ref().and_then(|p| p.get(&check.name)) {
+                Some(now) => *now,
+                None => self.absent(check),
+            };
+            *counts.entry(now.state.as_str()).or_default() += 1;
+            all_green_since = match all_green_since {
+                Some(latest) if now.state == State::Passing => Some(latest.max(now.since)),
                 _ => None,
             };
         }
@@ -453,6 +404,7 @@ impl<'a> Views<'a> {
         let mut progress = Vec::new();
         for check in selected(checks, deployment) {
             let (now, entities, blocked_by, worst_event) = self.check_now(check);
+            let now = now.unwrap_or_else(|| self.absent(check));
             let remembered = track.and_then(|t| t.checks.get(&check.name));
             let first_green_at = remembered.and_then(|c| c.first_green_at);
             progress.push(CheckProgress {
@@ -462,8 +414,8 @@ impl<'a> Views<'a> {
                 runbook: check.runbook.clone(),
                 target: check.probe.target(),
                 depends_on: check.depends_on.clone(),
-                state: now.map_or(State::Pending, |n| n.state).as_str(),
-                since: now.map(|n| timestamp(n.since)),
+                state: now.state.as_str(),
+                since: Some(timestamp(now.since)),
                 blocked_by,
                 output: worst_event.map(|e| e.summary.clone()).unwrap_or_default(),
                 entities,

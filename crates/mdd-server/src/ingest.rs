@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mdd_core::Status;
-use mdd_core::event::{Event, Observation};
+use mdd_core::event::{Event, Observation, Outage};
 use mdd_core::incident::IncidentChange;
 use mdd_storage::{Commit, EventRow, StoreError, StoredResult};
 
@@ -52,11 +52,17 @@ pub async fn run_writer(
     let mut incidents: Vec<IncidentChange> = Vec::new();
     let mut tick = tokio::time::interval(shared.config.event_checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alive = tokio::time::interval(ALIVE_EVERY);
+    alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             job = jobs.recv() => job,
             _ = tick.tick() => {
                 checkpoint(&shared, &mut dirty, &mut incidents).await;
+                continue;
+            }
+            _ = alive.tick() => {
+                mark_alive(&shared).await;
                 continue;
             }
             _ = drain.cancelled(), if !closing => {
@@ -81,7 +87,18 @@ pub async fn run_writer(
         write_group(&shared, group, &mut dirty, &mut incidents).await;
     }
     checkpoint(&shared, &mut dirty, &mut incidents).await;
+    mark_alive(&shared).await;
     tracing::debug!("ingestion writer drained and stopped");
+}
+
+/// How often the server records that it is up: the next start counts the time after the last
+/// record as an outage, which does not count against checks' ttls.
+const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn mark_alive(shared: &Shared) {
+    if let Err(e) = shared.store.mark_alive(crate::now_ms()).await {
+        tracing::warn!("cannot record that the server is up: {e}");
+    }
 }
 
 /// Applies results, in order, to copies of their events (taken from `cache` or made new).
@@ -91,6 +108,7 @@ pub fn apply_results(
     cache: &std::collections::BTreeMap<EventKey, CachedEvent>,
     results: &[&StoredResult],
     checks: &crate::checks::CheckSet,
+    outage: Outage,
 ) -> (HashMap<EventKey, CachedEvent>, Vec<IncidentChange>) {
     let mut staged: HashMap<EventKey, CachedEvent> = HashMap::new();
     let mut changes = Vec::new();
@@ -135,11 +153,18 @@ pub fn apply_results(
             continue;
         }
         let before = cached.event.status;
+        let previous_at = cached.event.executed_at;
         let change = cached.event.apply(&observation, flap);
         if change == mdd_core::event::Change::OutOfOrder {
             continue;
         }
         cached.take_output(result);
+        // It had gone stale before this result: whatever it says holds from now.
+        if let Some(config) = checks.get(&result.check)
+            && outage.stale_at(previous_at, config.effective_ttl()) < result.executed_at
+        {
+            cached.fresh_since = Some(result.executed_at);
+        }
         match (before == Status::Ok, result.status == Status::Ok) {
             (true, false) => changes.push(opened()),
             (false, true) => changes.push(IncidentChange::Closed {
@@ -233,7 +258,7 @@ async fn write_group(
     let checks = shared.checks();
     let (staged, incidents) = {
         let cache = shared.events_read();
-        apply_results(&cache, &fresh, &checks)
+        apply_results(&cache, &fresh, &checks, shared.outage)
     };
     pending_incidents.extend(incidents);
     // Handlers hear about changes (and about the first results in a row of a failing event,

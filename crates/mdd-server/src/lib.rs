@@ -53,6 +53,10 @@ pub struct CachedEvent {
     #[serde(default)]
     pub perfdata: Vec<PerfDatum>,
     pub duration_ms: f64,
+    /// When results last started coming within the ttl again after it went stale (None: it
+    /// never did). A state that comes back from stale is shown since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh_since: Option<i64>,
 }
 
 impl CachedEvent {
@@ -63,6 +67,7 @@ impl CachedEvent {
             long_output: String::new(),
             perfdata: Vec::new(),
             duration_ms: 0.0,
+            fresh_since: None,
         };
         cached.take_output(result);
         cached
@@ -173,9 +178,24 @@ pub struct Shared {
     pub notices: mpsc::Sender<notify::Notice>,
     /// What each handler was sent, and how it went.
     pub deliveries: notify::DeliveryLog,
+    /// The outage before this start: it does not count against checks' ttls.
+    pub outage: mdd_core::event::Outage,
 }
 
 impl Shared {
+    /// Now, and the outage, for working out states.
+    pub fn clock(&self) -> view::Clock {
+        self.clock_at(now_ms())
+    }
+
+    /// `now` given, with the outage.
+    pub fn clock_at(&self, now: i64) -> view::Clock {
+        view::Clock {
+            now,
+            outage: self.outage,
+        }
+    }
+
     pub fn checks(&self) -> Arc<CheckSet> {
         Arc::clone(&self.checks.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -327,8 +347,10 @@ pub async fn start(
     // The last applied revision, plus the --spec files on top.
     let mut files = BTreeMap::new();
     let mut revision = 0;
+    let mut applied_at = i64::MIN;
     if let Some(latest) = store.latest_spec().await? {
         revision = latest.revision;
+        applied_at = latest.applied_at;
         for file in latest.files {
             files.insert(file.file, file.text);
         }
@@ -341,18 +363,29 @@ pub async fn start(
         })?;
         files.insert(path.display().to_string(), text);
     }
-    let mut checks =
-        CheckSet::parse(revision, files.clone()).map_err(|errors| ServerError::Spec {
+    let started_at = now_ms();
+    // The store's own record of the last moment a server used it; a store from before that
+    // record counts as down until now (every check not yet stale then gets a whole ttl).
+    let outage = mdd_core::event::Outage {
+        down_at: store.last_alive().await?.unwrap_or(started_at),
+        up_at: started_at,
+    };
+    let stored_checks = CheckSet::parse(revision, stored_files.clone())
+        .ok()
+        .map(|set| set.dated_after(None, applied_at));
+    let mut checks = CheckSet::parse(revision, files.clone())
+        .map_err(|errors| ServerError::Spec {
             path: config.specs.first().cloned().unwrap_or_default(),
             detail: format!("\n{errors}"),
-        })?;
+        })?
+        .dated_after(stored_checks.as_ref(), started_at);
     if files != stored_files {
         checks.revision = store
-            .apply_spec(&checks.files_for_storage(), now_ms())
+            .apply_spec(&checks.files_for_storage(), started_at)
             .await?;
     }
 
-    let events = load_events(&store, &checks).await?;
+    let events = load_events(&store, &checks, outage).await?;
     let tracks = deployments::load(&store).await?;
     let silences = silences::load(&store).await?;
     let tokens: Vec<TokenEntry> = store
@@ -415,6 +448,7 @@ pub async fn start(
         config,
         apply_lock: tokio::sync::Mutex::new(()),
         checks_changed: tokio::sync::Notify::new(),
+        outage,
     });
 
     let mut new_admin_token = None;
@@ -508,6 +542,7 @@ pub async fn start(
 async fn load_events(
     store: &Store,
     checks: &CheckSet,
+    outage: mdd_core::event::Outage,
 ) -> Result<BTreeMap<EventKey, CachedEvent>, ServerError> {
     let checkpoint = store.load_event_checkpoint().await?;
     let mut events = BTreeMap::new();
@@ -526,7 +561,7 @@ async fn load_events(
         let Some((last, _)) = page.last() else { break };
         after = *last;
         let results: Vec<&StoredResult> = page.iter().map(|(_, r)| r).collect();
-        let (staged, incidents) = ingest::apply_results(&events, &results, checks);
+        let (staged, incidents) = ingest::apply_results(&events, &results, checks, outage);
         for (key, cached) in staged {
             replayed.insert(key.clone());
             events.insert(key, cached);
@@ -579,7 +614,9 @@ pub async fn reload_specs(shared: &Shared) -> Result<checks::SpecDiff, String> {
     if files == current.files {
         return Ok(checks::SpecDiff::default());
     }
-    let mut candidate = CheckSet::parse(current.revision, files).map_err(|e| e.to_string())?;
+    let mut candidate = CheckSet::parse(current.revision, files)
+        .map_err(|e| e.to_string())?
+        .dated_after(Some(&current), now_ms());
     let diff = checks::SpecDiff::between(&current, &candidate);
     candidate.revision = shared
         .store

@@ -537,7 +537,7 @@ fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<
     let now = now_ms();
     let state = {
         let events = shared.events_read();
-        let mut resolver = StateResolver::new(&checks, &events, now);
+        let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
         resolver.state_of(&notice.event, Some(check)).0
     };
     // The body is the same for every handler told the same kind of thing: made once.
@@ -623,7 +623,7 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             (handler_name.clone(), check_name.clone(), entity.clone()),
             *incident,
         ));
-        let state = StateResolver::new(&checks, &events, now)
+        let state = StateResolver::new(&checks, &events, shared.clock_at(now))
             .state_of(cached, Some(check))
             .0;
         jobs.push(Job {

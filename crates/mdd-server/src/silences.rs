@@ -58,7 +58,7 @@ pub async fn sweep(shared: &Shared) {
         let events = shared.events_read();
         silences
             .iter()
-            .filter(|s| s.has_expired(now) || resolved(s, &checks, &events, now))
+            .filter(|s| s.has_expired(now) || resolved(s, &checks, &events, shared.clock_at(now)))
             .map(|s| s.id.clone())
             .collect()
     };
@@ -78,12 +78,12 @@ fn resolved(
     silence: &Silence,
     checks: &CheckSet,
     events: &BTreeMap<EventKey, CachedEvent>,
-    now: i64,
+    clock: crate::view::Clock,
 ) -> bool {
-    if !silence.until_resolved || !silence.is_active(now) {
+    if !silence.until_resolved || !silence.is_active(clock.now) {
         return false;
     }
-    let mut resolver = StateResolver::new(checks, events, now);
+    let mut resolver = StateResolver::new(checks, events, clock);
     let mut matched = 0;
     for cached in events.values() {
         let t = target(checks, &cached.event.check, &cached.event.entity);

@@ -5,129 +5,263 @@ use std::collections::BTreeMap;
 use foldhash::HashMap as FastMap;
 
 use mdd_core::State;
+use mdd_core::event::Outage;
 use serde::Serialize;
 
 use crate::checks::CheckSet;
 use crate::{CachedEvent, EventKey};
 
+/// What the server knows of time when it works out states: now, and its last outage (time it
+/// was down does not count against ttls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub now: i64,
+    pub outage: Outage,
+}
+
+impl Clock {
+    /// The wall clock alone, no outage known.
+    pub fn at(now: i64) -> Clock {
+        Clock {
+            now,
+            outage: Outage::NONE,
+        }
+    }
+}
+
+/// An event's state as shown, with what explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub state: State,
+    /// The dependencies keeping it blocked.
+    pub blocked_by: Vec<String>,
+    /// When the state shown began (ms): the one meaning of "since" everywhere. The latest of:
+    /// its status changed, it went stale or came back from stale, it was blocked, or what
+    /// blocked it passed again.
+    pub since: i64,
+}
+
 /// Works out the state of events, including `blocked` (a dependency not passing), which
-/// depends on other events. Remembers what it worked out for the life of one request.
+/// depends on other events, and since when it holds. Remembers what it worked out for the
+/// life of one request.
 pub struct StateResolver<'a> {
     checks: &'a CheckSet,
     events: &'a BTreeMap<EventKey, CachedEvent>,
-    now: i64,
-    memo: FastMap<(&'a str, &'a str), (State, Vec<String>)>,
+    clock: Clock,
+    memo: FastMap<(&'a str, &'a str), Resolved>,
+}
+
+/// What a dependency means for a check that needs it.
+struct Dependency {
+    passing: bool,
+    /// Passing: since when all of it passes; not: since when it has not been passing.
+    since: i64,
 }
 
 impl<'a> StateResolver<'a> {
     pub fn new(
         checks: &'a CheckSet,
         events: &'a BTreeMap<EventKey, CachedEvent>,
-        now: i64,
+        clock: Clock,
     ) -> StateResolver<'a> {
         StateResolver {
             checks,
             events,
-            now,
+            clock,
             memo: FastMap::default(),
         }
     }
 
-    /// The state of the event for (check, entity), and the dependencies blocking it.
-    pub fn state(&mut self, check: &'a str, entity: &'a str) -> (State, Vec<String>) {
-        if let Some(known) = self.memo.get(&(check, entity)) {
-            return known.clone();
-        }
-        // Provisional answer guards against a dependency loop in data from an older spec.
-        self.memo
-            .insert((check, entity), (State::Pending, Vec::new()));
-        let answer = self.work_out(check, entity);
-        self.memo.insert((check, entity), answer.clone());
-        answer
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
-    /// The state of an event already in hand. Checks without dependencies (most of them) need
-    /// no lookups and nothing remembered, which keeps listing ten thousand events cheap.
-    /// `config` is the event's check, which callers usually have at hand already.
+    /// The state of the event for (check, entity), and the dependencies blocking it.
+    pub fn state(&mut self, check: &'a str, entity: &'a str) -> (State, Vec<String>) {
+        match self.resolve_key(check, entity) {
+            Some(r) => (r.state, r.blocked_by),
+            None => (State::Pending, Vec::new()),
+        }
+    }
+
+    /// The state of an event already in hand. `config` is the event's check, which callers
+    /// usually have at hand already.
     pub fn state_of(
         &mut self,
         cached: &'a CachedEvent,
         config: Option<&'a mdd_core::spec::Check>,
     ) -> (State, Vec<String>) {
-        let check = cached.event.check.as_str();
-        match config {
-            Some(config) if !config.depends_on.is_empty() => {
-                let entity = cached.event.entity.as_str();
-                if let Some(known) = self.memo.get(&(check, entity)) {
-                    return known.clone();
-                }
-                self.memo
-                    .insert((check, entity), (State::Pending, Vec::new()));
-                let answer = self.work_out_for(cached, Some(config));
-                self.memo.insert((check, entity), answer.clone());
-                answer
-            }
-            config => (
-                cached
-                    .event
-                    .own_state(self.now, config.map(|c| c.effective_ttl())),
-                Vec::new(),
-            ),
-        }
+        let resolved = self.resolve(cached, config);
+        (resolved.state, resolved.blocked_by)
     }
 
-    fn work_out(&mut self, check: &'a str, entity: &'a str) -> (State, Vec<String>) {
-        let Some(cached) = self.events.get(&(check.to_string(), entity.to_string())) else {
-            return (State::Pending, Vec::new());
-        };
-        let config = self.checks.get(check);
-        self.work_out_for(cached, config)
-    }
-
-    fn work_out_for(
+    /// State, blockers and since of an event already in hand. Checks without dependencies
+    /// (most of them) need no lookups and nothing remembered, which keeps listing ten thousand
+    /// events cheap.
+    pub fn resolve(
         &mut self,
         cached: &'a CachedEvent,
         config: Option<&'a mdd_core::spec::Check>,
-    ) -> (State, Vec<String>) {
-        let entity = cached.event.entity.as_str();
-        let mut blockers = Vec::new();
-        if let Some(config) = config {
-            for dep in &config.depends_on {
-                if !self.dependency_passing(dep, entity) {
-                    blockers.push(dep.clone());
+    ) -> Resolved {
+        match config {
+            Some(config) if !config.depends_on.is_empty() => {
+                let key = (cached.event.check.as_str(), cached.event.entity.as_str());
+                if let Some(known) = self.memo.get(&key) {
+                    return known.clone();
                 }
+                // A provisional answer guards against a dependency loop in data from an
+                // older spec.
+                self.memo.insert(
+                    key,
+                    Resolved {
+                        state: State::Pending,
+                        blocked_by: Vec::new(),
+                        since: cached.event.first_seen,
+                    },
+                );
+                let answer = self.with_dependencies(cached, config);
+                self.memo.insert(key, answer.clone());
+                answer
+            }
+            config => self.own(cached, config),
+        }
+    }
+
+    /// A check that has no event at all: pending since it was applied, and stale once it has
+    /// gone a ttl without a first result (time the server was down not counted).
+    pub fn absent(&self, check: &mdd_core::spec::Check) -> Resolved {
+        let added_at = self.checks.added_at(&check.name);
+        let stale_at = self
+            .clock
+            .outage
+            .stale_at(added_at, check.effective_ttl());
+        if self.clock.now > stale_at {
+            Resolved {
+                state: State::Stale,
+                blocked_by: Vec::new(),
+                since: stale_at,
+            }
+        } else {
+            Resolved {
+                state: State::Pending,
+                blocked_by: Vec::new(),
+                since: added_at,
             }
         }
-        if !blockers.is_empty() {
-            return (State::Blocked, blockers);
-        }
+    }
+
+    fn resolve_key(&mut self, check: &'a str, entity: &'a str) -> Option<Resolved> {
+        let (key, cached) = self
+            .events
+            .get_key_value(&(check.to_string(), entity.to_string()))?;
+        debug_assert_eq!(key.0, check);
+        let config = self.checks.get(check);
+        Some(self.resolve(cached, config))
+    }
+
+    /// The event by itself: its status, stale or flapping, and since when.
+    fn own(&self, cached: &CachedEvent, config: Option<&mdd_core::spec::Check>) -> Resolved {
         let ttl = config.map(|c| c.effective_ttl());
-        (cached.event.own_state(self.now, ttl), blockers)
+        let event = &cached.event;
+        let state = event.own_state(self.clock.now, ttl, self.clock.outage);
+        let since = match ttl {
+            Some(ttl) if state == State::Stale => {
+                self.clock.outage.stale_at(event.executed_at, ttl)
+            }
+            _ => event
+                .status_since()
+                .max(cached.fresh_since.unwrap_or(i64::MIN)),
+        };
+        Resolved {
+            state,
+            blocked_by: Vec::new(),
+            since,
+        }
+    }
+
+    fn with_dependencies(
+        &mut self,
+        cached: &'a CachedEvent,
+        config: &'a mdd_core::spec::Check,
+    ) -> Resolved {
+        let own = self.own(cached, Some(config));
+        let entity = cached.event.entity.as_str();
+        let mut blockers = Vec::new();
+        let mut blocked_since = i64::MAX;
+        let mut unblocked_since = i64::MIN;
+        for dep in &config.depends_on {
+            let dependency = self.dependency(dep, entity);
+            if dependency.passing {
+                unblocked_since = unblocked_since.max(dependency.since);
+            } else {
+                blockers.push(dep.clone());
+                blocked_since = blocked_since.min(dependency.since);
+            }
+        }
+        if blockers.is_empty() {
+            Resolved {
+                since: own.since.max(unblocked_since),
+                ..own
+            }
+        } else {
+            Resolved {
+                state: State::Blocked,
+                blocked_by: blockers,
+                since: blocked_since.max(cached.event.first_seen),
+            }
+        }
     }
 
     /// A dependency passes for an entity when its event for that entity passes; when it has no
     /// event there (it runs elsewhere, on the server for instance), when all of its events pass.
-    fn dependency_passing(&mut self, dep: &'a str, entity: &'a str) -> bool {
+    fn dependency(&mut self, dep: &'a str, entity: &'a str) -> Dependency {
         let Some(dep_config) = self.checks.get(dep) else {
-            return true; // not in the spec any more: it cannot block
+            // Not in the spec any more: it cannot block.
+            return Dependency {
+                passing: true,
+                since: i64::MIN,
+            };
         };
         let dep: &'a str = dep_config.name.as_str();
-        if self
-            .events
-            .contains_key(&(dep.to_string(), entity.to_string()))
-        {
-            return self.state(dep, entity).0 == State::Passing;
+        if let Some(resolved) = self.resolve_key(dep, entity) {
+            return Dependency {
+                passing: resolved.state == State::Passing,
+                since: resolved.since,
+            };
         }
-        let entities: Vec<&'a str> = self
+        let events: Vec<&'a CachedEvent> = self
             .events
             .range((dep.to_string(), String::new())..)
             .take_while(|((check, _), _)| check == dep)
-            .map(|((_, e), _)| e.as_str())
+            .map(|(_, e)| e)
             .collect();
-        !entities.is_empty()
-            && entities
-                .into_iter()
-                .all(|e| self.state(dep, e).0 == State::Passing)
+        if events.is_empty() {
+            // Never reported: it blocks from the start.
+            return Dependency {
+                passing: false,
+                since: i64::MIN,
+            };
+        }
+        let mut latest_green = i64::MIN;
+        let mut earliest_red = None::<i64>;
+        for event in events {
+            let resolved = self.resolve(event, Some(dep_config));
+            if resolved.state == State::Passing {
+                latest_green = latest_green.max(resolved.since);
+            } else {
+                earliest_red = Some(earliest_red.map_or(resolved.since, |e| e.min(resolved.since)));
+            }
+        }
+        match earliest_red {
+            Some(since) => Dependency {
+                passing: false,
+                since,
+            },
+            None => Dependency {
+                passing: true,
+                since: latest_green,
+            },
+        }
     }
 }
 
@@ -238,6 +372,8 @@ pub struct EventView<'a> {
     pub check: &'a str,
     pub entity: &'a str,
     pub state: State,
+    /// When the state shown began (derived states included): the "since" of every view.
+    pub since: Time,
     pub status: mdd_core::Status,
     pub summary: &'a str,
     /// Only in the one-event view (`GET /api/v1/events/{check}/{entity}`).
@@ -275,15 +411,20 @@ impl<'a> EventView<'a> {
     pub fn new(
         cached: &'a CachedEvent,
         config: Option<&'a mdd_core::spec::Check>,
-        state: State,
-        blocked_by: Vec<String>,
+        resolved: Resolved,
         detail: bool,
     ) -> EventView<'a> {
         let event = &cached.event;
+        let Resolved {
+            state,
+            blocked_by,
+            since,
+        } = resolved;
         EventView {
             check: &event.check,
             entity: &event.entity,
             state,
+            since: Time(since),
             status: event.status,
             summary: &cached.summary,
             long_output: detail.then_some(cached.long_output.as_str()),

@@ -323,6 +323,32 @@ impl Store {
         Ok(through)
     }
 
+    /// Records that the server was up at `at` (ms), so that the next start knows how long it
+    /// was down.
+    pub async fn mark_alive(&self, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkpoints (name, value) VALUES ('alive', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        )
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The last time a server on this store said it was up (None for a store that never ran
+    /// one, or ran one older than this record).
+    pub async fn last_alive(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query("SELECT value FROM checkpoints WHERE name = 'alive'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(|e| self.err(e))
+    }
+
     /// Results stored after `rowid`, oldest first, to bring checkpointed events up to date.
     pub async fn results_after(
         &self,

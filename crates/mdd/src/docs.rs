@@ -77,9 +77,11 @@ pub fn docs(args: DocsArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Each check's state: the worst over its entities, since that one changed.
+/// Each check's state: the worst over its entities, since it began (the same rule as the
+/// server's deployment and docs pages: `mdd_core::deployment::combine`).
 fn live_states(answer: &serde_json::Value) -> BTreeMap<String, Live> {
-    let mut live: BTreeMap<String, Live> = BTreeMap::new();
+    use mdd_core::deployment::{CheckNow, combine};
+    let mut worst: BTreeMap<String, CheckNow> = BTreeMap::new();
     for event in answer["events"].as_array().into_iter().flatten() {
         let (Some(check), Some(state)) = (
             event["check"].as_str(),
@@ -89,22 +91,32 @@ fn live_states(answer: &serde_json::Value) -> BTreeMap<String, Live> {
         ) else {
             continue;
         };
-        // An event that never changed has been in its state since it was first seen.
-        let since = event["last_state_change"]
+        let since = event["since"]
             .as_str()
-            .or_else(|| event["first_seen"].as_str())
-            .map(|t| {
-                format!(
-                    "{} UTC",
-                    t.chars().take(16).collect::<String>().replace('T', " ")
-                )
-            });
-        let worse = live
-            .get(check)
-            .is_none_or(|known| state.severity() > known.state.severity());
-        if worse {
-            live.insert(check.to_string(), Live { state, since });
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(i64::MIN, |t| t.as_millisecond());
+        let here = CheckNow { state, since };
+        let combined = match worst.get(check) {
+            Some(known) => combine([*known, here]),
+            None => Some(here),
+        };
+        if let Some(combined) = combined {
+            worst.insert(check.to_string(), combined);
         }
     }
-    live
+    worst
+        .into_iter()
+        .map(|(check, now)| {
+            let since = jiff::Timestamp::from_millisecond(now.since)
+                .ok()
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string());
+            (
+                check,
+                Live {
+                    state: now.state,
+                    since,
+                },
+            )
+        })
+        .collect()
 }

@@ -265,12 +265,13 @@ fn render_table(events: &[serde_json::Value]) -> String {
                 format!("{} {state}", state.mark()),
                 e["check"].as_str().unwrap_or_default().to_string(),
                 e["entity"].as_str().unwrap_or_default().to_string(),
-                e["executed_at"]
+                e["since"]
                     .as_str()
                     .unwrap_or_default()
                     .chars()
                     .take(19)
-                    .collect(),
+                    .collect::<String>()
+                    .replace('T', " "),
                 e["summary"]
                     .as_str()
                     .unwrap_or_default()
@@ -280,7 +281,7 @@ fn render_table(events: &[serde_json::Value]) -> String {
             ]
         })
         .collect();
-    let headers = ["STATE", "CHECK", "ENTITY", "LAST RESULT (UTC)", "OUTPUT"];
+    let headers = ["STATE", "CHECK", "ENTITY", "SINCE (UTC)", "OUTPUT"];
     let mut widths = headers.map(|h| h.chars().count());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

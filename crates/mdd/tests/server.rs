@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 mod common;
-use common::{ADMIN, TestServer};
+use common::{ADMIN, TestServer, mdd_client, wait_for_events};
 
 fn result(id: &str, check: &str, status: i64) -> Value {
     json!({ "id": id, "check": check, "entity": "e1", "status": status, "output": format!("{id} | v=1") })
@@ -809,23 +809,6 @@ async fn agent_token(server: &TestServer) -> String {
     agent["token"].as_str().expect("token").to_string()
 }
 
-/// Waits until `pred` holds for the events list, or panics with the last list after 20 s.
-async fn wait_for_events(server: &TestServer, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let mut last = Vec::new();
-    for _ in 0..200 {
-        let (_, body) = server.get("/api/v1/events").await;
-        last = body["events"].as_array().cloned().unwrap_or_default();
-        if pred(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "events never got there: {}",
-        serde_json::to_string_pretty(&last).unwrap_or_default()
-    );
-}
-
 fn pairs(events: &[Value]) -> std::collections::BTreeSet<(String, String)> {
     events
         .iter()
@@ -1407,22 +1390,6 @@ async fn agents_trust_only_the_ca_they_are_given() {
         "the refusal says why: {said}"
     );
     assert!(server.stop().await.success());
-}
-
-/// Runs an `mdd` client command against `server` with the admin token.
-async fn mdd_client(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mdd"))
-        .args(args)
-        .env("MDD_SERVER", &server.url)
-        .env("MDD_TOKEN", ADMIN)
-        .output()
-        .await
-        .expect("run mdd");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A datacenter comes up one integration point after the other: `deploy watch` ends 0 once the

@@ -16,8 +16,12 @@ pub fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// A time a person reads in a table, to the second (UTC): changes a few seconds apart must
+/// not read the same.
 fn since_text(ms: i64) -> String {
-    svg::short_time(ms)
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 /// A state shown by colour (CSS class) and by mark and word, never by colour alone.
@@ -168,7 +172,7 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
     let now = now_ms();
     // One view for the whole page: states worked out for the totals are reused by the
     // deployments' summaries.
-    let mut views = Views::new(&checks, &events, &tracks, now);
+    let mut views = Views::new(&checks, &events, &tracks, shared.clock_at(now));
     let mut totals: BTreeMap<State, usize> = BTreeMap::new();
     // (label key, value) → (worst, passing, total) over the events of checks with that label.
     let mut by_label: BTreeMap<(&str, &str), (State, usize, usize)> = BTreeMap::new();
@@ -265,7 +269,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
     let events = shared.events_read();
     let tracks = shared.deployments_read();
     let now = now_ms();
-    let mut views = Views::new(&checks, &events, &tracks, now);
+    let mut views = Views::new(&checks, &events, &tracks, shared.clock_at(now));
     let detail = views.detail(deployment);
     let check_href = |name: &str| format!("/checks/{}", encode(name));
     let state_of = |text: &str| text.parse::<State>().unwrap_or(State::Unknown);
@@ -496,7 +500,7 @@ pub async fn check(
     let now = now_ms();
     let (badge, entities) = {
         let events = shared.events_read();
-        let mut resolver = StateResolver::new(&checks, &events, now);
+        let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
         let mut worst = State::Pending;
         let mut list = Vec::new();
         let mine: Vec<&CachedEvent> = events
@@ -505,19 +509,15 @@ pub async fn check(
             .map(|(_, e)| e)
             .collect();
         for (i, cached) in mine.iter().enumerate() {
-            let (state, blockers) = resolver.state_of(cached, Some(&config));
+            let resolved = resolver.resolve(cached, Some(&config));
+            let (state, blockers) = (resolved.state, resolved.blocked_by);
             if i == 0 || state.severity() > worst.severity() {
                 worst = state;
             }
             list.push(EntityEvent {
                 entity: cached.event.entity.clone(),
                 badge: Badge::of(state),
-                since: since_text(
-                    cached
-                        .event
-                        .last_state_change
-                        .unwrap_or(cached.event.first_seen),
-                ),
+                since: since_text(resolved.since),
                 output: if state == State::Blocked {
                     format!("blocked by {}", blockers.join(", "))
                 } else {
@@ -688,7 +688,7 @@ pub async fn entities(shared: &Shared) -> Result<String, askama::Error> {
                     crate::keepalive::KEEPALIVE_CHECK.to_string(),
                     e.name.clone(),
                 ))
-                .map(|k| k.event.own_state(now, None));
+                .map(|k| k.event.own_state(now, None, shared.outage));
             let join = |v: &serde_json::Value| {
                 v.as_array()
                     .map(|a| {
@@ -787,7 +787,7 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
     let events = shared.events_read();
     let silences = shared.silences_read();
     let now = now_ms();
-    let mut resolver = StateResolver::new(&checks, &events, now);
+    let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
     let mut rows = Vec::new();
     let mut total = 0;
     for cached in events.values() {
@@ -796,7 +796,8 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
             continue;
         }
         total += 1;
-        let (event_state, blockers) = resolver.state_of(cached, config);
+        let resolved = resolver.resolve(cached, config);
+        let (event_state, blockers) = (resolved.state, resolved.blocked_by);
         let event_owner = config.and_then(|c| c.owner.clone()).unwrap_or_default();
         if (!state.is_empty() && event_state.as_str() != state)
             || (!owner.is_empty() && event_owner != owner)
@@ -830,12 +831,7 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
             entity: cached.event.entity.clone(),
             owner: event_owner,
             badge: Badge::of(event_state),
-            since: since_text(
-                cached
-                    .event
-                    .last_state_change
-                    .unwrap_or(cached.event.first_seen),
-            ),
+            since: since_text(resolved.since),
             output,
         });
         if rows.len() >= 2000 {
@@ -864,7 +860,7 @@ pub fn docs(shared: &Shared) -> String {
     let now = now_ms();
     let states = {
         let events = shared.events_read();
-        deployments::check_states(&checks, &events, now)
+        deployments::check_states(&checks, &events, shared.clock_at(now))
     };
     let live: BTreeMap<String, mdd_docs::Live> = states
         .into_iter()
@@ -873,7 +869,7 @@ pub fn docs(shared: &Shared) -> String {
                 name,
                 mdd_docs::Live {
                     state: state.state,
-                    since: Some(format!("{} UTC", svg::short_time(state.since))),
+                    since: Some(format!("{} UTC", since_text(state.since))),
                 },
             )
         })

@@ -153,4 +153,37 @@ impl TestServer {
         let _ = self.child.kill().await;
     }
 }
+/// Waits until `pred` holds for the events list, or panics with the last list after 20 s.
+pub async fn wait_for_events(server: &TestServer, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        let (_, body) = server.get("/api/v1/events").await;
+        last = body["events"].as_array().cloned().unwrap_or_default();
+        if pred(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "events never got there: {}",
+        serde_json::to_string_pretty(&last).unwrap_or_default()
+    );
+}
+
+/// Runs an `mdd` client command against `server` with the admin token.
+pub async fn mdd_client(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args(args)
+        .env("MDD_SERVER", &server.url)
+        .env("MDD_TOKEN", ADMIN)
+        .output()
+        .await
+        .expect("run mdd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub mod browser;
