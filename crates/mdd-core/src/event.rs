@@ -483,6 +483,9 @@ mod tests {
             event.own_state(1_005_000, Some(ttl), outage),
             State::Passing
         );
-        assert_eq!(event.own_state(1_005_000, Some(ttl), Outage::NONE), State::Stale);
+        assert_eq!(
+            event.own_state(1_005_000, Some(ttl), Outage::NONE),
+            State::Stale
+        );
     }
 }

@@ -902,7 +902,8 @@ async fn get_deployment(
     };
     let events = shared.events_read();
     let tracks = shared.deployments_read();
-    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock());
+    let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock())
+        .with_agents(crate::checks::AgentSubscriptions::of(&shared));
     Ok(Json(views.detail(deployment)).into_response())
 }
 
@@ -1070,12 +1071,16 @@ async fn apply_spec(
     } else {
         current.files.clone()
     };
+    let named: Vec<String> = request.files.iter().map(|f| f.file.clone()).collect();
     for file in request.files {
         files.insert(file.file, file.text);
     }
     let candidate = match CheckSet::parse(current.revision, files) {
         Ok(candidate) => candidate,
-        Err(errors) => {
+        Err(mut errors) => {
+            for error in &mut errors.0 {
+                hint_at_prune(error, &named);
+            }
             let list: Vec<serde_json::Value> = errors
                 .0
                 .iter()
@@ -1098,17 +1103,26 @@ async fn apply_spec(
     };
     let candidate = candidate.dated_after(Some(&current), now_ms());
     let diff = SpecDiff::between(&current, &candidate);
+    let warnings = crate::checks::AgentSubscriptions::of(&shared).warnings(&candidate);
     let files_changed = candidate.files != current.files;
     let mut revision = current.revision;
-    if !request.dry_run && files_changed {
-        revision = shared
-            .store
-            .apply_spec(&candidate.files_for_storage(), now_ms())
-            .await
-            .map_err(|e| ApiError::store(&e))?;
-        let mut candidate = candidate;
-        candidate.revision = revision;
-        shared.set_checks(candidate);
+    if files_changed {
+        if request.dry_run {
+            revision = shared
+                .store
+                .next_revision()
+                .await
+                .map_err(|e| ApiError::store(&e))?;
+        } else {
+            revision = shared
+                .store
+                .apply_spec(&candidate.files_for_storage(), now_ms())
+                .await
+                .map_err(|e| ApiError::store(&e))?;
+            let mut candidate = candidate;
+            candidate.revision = revision;
+            shared.set_checks(candidate);
+        }
     }
     Ok(Json(json!({
         "revision": revision,
@@ -1117,8 +1131,33 @@ async fn apply_spec(
         "changed": diff.changed,
         "removed": diff.removed,
         "unchanged": diff.unchanged,
+        "deployments": diff.deployments,
+        "handlers": diff.handlers,
+        "warnings": warnings,
     }))
     .into_response())
+}
+
+/// A name defined twice, once in a file this apply names and once in a file applied before
+/// that it does not: say how to replace the old file instead of adding to it.
+fn hint_at_prune(error: &mut mdd_core::SpecError, named: &[String]) {
+    if !error.message.starts_with("duplicate ") {
+        return;
+    }
+    let Some((_, at)) = error.message.split_once("already used at ") else {
+        return;
+    };
+    let other = at.rsplit_once(':').map_or(at, |(file, _)| file).to_string();
+    let old = match (named.contains(&error.file), named.contains(&other)) {
+        (true, false) => other,
+        (false, true) => error.file.clone(),
+        _ => return,
+    };
+    error.message.push_str(&format!(
+        " (`{old}` was applied before and this apply does not name it: if it is the same file \
+         under another name, or its definitions moved, apply again with --prune so the applied \
+         files become exactly the ones given; otherwise rename one of the two)"
+    ));
 }
 
 #[derive(Debug, Deserialize)]

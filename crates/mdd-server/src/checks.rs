@@ -127,28 +127,46 @@ impl CheckSet {
     }
 }
 
-/// What an apply changed, by check name.
+/// What an apply changed: checks (at the top, as the API has always said it), deployments
+/// and handlers, by name.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SpecDiff {
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub unchanged: usize,
+    pub deployments: NamedDiff,
+    pub handlers: NamedDiff,
 }
 
-impl SpecDiff {
-    pub fn between(old: &CheckSet, new: &CheckSet) -> SpecDiff {
-        let mut diff = SpecDiff::default();
-        for check in new.checks() {
-            match old.get(&check.name) {
-                None => diff.added.push(check.name.clone()),
-                Some(before) if !same_check(before, check) => diff.changed.push(check.name.clone()),
+/// What changed in one kind of named thing.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NamedDiff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl NamedDiff {
+    fn between<'a, T: PartialEq + 'a>(
+        old: impl IntoIterator<Item = (&'a str, &'a T)>,
+        new: impl IntoIterator<Item = (&'a str, &'a T)>,
+        same: impl Fn(&T, &T) -> bool,
+    ) -> NamedDiff {
+        let old: BTreeMap<&str, &T> = old.into_iter().collect();
+        let new: Vec<(&str, &T)> = new.into_iter().collect();
+        let mut diff = NamedDiff::default();
+        for (name, item) in &new {
+            match old.get(name) {
+                None => diff.added.push(name.to_string()),
+                Some(before) if !same(before, item) => diff.changed.push(name.to_string()),
                 Some(_) => diff.unchanged += 1,
             }
         }
-        for check in old.checks() {
-            if new.get(&check.name).is_none() {
-                diff.removed.push(check.name.clone());
+        for name in old.keys() {
+            if !new.iter().any(|(n, _)| n == name) {
+                diff.removed.push(name.to_string());
             }
         }
         diff
@@ -156,6 +174,40 @@ impl SpecDiff {
 
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl SpecDiff {
+    pub fn between(old: &CheckSet, new: &CheckSet) -> SpecDiff {
+        let checks = NamedDiff::between(
+            old.checks().iter().map(|c| (c.name.as_str(), c)),
+            new.checks().iter().map(|c| (c.name.as_str(), c)),
+            same_check,
+        );
+        SpecDiff {
+            added: checks.added,
+            changed: checks.changed,
+            removed: checks.removed,
+            unchanged: checks.unchanged,
+            deployments: NamedDiff::between(
+                old.spec.deployments.iter().map(|d| (d.name.as_str(), d)),
+                new.spec.deployments.iter().map(|d| (d.name.as_str(), d)),
+                |a, b| a == b,
+            ),
+            handlers: NamedDiff::between(
+                old.spec.handlers.iter().map(|h| (h.name.as_str(), h)),
+                new.spec.handlers.iter().map(|h| (h.name.as_str(), h)),
+                |a, b| a == b,
+            ),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.deployments.is_empty()
+            && self.handlers.is_empty()
     }
 }
 
@@ -193,6 +245,40 @@ impl AgentSubscriptions {
             .iter()
             .filter(|s| !self.agents.contains_key(s.as_str()))
             .map(String::as_str)
+            .collect()
+    }
+
+    /// What an operator should hear before applying `checks`: subscriptions no known agent
+    /// has, whose checks will go stale a ttl after the apply unless an agent starts.
+    pub fn warnings(&self, checks: &CheckSet) -> Vec<String> {
+        let mut unserved: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for check in checks.checks() {
+            for subscription in self.unserved(check) {
+                unserved.entry(subscription).or_default().push(&check.name);
+            }
+        }
+        unserved
+            .into_iter()
+            .filter(|(_, names)| {
+                // A check with another subscription that is served runs anyway.
+                names.iter().any(|name| {
+                    checks
+                        .get(name)
+                        .is_some_and(|c| self.unserved(c).len() == c.subscriptions.len())
+                })
+            })
+            .map(|(subscription, names)| {
+                let shown: Vec<&str> = names.iter().take(5).copied().collect();
+                let more = names.len().saturating_sub(shown.len());
+                let list = if more > 0 {
+                    format!("{} and {more} more", shown.join(", "))
+                } else {
+                    shown.join(", ")
+                };
+                format!(
+                    "no agent known to this server is subscribed to `{subscription}`: {list} will go stale a ttl after this apply unless one starts"
+                )
+            })
             .collect()
     }
 

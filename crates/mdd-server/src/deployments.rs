@@ -264,6 +264,8 @@ pub struct Views<'a> {
     /// Every check's state, worked out in one pass the first time a summary needs it: a list
     /// of hundreds of deployments then costs one pass over the events, not one per deployment.
     per_check: Option<HashMap<String, CheckNow>>,
+    /// The known agents, to say why a check has no result (details only).
+    agents: Option<crate::checks::AgentSubscriptions>,
 }
 
 impl<'a> Views<'a> {
@@ -280,7 +282,14 @@ impl<'a> Views<'a> {
             now: clock.now,
             resolver: StateResolver::new(checks, events, clock),
             per_check: None,
+            agents: None,
         }
+    }
+
+    /// Says why checks without results have none, from what these agents run.
+    pub fn with_agents(mut self, agents: crate::checks::AgentSubscriptions) -> Views<'a> {
+        self.agents = Some(agents);
+        self
     }
 
     /// What a check with no event at all shows: pending, or stale once it is overdue.
@@ -404,6 +413,11 @@ impl<'a> Views<'a> {
         let mut progress = Vec::new();
         for check in selected(checks, deployment) {
             let (now, entities, blocked_by, worst_event) = self.check_now(check);
+            let output = match (worst_event, &self.agents) {
+                (Some(event), _) => event.summary.clone(),
+                (None, Some(agents)) => format!("no result yet: {}", agents.why_no_result(check)),
+                (None, None) => String::new(),
+            };
             let now = now.unwrap_or_else(|| self.absent(check));
             let remembered = track.and_then(|t| t.checks.get(&check.name));
             let first_green_at = remembered.and_then(|c| c.first_green_at);
@@ -417,7 +431,7 @@ impl<'a> Views<'a> {
                 state: now.state.as_str(),
                 since: Some(timestamp(now.since)),
                 blocked_by,
-                output: worst_event.map(|e| e.summary.clone()).unwrap_or_default(),
+                output,
                 entities,
                 first_green_at: first_green_at.map(timestamp),
                 time_to_green_ms: first_green_at.map(|g| (g - started_at).max(0)),

@@ -281,8 +281,12 @@ async fn write_group(
             let notice = watching.then(|| cached.clone());
             let previous = cache.insert(key, cached);
             if let Some(event) = notice {
+                // Back from stale is a change too, even with the same status: handlers that
+                // were told it went stale hear that it reports again.
                 let changed = previous.as_ref().is_none_or(|p| {
-                    p.event.status != event.event.status || p.event.flapping != event.event.flapping
+                    p.event.status != event.event.status
+                        || p.event.flapping != event.event.flapping
+                        || p.fresh_since != event.fresh_since
                 });
                 let counting = event.event.status != Status::Ok
                     && event.event.occurrences > 1

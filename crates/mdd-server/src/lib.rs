@@ -96,12 +96,20 @@ impl CachedEvent {
     }
 }
 
+/// A spec file the server reads itself: where it is, and the name it is stored under (the
+/// same name `mdd apply` gives it, so the two replace each other).
+#[derive(Debug, Clone)]
+pub struct SpecPath {
+    pub name: String,
+    pub path: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// Spec files loaded at start and on SIGHUP (in addition to what was applied before).
-    pub specs: Vec<PathBuf>,
+    pub specs: Vec<SpecPath>,
     /// Reads without a token.
     pub public_read: bool,
     /// The first admin token's secret, when the operator provides it instead of mdd making one.
@@ -356,12 +364,12 @@ pub async fn start(
         }
     }
     let stored_files = files.clone();
-    for path in &config.specs {
-        let text = std::fs::read_to_string(path).map_err(|e| ServerError::Spec {
-            path: path.clone(),
+    for spec in &config.specs {
+        let text = std::fs::read_to_string(&spec.path).map_err(|e| ServerError::Spec {
+            path: spec.path.clone(),
             detail: e.to_string(),
         })?;
-        files.insert(path.display().to_string(), text);
+        files.insert(spec.name.clone(), text);
     }
     let started_at = now_ms();
     // The store's own record of the last moment a server used it; a store from before that
@@ -375,7 +383,11 @@ pub async fn start(
         .map(|set| set.dated_after(None, applied_at));
     let mut checks = CheckSet::parse(revision, files.clone())
         .map_err(|errors| ServerError::Spec {
-            path: config.specs.first().cloned().unwrap_or_default(),
+            path: config
+                .specs
+                .first()
+                .map(|s| s.path.clone())
+                .unwrap_or_default(),
             detail: format!("\n{errors}"),
         })?
         .dated_after(stored_checks.as_ref(), started_at);
@@ -607,9 +619,10 @@ pub async fn reload_specs(shared: &Shared) -> Result<checks::SpecDiff, String> {
     let _serialised = shared.apply_lock.lock().await;
     let current = shared.checks();
     let mut files = current.files.clone();
-    for path in &shared.config.specs {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        files.insert(path.display().to_string(), text);
+    for spec in &shared.config.specs {
+        let text = std::fs::read_to_string(&spec.path)
+            .map_err(|e| format!("{}: {e}", spec.path.display()))?;
+        files.insert(spec.name.clone(), text);
     }
     if files == current.files {
         return Ok(checks::SpecDiff::default());

@@ -365,7 +365,10 @@ pub async fn run(
                 Ok(()) => catch_up(&shared, &mut told, &mut jobs),
                 Err(_) => return,
             },
-            _ = tick.tick() => remind(&shared, &mut told, &mut jobs),
+            _ = tick.tick() => {
+                watch_stale(&shared, &mut told, &mut jobs);
+                remind(&shared, &mut told, &mut jobs);
+            }
         }
         for job in jobs.drain(..) {
             let lanes = workers
@@ -420,7 +423,9 @@ fn catch_up(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                         .iter()
                         .any(|h| h.name == *handler && h.applies_to(c))
                 });
-                !applies || !events.contains_key(&(check.clone(), entity.clone()))
+                let kept = events.contains_key(&(check.clone(), entity.clone()))
+                    || is_absent_record(shared, &events, check, entity);
+                !applies || !kept
             })
             .cloned()
             .collect();
@@ -454,6 +459,194 @@ fn catch_up(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             told,
             jobs,
         );
+    }
+}
+
+/// The entity a check that never reported is notified under: the server, which is the one
+/// saying it is stale (as it is for agents' keepalives).
+fn absent_entity(shared: &Shared) -> &str {
+    &shared.config.entity
+}
+
+/// Whether a handler's record is about a check that had no event at all when it went stale
+/// (and still has none on the entity it was told under).
+fn is_absent_record(
+    shared: &Shared,
+    events: &std::collections::BTreeMap<crate::EventKey, CachedEvent>,
+    check: &str,
+    entity: &str,
+) -> bool {
+    entity == absent_entity(shared)
+        && !events.contains_key(&(check.to_string(), entity.to_string()))
+}
+
+/// What a handler is told when an event (or a check that never reported) goes stale: as Sensu
+/// Go does when a check's ttl runs out, a WARNING whose output says since when nothing came.
+fn stale_event(cached: &CachedEvent, check: &Check, since: i64, why: &str) -> CachedEvent {
+    let mut stale = cached.clone();
+    stale.event.status = Status::Warning;
+    stale.summary = format!(
+        "no result within its ttl of {} since {}: {why}",
+        mdd_core::format_duration(check.effective_ttl()),
+        crate::view::timestamp(since)
+    );
+    stale.long_output.clear();
+    stale.perfdata.clear();
+    stale
+}
+
+/// Once a second: events that have gone stale, and checks that never reported and are now
+/// overdue, are looked at as a change of their own (a stale event has no result to announce
+/// it); a never-reported check that now reports, or is no longer overdue, is resolved.
+fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
+    let checks = shared.checks();
+    if checks.spec.handlers.is_empty() {
+        return;
+    }
+    let clock = shared.clock();
+    let mut looked_at: Vec<(Notice, i64, String)> = Vec::new();
+    let mut resolved_absent: Vec<OpenKey> = Vec::new();
+    {
+        let events = shared.events_read();
+        let mut resolver = StateResolver::new(&checks, &events, clock);
+        let agents = crate::checks::AgentSubscriptions::of(shared);
+        for check in checks.checks() {
+            if !checks.spec.handlers.iter().any(|h| h.applies_to(check)) {
+                continue;
+            }
+            let mine: Vec<&CachedEvent> = events
+                .range((check.name.clone(), String::new())..)
+                .take_while(|((name, _), _)| *name == check.name)
+                .map(|(_, e)| e)
+                .collect();
+            if mine.is_empty() {
+                let resolved = resolver.absent(check);
+                if resolved.state != State::Stale {
+                    continue;
+                }
+                let entity = absent_entity(shared);
+                let placeholder = CachedEvent::new(
+                    mdd_core::event::Event::new(
+                        &check.name,
+                        entity,
+                        &mdd_core::event::Observation {
+                            result_id: "",
+                            status: Status::Warning,
+                            executed_at: resolved.since,
+                        },
+                    ),
+                    &mdd_storage::StoredResult {
+                        id: String::new(),
+                        check: check.name.clone(),
+                        entity: entity.to_string(),
+                        status: Status::Warning,
+                        summary: String::new(),
+                        long_output: String::new(),
+                        perfdata: Vec::new(),
+                        duration_ms: 0.0,
+                        exit_code: None,
+                        executed_at: resolved.since,
+                        received_at: resolved.since,
+                    },
+                );
+                looked_at.push((
+                    Notice {
+                        event: placeholder,
+                        previous_status: None,
+                        previous_flapping: false,
+                    },
+                    resolved.since,
+                    format!("it never reported ({})", agents.why_no_result(check)),
+                ));
+                continue;
+            }
+            for cached in mine {
+                let resolved = resolver.resolve(cached, Some(check));
+                if resolved.state != State::Stale {
+                    continue;
+                }
+                looked_at.push((
+                    Notice {
+                        event: cached.clone(),
+                        previous_status: Some(cached.event.status),
+                        previous_flapping: cached.event.flapping,
+                    },
+                    resolved.since,
+                    format!(
+                        "the last result was at {}",
+                        crate::view::timestamp(cached.event.executed_at)
+                    ),
+                ));
+            }
+        }
+        for (handler, check, entity) in told.open.keys() {
+            if !is_absent_record(shared, &events, check, entity) {
+                continue;
+            }
+            let still = checks.get(check).is_some_and(|c| {
+                let has_events = events
+                    .range((c.name.clone(), String::new())..)
+                    .next()
+                    .is_some_and(|((name, _), _)| *name == c.name);
+                !has_events && resolver.absent(c).state == State::Stale
+            });
+            if !still {
+                resolved_absent.push((handler.clone(), check.clone(), entity.clone()));
+            }
+        }
+    }
+    for (notice, since, why) in looked_at {
+        let Some(check) = checks.get(&notice.event.event.check) else {
+            continue;
+        };
+        let stale = stale_event(&notice.event, check, since, &why);
+        decide_with(
+            shared,
+            &Notice {
+                event: stale,
+                previous_status: notice.previous_status,
+                previous_flapping: notice.previous_flapping,
+            },
+            State::Stale,
+            told,
+            jobs,
+        );
+    }
+    for key in resolved_absent {
+        let Some(handler_index) = checks.spec.handlers.iter().position(|h| h.name == key.0) else {
+            continue;
+        };
+        let Some(check) = checks.get(&key.1) else {
+            continue;
+        };
+        let before = told.open.remove(&key);
+        told.put(key.clone(), before, None);
+        let mut event = mdd_core::event::Event::new(
+            &key.1,
+            &key.2,
+            &mdd_core::event::Observation {
+                result_id: "",
+                status: Status::Ok,
+                executed_at: clock.now,
+            },
+        );
+        event.last_ok = Some(clock.now);
+        let cached = CachedEvent {
+            event,
+            summary: "it reports now, or is no longer expected to".to_string(),
+            long_output: String::new(),
+            perfdata: Vec::new(),
+            duration_ms: 0.0,
+            fresh_since: None,
+        };
+        jobs.push(Job {
+            checks: Arc::clone(&checks),
+            handler_index,
+            kind: "resolution",
+            body: sensu_event(&cached, check, State::Passing, "resolution").into(),
+            check: key.1.clone(),
+            entity: key.2.clone(),
+        });
     }
 }
 
@@ -530,16 +723,31 @@ fn decide(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>
 
 fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>) {
     let checks = shared.checks();
+    let Some(check) = checks.get(&notice.event.event.check) else {
+        return;
+    };
+    let state = {
+        let events = shared.events_read();
+        let mut resolver = StateResolver::new(&checks, &events, shared.clock());
+        resolver.state_of(&notice.event, Some(check)).0
+    };
+    decide_with(shared, notice, state, told, jobs);
+}
+
+/// Decides for every handler of the event's check, the event being in `state`.
+fn decide_with(
+    shared: &Shared,
+    notice: &Notice,
+    state: State,
+    told: &mut Told,
+    jobs: &mut Vec<Job>,
+) {
+    let checks = shared.checks();
     let event = &notice.event.event;
     let Some(check) = checks.get(&event.check) else {
         return;
     };
     let now = now_ms();
-    let state = {
-        let events = shared.events_read();
-        let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
-        resolver.state_of(&notice.event, Some(check)).0
-    };
     // The body is the same for every handler told the same kind of thing: made once.
     let mut bodies: HashMap<&'static str, bytes::Bytes> = HashMap::new();
     let silenced_now = || silenced(shared, &event.check, &event.entity, now);
@@ -547,7 +755,12 @@ fn decide_one(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<
     let seen = Seen {
         status: event.status,
         state,
-        occurrences: event.occurrences,
+        // Staleness is not counted in results: it notifies whatever the occurrences asked.
+        occurrences: if state == State::Stale {
+            u32::MAX
+        } else {
+            event.occurrences
+        },
         flapping: event.flapping,
         previous_flapping: notice.previous_flapping,
         silenced: &silenced_now,

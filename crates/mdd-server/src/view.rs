@@ -131,10 +131,7 @@ impl<'a> StateResolver<'a> {
     /// gone a ttl without a first result (time the server was down not counted).
     pub fn absent(&self, check: &mdd_core::spec::Check) -> Resolved {
         let added_at = self.checks.added_at(&check.name);
-        let stale_at = self
-            .clock
-            .outage
-            .stale_at(added_at, check.effective_ttl());
+        let stale_at = self.clock.outage.stale_at(added_at, check.effective_ttl());
         if self.clock.now > stale_at {
             Resolved {
                 state: State::Stale,

@@ -905,6 +905,18 @@ impl Store {
         row.try_get(0).map_err(|e| self.err(e))
     }
 
+    /// The revision the next `apply_spec` will get.
+    pub async fn next_revision(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'spec_revisions'), 0)
+                    + 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.try_get(0).map_err(|e| self.err(e))
+    }
+
     pub async fn latest_spec(&self) -> Result<Option<SpecRevision>, StoreError> {
         let row = sqlx::query(
             "SELECT revision, applied_at, files FROM spec_revisions ORDER BY revision DESC LIMIT 1",

@@ -224,7 +224,10 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         .context("cannot write the demo's spec")?;
         let mut config = ServerConfig::new(data.path().join("data"));
         config.listen = args.listen;
-        config.specs = vec![spec_path.clone()];
+        config.specs = vec![mdd_server::SpecPath {
+            name: "ams1.yaml".to_string(),
+            path: spec_path.clone(),
+        }];
         config.public_read = true;
         let shutdown = CancellationToken::new();
         let running = mdd_server::start(config, shutdown.clone())

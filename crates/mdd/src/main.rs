@@ -10,6 +10,7 @@ mod progress;
 mod report;
 mod serve;
 mod silence;
+mod spec_name;
 mod verify;
 
 use std::process::ExitCode;

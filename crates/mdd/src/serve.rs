@@ -36,7 +36,18 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     }
     let mut config = ServerConfig::new(args.data.clone());
     config.listen = args.listen;
-    config.specs = args.specs.clone();
+    config.specs = args
+        .specs
+        .iter()
+        .map(|path| {
+            let name = crate::spec_name::spec_name(path)
+                .with_context(|| format!("cannot read spec {}", path.display()))?;
+            Ok(mdd_server::SpecPath {
+                name,
+                path: path.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
     config.public_read = args.public_read;
     config.admin_token = admin_token;
     config.retention = args.retention;
@@ -125,6 +136,19 @@ struct ApplyAnswer {
     changed: Vec<String>,
     removed: Vec<String>,
     unchanged: usize,
+    #[serde(default)]
+    deployments: NamedDiff,
+    #[serde(default)]
+    handlers: NamedDiff,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct NamedDiff {
+    added: Vec<String>,
+    changed: Vec<String>,
+    removed: Vec<String>,
 }
 
 pub fn apply(args: ApplyArgs) -> Result<u8> {
@@ -132,7 +156,9 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
     for path in &args.specs {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read spec {}", path.display()))?;
-        files.push(json!({ "file": path.display().to_string(), "text": text }));
+        let name = crate::spec_name::spec_name(path)
+            .with_context(|| format!("cannot read spec {}", path.display()))?;
+        files.push(json!({ "file": name, "text": text }));
     }
     let client = Client::new(&args.client.server, args.client.token.clone())?;
     let body = json!({ "files": files, "dry_run": args.dry_run, "prune": args.prune });
@@ -149,16 +175,46 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
                     writeln!(out, "{word:>8}  {name}")?;
                 }
             }
+            for (kind, diff) in [
+                ("deployment", &answer.deployments),
+                ("handler", &answer.handlers),
+            ] {
+                for (word, names) in [
+                    ("added", &diff.added),
+                    ("changed", &diff.changed),
+                    ("removed", &diff.removed),
+                ] {
+                    for name in names {
+                        writeln!(out, "{word:>8}  {kind} {name}")?;
+                    }
+                }
+            }
             let verb = if answer.dry_run { "would be" } else { "now" };
+            let others = |kind: &str, diff: &NamedDiff| {
+                let changes = diff.added.len() + diff.changed.len() + diff.removed.len();
+                (changes > 0).then(|| {
+                    format!(
+                        "; {kind}: {} added, {} changed, {} removed",
+                        diff.added.len(),
+                        diff.changed.len(),
+                        diff.removed.len()
+                    )
+                })
+            };
             writeln!(
                 out,
-                "{} added, {} changed, {} removed, {} unchanged; revision {verb} {}",
+                "{} added, {} changed, {} removed, {} unchanged{}{}; revision {verb} {}",
                 answer.added.len(),
                 answer.changed.len(),
                 answer.removed.len(),
                 answer.unchanged,
+                others("deployments", &answer.deployments).unwrap_or_default(),
+                others("handlers", &answer.handlers).unwrap_or_default(),
                 answer.revision
             )?;
+            for warning in &answer.warnings {
+                eprintln!("mdd: warning: {warning}");
+            }
             Ok(exit::OK)
         }
         Err(error) => match error.downcast_ref::<ServerSaid>() {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 mod common;
-use common::{ADMIN, TestServer, mdd_client, wait_for_events};
+use common::{ADMIN, Receiver, TestServer, mdd_client, wait_for_events};
 
 fn result(id: &str, check: &str, status: i64) -> Value {
     json!({ "id": id, "check": check, "entity": "e1", "status": status, "output": format!("{id} | v=1") })
@@ -57,7 +57,7 @@ async fn apply_validates_and_reports_changes() {
     let out = mdd(&["apply", path, "--dry-run", "--prune"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("1 added, 1 changed, 1 removed") && text.contains("would be 1"),
+        text.contains("1 added, 1 changed, 1 removed") && text.contains("would be 2"),
         "{text}"
     );
     let (_, spec_now) = server.get("/api/v1/spec").await;
@@ -1865,106 +1865,6 @@ async fn incidents_are_counted_per_check_and_owner() {
         .expect("html");
     assert!(page.contains("data-check=\"ams1-ldap\""), "{page}");
     assert!(server.stop().await.success());
-}
-
-/// A webhook receiver on loopback: records every POSTed JSON body, answers `status`.
-struct Receiver {
-    port: u16,
-    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
-        let (b, st) = (bodies.clone(), status.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let (b, st) = (b.clone(), st.clone());
-                tokio::spawn(async move {
-                    let mut data = Vec::new();
-                    let mut buf = [0u8; 8192];
-                    loop {
-                        let Ok(n) = stream.read(&mut buf).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        data.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&data).to_string();
-                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                            continue;
-                        };
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if body.len() < length {
-                            continue;
-                        }
-                        let code = st.load(std::sync::atomic::Ordering::SeqCst);
-                        if code == 200 {
-                            b.lock()
-                                .expect("lock")
-                                .push(serde_json::from_str(body).unwrap_or(Value::Null));
-                        }
-                        let reply = format!(
-                            "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        );
-                        let _ = stream.write_all(reply.as_bytes()).await;
-                        return;
-                    }
-                });
-            }
-        });
-        Receiver {
-            port,
-            bodies,
-            status,
-            _task: task,
-        }
-    }
-
-    /// Waits (boundedly) until at least `n` notifications arrived; returns what did.
-    async fn wait_for(&self, n: usize) -> Vec<(String, String)> {
-        for _ in 0..150 {
-            if self.received().len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.received()
-    }
-
-    /// (check, notification) of what arrived, in order.
-    fn received(&self) -> Vec<(String, String)> {
-        self.bodies
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|b| {
-                (
-                    b["check"]["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    b["mdd"]["notification"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
 }
 
 /// Handlers: a real webhook receiver and a real command get the right notifications, in

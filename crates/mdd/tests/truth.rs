@@ -83,9 +83,7 @@ async fn restarts_and_applies_never_rewrite_a_deployments_history() {
     assert_eq!(history(&detail), before, "after kill -9 and a start");
 
     // Only the deployment's settle changes.
-    let (status, applied) = server
-        .apply(&[(spec_arg, &deployment_spec("5s"))])
-        .await;
+    let (status, applied) = server.apply(&[(spec_arg, &deployment_spec("5s"))]).await;
     assert_eq!(status, 200, "{applied}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, detail) = server.get("/api/v1/deployments/dc1").await;
@@ -155,12 +153,20 @@ async fn since_means_when_the_state_shown_began_everywhere() {
     assert_eq!(api["since"], rfc3339(t1), "blocked since db failed: {api}");
     assert_eq!(event(&events, "db")["since"], rfc3339(t1));
     let cron = event(&events, "cron");
-    assert_eq!(cron["since"], rfc3339(now + 2_000), "stale a ttl after: {cron}");
+    assert_eq!(
+        cron["since"],
+        rfc3339(now + 2_000),
+        "stale a ttl after: {cron}"
+    );
 
     let (_, one) = server.get("/api/v1/events/api/e1").await;
     assert_eq!(one["since"], rfc3339(t1));
     let (_, detail) = server.get("/api/v1/deployments/dc1").await;
-    let progress: Vec<&Value> = detail["checks"].as_array().expect("checks").iter().collect();
+    let progress: Vec<&Value> = detail["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .collect();
     let of = |name: &str| {
         progress
             .iter()
@@ -171,7 +177,13 @@ async fn since_means_when_the_state_shown_began_everywhere() {
     assert_eq!(of("cron"), Some(json!(rfc3339(now + 2_000))));
 
     // Pages and commands show it to the second.
-    let second = |ms: i64| rfc3339(ms).chars().take(19).collect::<String>().replace('T', " ");
+    let second = |ms: i64| {
+        rfc3339(ms)
+            .chars()
+            .take(19)
+            .collect::<String>()
+            .replace('T', " ")
+    };
     let page = |path: &'static str| {
         let server = &server;
         async move {
@@ -209,5 +221,231 @@ async fn since_means_when_the_state_shown_began_everywhere() {
     let (_, deploy_out, _) = mdd_client(&server, &["deploy", "status", "dc1"]).await;
     assert!(deploy_out.contains(&second(t1)), "{deploy_out}");
     assert!(deploy_out.contains(&second(now + 2_000)), "{deploy_out}");
+    server.stop().await;
+}
+
+/// A check whose subscription no agent serves says why it has no result, goes stale after its
+/// ttl like any other check and is notified as stale (as is a push-only check whose results
+/// stop), `mdd apply` warns about it, and it resolves once an agent runs it.
+#[tokio::test]
+async fn checks_nobody_runs_say_why_and_go_stale_like_any_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = common::Receiver::start().await;
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = format!(
+        "defaults: {{ interval: 1s, timeout: 1s }}\n\
+         handlers:\n  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/n', filter: {{ owners: [web] }} }}\n\
+         checks:\n\
+         \x20 - {{ name: wbe-http, owner: web, subscriptions: [wbe], command: {PLUGIN} 0 up }}\n\
+         \x20 - {{ name: cron, owner: web, ttl: 2s }}\n",
+        receiver.port
+    );
+    let spec_path = dir.path().join("spec.yaml");
+    std::fs::write(&spec_path, spec).expect("write spec");
+    let spec_arg = spec_path.to_str().expect("utf-8");
+    let (code, out, err) = mdd_client(&server, &["apply", spec_arg]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("warning: no agent known to this server is subscribed to `wbe`: wbe-http"),
+        "{err}"
+    );
+
+    let (_, events) = server.get("/api/v1/events").await;
+    let events = events["events"].as_array().cloned().unwrap_or_default();
+    let wbe = event(&events, "wbe-http");
+    assert_eq!(wbe["state"], "pending", "{wbe}");
+    assert_eq!(wbe["reason"], "no agent subscribed to `wbe`", "{wbe}");
+    let (_, status_out, _) = mdd_client(&server, &["status"]).await;
+    assert!(
+        status_out.contains("no result yet: no agent subscribed to `wbe`"),
+        "{status_out}"
+    );
+    let (status, _) = server
+        .post(
+            "/api/v1/results",
+            &json!({ "results": [{ "id": "c1", "check": "cron", "entity": "e1", "status": 0 }] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // ttl 3 s for wbe-http (2 × interval + timeout), 2 s for cron.
+    let events = wait_for_events(&server, |events| {
+        events.iter().filter(|e| e["state"] == "stale").count() == 2
+    })
+    .await;
+    assert!(
+        event(&events, "wbe-http")["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("no agent subscribed to `wbe`")),
+        "{events:?}"
+    );
+    let told = receiver.wait_for(2).await;
+    let mut sorted = told.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            ("cron".to_string(), "incident".to_string()),
+            ("wbe-http".to_string(), "incident".to_string())
+        ],
+        "{told:?}"
+    );
+    let bodies = receiver.bodies.lock().expect("lock").clone();
+    let stale_wbe = bodies
+        .iter()
+        .find(|b| b["check"]["metadata"]["name"] == "wbe-http")
+        .expect("told");
+    assert_eq!(
+        stale_wbe["check"]["status"], 1,
+        "a ttl runs out as Sensu's does: {stale_wbe}"
+    );
+    assert_eq!(stale_wbe["mdd"]["state"], "stale");
+    let page = server
+        .http
+        .get(format!("{}/checks/wbe-http", server.url))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("no agent subscribed to `wbe`"), "{page}");
+
+    // cron reports again; an agent subscribed to wbe starts: both resolve.
+    let (status, _) = server
+        .post(
+            "/api/v1/results",
+            &json!({ "results": [{ "id": "c2", "check": "cron", "entity": "e1", "status": 0 }] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, token) = server
+        .post("/api/v1/tokens", &json!({ "role": "agent" }))
+        .await;
+    let agent_data = dir.path().join("agent");
+    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args(["agent", "--server", &server.url, "--name", "web1"])
+        .args(["--token", token["token"].as_str().expect("token")])
+        .args(["--subscriptions", "wbe", "--data"])
+        .arg(&agent_data)
+        .env("MDD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn agent");
+    let told = receiver.wait_for(4).await;
+    let resolved: Vec<&String> = told
+        .iter()
+        .filter(|(_, kind)| kind == "resolution")
+        .map(|(check, _)| check)
+        .collect();
+    assert_eq!(resolved.len(), 2, "{told:?}");
+    assert!(resolved.contains(&&"cron".to_string()) && resolved.contains(&&"wbe-http".to_string()));
+    wait_for_events(&server, |events| {
+        events
+            .iter()
+            .any(|e| e["check"] == "wbe-http" && e["entity"] == "web1" && e["state"] == "passing")
+    })
+    .await;
+    server.stop().await;
+}
+
+/// Runs `mdd` in `cwd` against `server`.
+async fn mdd_in(
+    server: &TestServer,
+    cwd: &std::path::Path,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args(args)
+        .current_dir(cwd)
+        .env("MDD_SERVER", &server.url)
+        .env("MDD_TOKEN", common::ADMIN)
+        .output()
+        .await
+        .expect("run mdd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The same file applied from another directory or by another path replaces itself; two files
+/// that really define one check are refused naming both and how to resolve it; `--dry-run`
+/// names the revision the apply will make; deployments and handlers are in the diff.
+#[tokio::test]
+async fn applies_name_files_by_what_they_are_not_how_they_were_reached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let repo = dir.path().join("checkout");
+    std::fs::create_dir_all(repo.join(".git")).expect("a git work tree");
+    std::fs::create_dir_all(repo.join("dc")).expect("dir");
+    let spec = "deployments:\n  - { name: ams1, settle: 1m }\n\
+                checks:\n  - { name: dns, ttl: 1h }\n  - { name: ldap, ttl: 1h }\n";
+    std::fs::write(repo.join("dc/ams1.yaml"), spec).expect("write");
+
+    let (code, out, err) = mdd_in(&server, &repo, &["apply", "--dry-run", "dc/ams1.yaml"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("revision would be 1"), "{out}");
+    assert!(out.contains("added  deployment ams1"), "{out}");
+    let (code, out, err) = mdd_in(&server, &repo, &["apply", "dc/ams1.yaml"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("revision now 1"), "{out}");
+
+    // From another directory, and by an absolute path: the same file, nothing to change.
+    let absolute = repo.join("dc/ams1.yaml");
+    let (code, out, err) = mdd_in(&server, &repo.join("dc"), &["apply", "ams1.yaml"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("0 added, 0 changed, 0 removed, 2 unchanged"),
+        "{out}"
+    );
+    let (code, out, err) = mdd_in(
+        &server,
+        dir.path(),
+        &["apply", absolute.to_str().expect("utf-8")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("revision now 1"), "{out}");
+    let (_, applied) = server.get("/api/v1/spec").await;
+    assert_eq!(applied["files"][0]["file"], "dc/ams1.yaml", "{applied}");
+
+    // A changed settle and a new handler are listed; the dry run names the real revision.
+    let changed = format!(
+        "{}handlers:\n  - {{ name: pager, type: webhook, url: 'http://127.0.0.1:9/x' }}\n",
+        spec.replace("settle: 1m", "settle: 2m")
+    );
+    std::fs::write(&absolute, &changed).expect("write");
+    let (_, out, _) = mdd_in(&server, &repo, &["apply", "--dry-run", "dc/ams1.yaml"]).await;
+    assert!(out.contains("changed  deployment ams1"), "{out}");
+    assert!(out.contains("added  handler pager"), "{out}");
+    assert!(out.contains("revision would be 2"), "{out}");
+    let (_, out, _) = mdd_in(&server, &repo, &["apply", "dc/ams1.yaml"]).await;
+    assert!(out.contains("revision now 2"), "{out}");
+
+    // Another file that really defines dns too.
+    std::fs::write(
+        repo.join("dc/more.yaml"),
+        "checks:\n  - { name: dns, ttl: 1h }\n",
+    )
+    .expect("write");
+    let (code, _, err) = mdd_in(&server, &repo, &["apply", "dc/more.yaml"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("dc/more.yaml:2:")
+            && err.contains("duplicate check name `dns`: already used at dc/ams1.yaml:4")
+            && err.contains("--prune"),
+        "{err}"
+    );
+    let (code, out, err) = mdd_in(&server, &repo, &["apply", "--prune", "dc/more.yaml"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("removed  ldap") && out.contains("removed  deployment ams1"),
+        "{out}"
+    );
     server.stop().await;
 }

@@ -269,7 +269,8 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
     let events = shared.events_read();
     let tracks = shared.deployments_read();
     let now = now_ms();
-    let mut views = Views::new(&checks, &events, &tracks, shared.clock_at(now));
+    let mut views = Views::new(&checks, &events, &tracks, shared.clock_at(now))
+        .with_agents(crate::checks::AgentSubscriptions::of(shared));
     let detail = views.detail(deployment);
     let check_href = |name: &str| format!("/checks/{}", encode(name));
     let state_of = |text: &str| text.parse::<State>().unwrap_or(State::Unknown);
@@ -470,6 +471,8 @@ struct CheckPage {
     deployments: Vec<(String, String)>,
     badge: Badge,
     entities: Vec<EntityEvent>,
+    /// For a check with no result at all: why, and since when.
+    no_result: String,
     charts: Vec<String>,
     changes: Vec<(String, String, Badge)>,
     /// Where the check runs, in words; and whether this viewer may run it now.
@@ -498,10 +501,11 @@ pub async fn check(
     let checks = shared.checks();
     let config = checks.get(name)?.clone();
     let now = now_ms();
-    let (badge, entities) = {
+    let (badge, entities, no_result) = {
         let events = shared.events_read();
         let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
-        let mut worst = State::Pending;
+        let absent = resolver.absent(&config);
+        let mut worst = absent.state;
         let mut list = Vec::new();
         let mine: Vec<&CachedEvent> = events
             .range((config.name.clone(), String::new())..)
@@ -531,7 +535,17 @@ pub async fn check(
                     .collect(),
             });
         }
-        (Badge::of(worst), list)
+        let no_result = if list.is_empty() {
+            let reason = crate::checks::AgentSubscriptions::of(shared).why_no_result(&config);
+            format!(
+                "No result yet: {reason} ({} since {} UTC).",
+                absent.state.as_str(),
+                since_text(absent.since)
+            )
+        } else {
+            String::new()
+        };
+        (Badge::of(worst), list, no_result)
     };
 
     // The last day of results: perfdata over time, and the changes of status.
@@ -604,6 +618,7 @@ pub async fn check(
                 .collect(),
             badge,
             entities,
+            no_result,
             charts,
             changes,
             runs: if config.is_push_only() {
