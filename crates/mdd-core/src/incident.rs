@@ -60,26 +60,6 @@ pub struct Breakage {
 }
 
 impl Breakage {
-    fn add_incident(&mut self, incident: &Incident, from: i64, now: i64) {
-        let end = incident.ended_at.unwrap_or(now).min(now);
-        if incident.started_at >= from && incident.started_at <= now {
-            self.incidents += 1;
-        }
-        let overlap = end - incident.started_at.max(from);
-        if overlap > 0 {
-            self.failing_ms += overlap;
-        }
-        match incident.ended_at {
-            Some(ended) if ended >= from && ended <= now => {
-                self.recovered += 1;
-                self.recovery_total_ms += ended - incident.started_at;
-                self.mttr_ms = Some(self.recovery_total_ms / i64::from(self.recovered));
-            }
-            None => self.open += 1,
-            Some(_) => {}
-        }
-    }
-
     fn merge(&mut self, other: &Breakage) {
         self.incidents += other.incidents;
         self.failing_ms += other.failing_ms;
@@ -92,27 +72,209 @@ impl Breakage {
     }
 }
 
-/// Breakage per check over `[from, now]`, from the incidents and flap starts that touch it.
-pub fn by_check(
+/// What the report counts, in words; the API, `mdd report` and the dashboard show it.
+pub const COUNTS: &str = "An incident is a check on an entity turning from OK to anything else \
+after its first green in its deployments (red during bring-up is expected, not an incident), \
+while every check it depends on passes: time blocked behind a failing dependency belongs to \
+that dependency, the root cause. A check that keeps failing once its dependency recovers \
+starts an incident of its own then. Failing time is the time in the window spent in such \
+incidents; MTTR is from an incident's start to its end, over those that ended in the window; \
+flaps are starts of flap detection outside bring-up and blocked time.";
+
+/// What the report needs to know of a check besides its incidents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckContext {
+    /// Red before this moment is bring-up, not an incident: the first time it was green in the
+    /// deployments that select it (`i64::MAX` while it never was). None for a check that no
+    /// deployment selects.
+    pub bring_up_until: Option<i64>,
+    pub depends_on: Vec<String>,
+}
+
+/// Everything [`attributed`] looks at besides the incidents.
+pub struct Attribution<'a> {
+    pub checks: &'a BTreeMap<String, CheckContext>,
+    /// Whether (check, entity) has an event: a dependency with one on the entity blocks it by
+    /// that event; one without blocks it when any of its events is not OK (as states do).
+    pub has_event: &'a dyn Fn(&str, &str) -> bool,
+}
+
+/// Half-open time spans, sorted and disjoint.
+type Spans = Vec<(i64, i64)>;
+
+fn union(mut spans: Spans) -> Spans {
+    spans.retain(|(a, b)| a < b);
+    spans.sort_unstable();
+    let mut out: Spans = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
+}
+
+/// `span` minus every span of `cut` (sorted, disjoint).
+fn subtract(span: (i64, i64), cut: &Spans) -> Spans {
+    let mut out = Vec::new();
+    let mut start = span.0;
+    for &(a, b) in cut {
+        if b <= start || a >= span.1 {
+            continue;
+        }
+        if a > start {
+            out.push((start, a));
+        }
+        start = start.max(b);
+        if start >= span.1 {
+            break;
+        }
+    }
+    if start < span.1 {
+        out.push((start, span.1));
+    }
+    out
+}
+
+/// When checks were not OK, per (check, entity), from their incidents and their dependencies'.
+struct Down<'a> {
+    own: BTreeMap<(&'a str, &'a str), Spans>,
+    entities: BTreeMap<&'a str, Vec<&'a str>>,
+    attribution: &'a Attribution<'a>,
+    memo: BTreeMap<(String, String), Spans>,
+}
+
+impl<'a> Down<'a> {
+    fn new(incidents: &'a [Incident], now: i64, attribution: &'a Attribution<'a>) -> Down<'a> {
+        let mut own: BTreeMap<(&str, &str), Spans> = BTreeMap::new();
+        let mut entities: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for incident in incidents {
+            let end = incident.ended_at.unwrap_or(now).min(now);
+            own.entry((incident.check.as_str(), incident.entity.as_str()))
+                .or_default()
+                .push((incident.started_at, end));
+            let list = entities.entry(incident.check.as_str()).or_default();
+            if !list.contains(&incident.entity.as_str()) {
+                list.push(incident.entity.as_str());
+            }
+        }
+        for spans in own.values_mut() {
+            *spans = union(std::mem::take(spans));
+        }
+        Down {
+            own,
+            entities,
+            attribution,
+            memo: BTreeMap::new(),
+        }
+    }
+
+    /// When what `check` depends on kept it from passing on `entity`.
+    fn blocking(&mut self, check: &str, entity: &str, depth: usize) -> Spans {
+        let deps = self
+            .attribution
+            .checks
+            .get(check)
+            .map(|c| c.depends_on.clone())
+            .unwrap_or_default();
+        let mut spans = Vec::new();
+        // Specs have no cycles; the bound guards against data from an older spec.
+        if depth > 16 {
+            return spans;
+        }
+        for dep in deps {
+            if (self.attribution.has_event)(&dep, entity) {
+                spans.extend(self.not_passing(&dep, entity, depth + 1));
+            } else {
+                let elsewhere: Vec<String> = self
+                    .entities
+                    .get(dep.as_str())
+                    .map(|list| list.iter().map(|e| e.to_string()).collect())
+                    .unwrap_or_default();
+                for other in elsewhere {
+                    spans.extend(self.not_passing(&dep, &other, depth + 1));
+                }
+            }
+        }
+        union(spans)
+    }
+
+    /// When `check` did not pass on `entity`: its own incidents, and when it was blocked.
+    fn not_passing(&mut self, check: &str, entity: &str, depth: usize) -> Spans {
+        let key = (check.to_string(), entity.to_string());
+        if let Some(known) = self.memo.get(&key) {
+            return known.clone();
+        }
+        let mut spans = self.own.get(&(check, entity)).cloned().unwrap_or_default();
+        spans.extend(self.blocking(check, entity, depth));
+        let spans = union(spans);
+        self.memo.insert(key, spans.clone());
+        spans
+    }
+}
+
+/// Breakage per check over `[from, now]` as MDD means it (see [`COUNTS`]): bring-up red is
+/// left out, and so is time blocked behind a failing dependency, which is its root cause's.
+pub fn attributed(
     incidents: &[Incident],
     flaps: &[(String, String, i64)],
     from: i64,
     now: i64,
+    attribution: &Attribution<'_>,
 ) -> BTreeMap<String, Breakage> {
+    let mut down = Down::new(incidents, now, attribution);
     let mut out: BTreeMap<String, Breakage> = BTreeMap::new();
+    let bring_up = |check: &str| {
+        attribution
+            .checks
+            .get(check)
+            .and_then(|c| c.bring_up_until)
+            .unwrap_or(i64::MIN)
+    };
     for incident in incidents {
-        if incident.ended_at.is_some_and(|e| e < from) || incident.started_at > now {
+        let end = incident.ended_at.unwrap_or(now).min(now);
+        let start = incident.started_at.max(bring_up(&incident.check));
+        if start >= end {
             continue;
         }
-        out.entry(incident.check.clone())
-            .or_default()
-            .add_incident(incident, from, now);
-    }
-    for (check, _, at) in flaps {
-        if (from..=now).contains(at) {
-            out.entry(check.clone()).or_default().flaps += 1;
+        let blocked = down.blocking(&incident.check, &incident.entity, 0);
+        let own = subtract((start, end), &blocked);
+        // Never its own (bring-up or blocked all along): its root cause's, not its.
+        let Some(&(own_start, _)) = own.first() else {
+            continue;
+        };
+        let entry = out.entry(incident.check.clone()).or_default();
+        if (from..=now).contains(&own_start) {
+            entry.incidents += 1;
+        }
+        for (a, b) in &own {
+            let overlap = (*b).min(now) - (*a).max(from);
+            if overlap > 0 {
+                entry.failing_ms += overlap;
+            }
+        }
+        match incident.ended_at {
+            Some(ended) if ended >= from && ended <= now => {
+                entry.recovered += 1;
+                entry.recovery_total_ms += ended - own_start;
+                entry.mttr_ms = Some(entry.recovery_total_ms / i64::from(entry.recovered));
+            }
+            None => entry.open += 1,
+            Some(_) => {}
         }
     }
+    for (check, entity, at) in flaps {
+        if !(from..=now).contains(at) || *at < bring_up(check) {
+            continue;
+        }
+        let blocked = down.blocking(check, entity, 0);
+        if blocked.iter().any(|(a, b)| a <= at && at < b) {
+            continue;
+        }
+        out.entry(check.clone()).or_default().flaps += 1;
+    }
+    out.retain(|_, b| *b != Breakage::default());
     out
 }
 
@@ -168,7 +330,13 @@ mod tests {
             ("dns".to_string(), "a".to_string(), 250),
             ("dns".to_string(), "a".to_string(), 50),
         ];
-        let per_check = by_check(&incidents, &flaps, 100, 1000);
+        let checks = BTreeMap::new();
+        let has_event = |_: &str, _: &str| true;
+        let attribution = Attribution {
+            checks: &checks,
+            has_event: &has_event,
+        };
+        let per_check = attributed(&incidents, &flaps, 100, 1000, &attribution);
         let dns = &per_check["dns"];
         assert_eq!(dns.incidents, 2, "those that started in the window");
         assert_eq!(dns.failing_ms, 50 + 100 + 100);
@@ -186,5 +354,128 @@ mod tests {
         assert_eq!(owners["(no owner)"].incidents, 1);
         let top = top_offenders(&per_check, 1);
         assert_eq!(top[0].0, "ldap", "500 ms failing beats 250");
+    }
+
+    fn context(bring_up_until: Option<i64>, depends_on: &[&str]) -> CheckContext {
+        CheckContext {
+            bring_up_until,
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn bring_up_and_blocked_time_are_not_incidents() {
+        // dns is red from 0 to 100 during bring-up, green at 100, fails 500-700 in production.
+        // ldap (behind dns, same entity) is red 0-150 (bring-up, first green at 150) and
+        // 510-800: blocked while dns fails, its own from 700 to 800.
+        // web is in no deployment and behind ldap: red 520-560 is blocked, never its own.
+        let incidents = [
+            incident("dns", "a", 0, Some(100)),
+            incident("dns", "a", 500, Some(700)),
+            incident("ldap", "a", 0, Some(150)),
+            incident("ldap", "a", 510, Some(800)),
+            incident("web", "a", 520, Some(560)),
+        ];
+        let checks: BTreeMap<String, CheckContext> = [
+            ("dns".to_string(), context(Some(100), &[])),
+            ("ldap".to_string(), context(Some(150), &["dns"])),
+            ("web".to_string(), context(None, &["ldap"])),
+        ]
+        .into_iter()
+        .collect();
+        let has_event = |_: &str, entity: &str| entity == "a";
+        let attribution = Attribution {
+            checks: &checks,
+            has_event: &has_event,
+        };
+        let flaps = [
+            ("ldap".to_string(), "a".to_string(), 50),  // bring-up
+            ("ldap".to_string(), "a".to_string(), 600), // blocked
+            ("ldap".to_string(), "a".to_string(), 750), // its own
+        ];
+        let report = attributed(&incidents, &flaps, 0, 1_000, &attribution);
+        let dns = &report["dns"];
+        assert_eq!(
+            (dns.incidents, dns.failing_ms, dns.mttr_ms),
+            (1, 200, Some(200))
+        );
+        let ldap = &report["ldap"];
+        assert_eq!(
+            (ldap.incidents, ldap.failing_ms, ldap.mttr_ms, ldap.flaps),
+            (1, 100, Some(100), 1),
+            "its own from 700, when dns recovered"
+        );
+        assert!(!report.contains_key("web"), "only ever blocked: {report:?}");
+        let top = top_offenders(&report, 10);
+        assert_eq!(top[0].0, "dns");
+    }
+
+    #[test]
+    fn a_check_never_green_in_its_deployment_is_still_coming_up() {
+        let incidents = [incident("vault", "a", 0, None)];
+        let checks: BTreeMap<String, CheckContext> =
+            [("vault".to_string(), context(Some(i64::MAX), &[]))]
+                .into_iter()
+                .collect();
+        let has_event = |_: &str, _: &str| true;
+        let attribution = Attribution {
+            checks: &checks,
+            has_event: &has_event,
+        };
+        assert!(attributed(&incidents, &[], 0, 1_000, &attribution).is_empty());
+        // Outside any deployment, the same red is an incident, still open.
+        let checks: BTreeMap<String, CheckContext> = [("vault".to_string(), context(None, &[]))]
+            .into_iter()
+            .collect();
+        let attribution = Attribution {
+            checks: &checks,
+            has_event: &has_event,
+        };
+        let report = attributed(&incidents, &[], 0, 1_000, &attribution);
+        assert_eq!(
+            (
+                report["vault"].incidents,
+                report["vault"].failing_ms,
+                report["vault"].open
+            ),
+            (1, 1_000, 1)
+        );
+    }
+
+    #[test]
+    fn a_dependency_elsewhere_blocks_while_any_of_its_entities_fails() {
+        // db runs on the server only; api on web1 is blocked while db fails there.
+        let incidents = [
+            incident("db", "server", 100, Some(200)),
+            incident("api", "web1", 100, Some(300)),
+        ];
+        let checks: BTreeMap<String, CheckContext> = [
+            ("db".to_string(), context(None, &[])),
+            ("api".to_string(), context(None, &["db"])),
+        ]
+        .into_iter()
+        .collect();
+        let has_event = |check: &str, entity: &str| (check == "db") == (entity == "server");
+        let attribution = Attribution {
+            checks: &checks,
+            has_event: &has_event,
+        };
+        let report = attributed(&incidents, &[], 0, 1_000, &attribution);
+        assert_eq!(
+            (report["api"].incidents, report["api"].failing_ms),
+            (1, 100)
+        );
+        assert_eq!(report["db"].failing_ms, 100);
+    }
+
+    #[test]
+    fn spans_union_and_subtract() {
+        assert_eq!(
+            union(vec![(5, 9), (0, 3), (2, 4), (9, 9)]),
+            [(0, 4), (5, 9)]
+        );
+        assert_eq!(subtract((0, 10), &vec![(2, 3), (5, 12)]), [(0, 2), (3, 5)]);
+        assert_eq!(subtract((0, 10), &vec![]), [(0, 10)]);
+        assert!(subtract((4, 6), &vec![(0, 10)]).is_empty());
     }
 }

@@ -605,7 +605,23 @@ pub async fn breakage_report(
     let from = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
     let (incidents, flaps) = shared.store.incidents_since(from).await?;
     let checks = shared.checks();
-    let per_check = mdd_core::incident::by_check(&incidents, &flaps, from, now);
+    let context = report_context(shared, &checks);
+    let per_check = {
+        let events = shared.events_read();
+        let has_event = |check: &str, entity: &str| {
+            events.contains_key(&(check.to_string(), entity.to_string()))
+        };
+        mdd_core::incident::attributed(
+            &incidents,
+            &flaps,
+            from,
+            now,
+            &mdd_core::incident::Attribution {
+                checks: &context,
+                has_event: &has_event,
+            },
+        )
+    };
     let owner_of = |check: &str| checks.get(check).and_then(|c| c.owner.as_deref());
     let per_owner = mdd_core::incident::by_owner(&per_check, owner_of);
     let row = |name_key: &str, name: &str, b: &mdd_core::incident::Breakage| {
@@ -631,6 +647,7 @@ pub async fn breakage_report(
         "window": mdd_core::format_duration(window),
         "from": timestamp(from),
         "to": timestamp(now),
+        "counts": mdd_core::incident::COUNTS,
         "top_offenders": top,
         "checks": per_check.iter().map(|(c, b)| {
             let mut value = row("check", c, b);
@@ -639,6 +656,41 @@ pub async fn breakage_report(
         }).collect::<Vec<_>>(),
         "owners": per_owner.iter().map(|(o, b)| row("owner", o, b)).collect::<Vec<_>>(),
     }))
+}
+
+/// What the report needs of every check: when its bring-up ended (its first green in the
+/// deployments that select it) and what it depends on.
+fn report_context(
+    shared: &Shared,
+    checks: &CheckSet,
+) -> BTreeMap<String, mdd_core::incident::CheckContext> {
+    let tracks = shared.deployments_read();
+    let mut context: BTreeMap<String, mdd_core::incident::CheckContext> = checks
+        .checks()
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                mdd_core::incident::CheckContext {
+                    bring_up_until: None,
+                    depends_on: c.depends_on.clone(),
+                },
+            )
+        })
+        .collect();
+    for deployment in &checks.spec.deployments {
+        let track = tracks.get(&deployment.name);
+        for check in checks.selected(&deployment.name) {
+            let green = track
+                .and_then(|t| t.checks.get(&check.name))
+                .and_then(|c| c.first_green_at)
+                .unwrap_or(i64::MAX);
+            if let Some(entry) = context.get_mut(&check.name) {
+                entry.bring_up_until = Some(entry.bring_up_until.map_or(green, |b| b.min(green)));
+            }
+        }
+    }
+    context
 }
 
 /// The standard windows of the report.

@@ -90,15 +90,43 @@ pub fn report(args: ReportArgs) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(exit::OK);
     }
-    match answer["windows"].as_object() {
+    let counts = match answer["windows"].as_object() {
         Some(windows) => {
             for name in ["24h", "7d", "30d"] {
                 if let Some(window) = windows.get(name) {
                     println!("{}", render(window));
                 }
             }
+            windows
+                .values()
+                .find_map(|w| w["counts"].as_str())
+                .map(str::to_string)
         }
-        None => println!("{}", render(&answer)),
+        None => {
+            println!("{}", render(&answer));
+            answer["counts"].as_str().map(str::to_string)
+        }
+    };
+    if let Some(counts) = counts {
+        println!("{}", wrap(&counts, 96));
     }
     Ok(exit::OK)
+}
+
+/// Words wrapped at `width` columns.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split_whitespace() {
+        if line > 0 && line + 1 + word.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += word.len();
+    }
+    out
 }

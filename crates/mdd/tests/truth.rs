@@ -449,3 +449,106 @@ async fn applies_name_files_by_what_they_are_not_how_they_were_reached() {
     );
     server.stop().await;
 }
+
+/// The breakage report counts what MDD calls an incident: not the red of bring-up, and not the
+/// time a check spends blocked behind a failing dependency (that is the root cause's). Before,
+/// a check blocked during bring-up was the top offender.
+#[tokio::test]
+async fn the_report_counts_root_causes_after_bring_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]).await;
+    let spec = "deployments:\n  - { name: dc1, settle: 1h }\n\
+                checks:\n\
+                \x20 - { name: db, owner: data, ttl: 1h }\n\
+                \x20 - { name: api, owner: web, ttl: 1h, depends_on: [db] }\n";
+    let (status, body) = server.apply(&[("spec.yaml", spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    let now = jiff::Timestamp::now().as_millisecond();
+    let at = |seconds_ago: i64| rfc3339(now - seconds_ago * 1_000);
+    let post = |results: Vec<Value>| {
+        let server = &server;
+        async move {
+            let (status, body) = server
+                .post("/api/v1/results", &json!({ "results": results }))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    // Bring-up: both red for 50 s (api blocked behind db), then green.
+    post(vec![
+        push("b1", "db", 2, &at(100)),
+        push("b2", "api", 2, &at(100)),
+        push("b3", "db", 0, &at(50)),
+        push("b4", "api", 0, &at(50)),
+    ])
+    .await;
+    // The tracker has seen both green (it looks once a second).
+    for _ in 0..100 {
+        let (_, detail) = server.get("/api/v1/deployments/dc1").await;
+        let remembered = detail["checks"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|c| !c["first_green_at"].is_null()));
+        if remembered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // In production: db fails 40 s → 30 s ago; api fails with it and goes on failing by
+    // itself until 20 s ago.
+    post(vec![
+        push("p1", "db", 2, &at(40)),
+        push("p2", "api", 2, &at(40)),
+        push("p3", "db", 0, &at(30)),
+        push("p4", "api", 2, &at(29)),
+        push("p5", "api", 0, &at(20)),
+    ])
+    .await;
+    // Incidents are recorded with the event checkpoint, once a second.
+    let mut report = Value::Null;
+    for _ in 0..50 {
+        let (status, body) = server.get("/api/v1/report?window=24h").await;
+        assert_eq!(status, 200, "{body}");
+        report = body;
+        let api_done = report["checks"].as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["check"] == "api" && r["open"] == 0 && r["incidents"] != 0)
+        });
+        if api_done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = |check: &str| {
+        report["checks"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["check"] == check))
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {check}: {report}"))
+    };
+    let db = row("db");
+    assert_eq!(
+        (db["incidents"].as_u64(), db["failing_ms"].as_i64()),
+        (Some(1), Some(10_000)),
+        "{db}"
+    );
+    let api = row("api");
+    assert_eq!(
+        (
+            api["incidents"].as_u64(),
+            api["failing_ms"].as_i64(),
+            api["mttr_ms"].as_i64()
+        ),
+        (Some(1), Some(10_000), Some(10_000)),
+        "its own from when db recovered: {api}"
+    );
+    assert!(
+        report["counts"]
+            .as_str()
+            .is_some_and(|c| c.contains("bring-up") && c.contains("root cause")),
+        "{report}"
+    );
+    let (code, out, _) = mdd_client(&server, &["report", "--window", "24h"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("bring-up is expected"), "{out}");
+    server.stop().await;
+}

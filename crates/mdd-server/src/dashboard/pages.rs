@@ -918,6 +918,8 @@ pub struct ReportWindow {
 #[template(path = "report.html")]
 struct ReportPage {
     windows: Vec<ReportWindow>,
+    /// What the report counts, in words.
+    counts: &'static str,
 }
 
 fn report_rows(list: &serde_json::Value, key: &str) -> Vec<ReportRow> {
@@ -967,7 +969,11 @@ pub async fn report(shared: &Shared) -> Result<String, askama::Error> {
             owners,
         });
     }
-    ReportPage { windows }.render()
+    ReportPage {
+        windows,
+        counts: mdd_core::incident::COUNTS,
+    }
+    .render()
 }
 
 pub struct HandlerView {
