@@ -167,35 +167,65 @@ async fn metrics(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Read, "/metrics")?;
+    let format = crate::metrics::Format::from_accept(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
     let checks = shared.checks();
-    let events = shared.events_read();
-    let now = now_ms();
-    let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
-    let states: Vec<(String, String, &'static str)> = events
-        .values()
-        .filter_map(|cached| {
-            // Like the events list: only checks that are in the spec, and keepalives.
-            let config = checks.get(&cached.event.check);
-            if config.is_none() && cached.event.check != crate::keepalive::KEEPALIVE_CHECK {
-                return None;
+    let (events, deployments) = {
+        let events = shared.events_read();
+        let tracks = shared.deployments_read();
+        let clock = shared.clock();
+        let mut resolver = StateResolver::new(&checks, &events, clock);
+        let mut samples: Vec<crate::metrics::EventSample> = events
+            .values()
+            .filter_map(|cached| {
+                // Like the events list: only checks that are in the spec, and keepalives.
+                let config = checks.get(&cached.event.check);
+                if config.is_none() && cached.event.check != crate::keepalive::KEEPALIVE_CHECK {
+                    return None;
+                }
+                Some(crate::metrics::EventSample {
+                    check: cached.event.check.clone(),
+                    entity: cached.event.entity.clone(),
+                    state: resolver.state_of(cached, config).0,
+                    executed_at: Some(cached.event.executed_at),
+                })
+            })
+            .collect();
+        // Checks that never reported are events too, pending (or stale once overdue).
+        for check in checks.checks() {
+            let has_event = events
+                .range((check.name.clone(), String::new())..)
+                .next()
+                .is_some_and(|((c, _), _)| *c == check.name);
+            if !has_event {
+                samples.push(crate::metrics::EventSample {
+                    check: check.name.clone(),
+                    entity: String::new(),
+                    state: resolver.absent(check).state,
+                    executed_at: None,
+                });
             }
-            let (state, _) = resolver.state_of(cached, config);
-            Some((
-                cached.event.check.clone(),
-                cached.event.entity.clone(),
-                state.as_str(),
-            ))
-        })
-        .collect();
-    let text = shared.metrics.render(states.into_iter());
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+        }
+        let mut views = crate::deployments::Views::new(&checks, &events, &tracks, clock);
+        let deployments: Vec<crate::metrics::DeploymentSample> = checks
+            .spec
+            .deployments
+            .iter()
+            .map(|d| {
+                let summary = views.summary(d);
+                crate::metrics::DeploymentSample {
+                    name: summary.name,
+                    done: summary.done,
+                    green: summary.green,
+                    total: summary.total,
+                }
+            })
+            .collect();
+        (samples, deployments)
+    };
+    let text = shared.metrics.render(format, &events, &deployments);
+    Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }
 
 #[derive(Debug, Deserialize)]

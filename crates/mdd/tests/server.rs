@@ -185,7 +185,7 @@ checks:
         "{metrics}"
     );
     assert!(
-        metrics.contains("mdd_process_resident_memory_bytes"),
+        metrics.contains("\nprocess_resident_memory_bytes "),
         "{metrics}"
     );
     assert!(server.stop().await.success());
