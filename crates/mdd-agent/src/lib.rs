@@ -321,18 +321,9 @@ fn save_checks(path: &std::path::Path, version: &str, checks: &[Check]) {
 /// One result in the API's shape, as a JSON line for the wire and the spool.
 fn to_line(config: &AgentConfig, run: Executed) -> Option<String> {
     let result = run.result;
-    let mut output = result.summary.clone();
-    if !result.perfdata.is_empty() {
-        output.push_str(" |");
-        for datum in &result.perfdata {
-            output.push(' ');
-            output.push_str(&datum.to_string());
-        }
-    }
-    if !result.long_output.is_empty() {
-        output.push('\n');
-        output.push_str(&result.long_output);
-    }
+    // What the plugin printed, as it printed it: the server parses it again, and passes it on
+    // whole to handlers as Sensu does.
+    let output = result.plugin_text();
     let executed_at = jiff::Timestamp::from_millisecond(run.executed_at)
         .map(|t| t.to_string())
         .ok()?;

@@ -53,6 +53,34 @@ impl PluginOutput {
     }
 }
 
+/// Plugin output written out from its parts: `SUMMARY | perfdata` and the long output below.
+pub fn compose(summary: &str, long_output: &str, perfdata: &[PerfDatum]) -> String {
+    let mut text = summary.to_string();
+    if !perfdata.is_empty() {
+        text.push_str(" |");
+        for datum in perfdata {
+            text.push(' ');
+            text.push_str(&datum.to_string());
+        }
+    }
+    if !long_output.is_empty() {
+        text.push('\n');
+        text.push_str(long_output);
+    }
+    text
+}
+
+/// One note for a result whose perfdata had malformed items, however many: a plugin that
+/// prints its usage text after a `|` must not get a line per word. Names the first, counts the
+/// rest.
+pub fn perfdata_note(errors: &[PerfdataError]) -> Option<String> {
+    let first = errors.first()?;
+    Some(match errors.len() {
+        1 => format!("(mdd: ignored malformed {first})"),
+        n => format!("(mdd: ignored {n} malformed perfdata items; the first: {first})"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +123,53 @@ mod tests {
     #[test]
     fn empty_output() {
         assert_eq!(PluginOutput::parse(""), PluginOutput::default());
+    }
+
+    #[test]
+    fn a_usage_text_after_a_bar_is_one_note_not_one_per_word() {
+        let usage = "Usage: check_foo -H host | -w warn -c crit [--verbose] [--timeout seconds] and more words here";
+        let parsed = PluginOutput::parse(usage);
+        assert!(
+            parsed.perfdata_errors.len() > 5,
+            "{:?}",
+            parsed.perfdata_errors
+        );
+        let note = perfdata_note(&parsed.perfdata_errors).expect("a note");
+        assert_eq!(note.lines().count(), 1);
+        assert!(
+            note.starts_with(&format!(
+                "(mdd: ignored {} malformed perfdata items; the first: ",
+                parsed.perfdata_errors.len()
+            )),
+            "{note}"
+        );
+        assert_eq!(perfdata_note(&[]), None);
+        let result = crate::ProbeResult::from_plugin_output(
+            crate::Status::Unknown,
+            usage,
+            std::time::Duration::ZERO,
+            Some(3),
+        );
+        assert_eq!(
+            result.long_output.lines().count(),
+            1,
+            "{}",
+            result.long_output
+        );
+        assert_eq!(result.plugin_text(), usage, "the output as printed");
+    }
+
+    #[test]
+    fn composed_text_reads_back_the_same() {
+        let text = compose(
+            "OK - fine",
+            "line two",
+            &[crate::PerfDatum::new("time", 0.5, "s")],
+        );
+        assert_eq!(text, "OK - fine | time=0.5s\nline two");
+        let parsed = PluginOutput::parse(&text);
+        assert_eq!(parsed.summary, "OK - fine");
+        assert_eq!(parsed.long_output, "line two");
+        assert_eq!(parsed.perfdata.len(), 1);
     }
 }

@@ -26,6 +26,11 @@ pub struct ProbeResult {
     /// The plugin's exit code, for `command` probes that exited normally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// What a `command` probe's plugin printed, as it printed it (capped), for those who pass
+    /// output on whole (Sensu handlers read `check.output` so). Empty for built-in probes:
+    /// [`ProbeResult::plugin_text`] writes theirs.
+    #[serde(skip)]
+    pub output: String,
 }
 
 impl ProbeResult {
@@ -38,6 +43,7 @@ impl ProbeResult {
             perfdata: Vec::new(),
             duration,
             exit_code: None,
+            output: String::new(),
         }
     }
 
@@ -51,11 +57,11 @@ impl ProbeResult {
     ) -> ProbeResult {
         let parsed = PluginOutput::parse(output);
         let mut long_output = parsed.long_output;
-        for error in &parsed.perfdata_errors {
+        if let Some(note) = crate::plugin_output::perfdata_note(&parsed.perfdata_errors) {
             if !long_output.is_empty() {
                 long_output.push('\n');
             }
-            long_output.push_str(&format!("(mdd: ignored malformed {error})"));
+            long_output.push_str(&note);
         }
         ProbeResult {
             status,
@@ -64,6 +70,17 @@ impl ProbeResult {
             perfdata: parsed.perfdata,
             duration,
             exit_code,
+            output: output.to_string(),
+        }
+    }
+
+    /// The result as plugin output: what the plugin printed, or for built-in probes the same
+    /// shape written out (`SUMMARY | perfdata` then the long output).
+    pub fn plugin_text(&self) -> String {
+        if self.output.is_empty() {
+            crate::plugin_output::compose(&self.summary, &self.long_output, &self.perfdata)
+        } else {
+            self.output.clone()
         }
     }
 

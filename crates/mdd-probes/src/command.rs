@@ -91,11 +91,13 @@ fn build_result(
         }
     }
     if let Some(summary) = override_summary {
-        // The reason mdd decided the status leads; what the plugin said follows.
+        // The reason mdd decided the status leads; what the plugin said follows. The output
+        // passed on whole is then mdd's account, not the plugin's partial words.
         if !result.summary.is_empty() {
             notes.insert(0, format!("plugin said: {}", result.summary));
         }
         result.summary = summary;
+        result.output.clear();
     } else if result.summary.is_empty() {
         result.summary = match exit_code {
             Some(code) => format!("(no output, exit code {code})"),

@@ -375,18 +375,26 @@ fn validate_result(
     }
     let status = Status::from_exit_code(i32::try_from(r.status).ok());
     let parsed = PluginOutput::parse(&r.output);
+    let mut long_output = parsed.long_output;
+    if let Some(note) = mdd_core::plugin_output::perfdata_note(&parsed.perfdata_errors) {
+        if !long_output.is_empty() {
+            long_output.push('\n');
+        }
+        long_output.push_str(&note);
+    }
     Ok(StoredResult {
         id: r.id,
         check: r.check,
         entity,
         status,
         summary: parsed.summary,
-        long_output: parsed.long_output,
+        long_output,
         perfdata: parsed.perfdata,
         duration_ms,
         exit_code: r.exit_code,
         executed_at,
         received_at,
+        output: r.output,
     })
 }
 

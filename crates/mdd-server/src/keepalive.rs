@@ -115,6 +115,7 @@ async fn report(
             check: KEEPALIVE_CHECK.to_string(),
             entity: entity.to_string(),
             status,
+            output: summary.clone(),
             summary,
             long_output: String::new(),
             perfdata: Vec::new(),

@@ -53,6 +53,10 @@ pub struct CachedEvent {
     #[serde(default)]
     pub perfdata: Vec<PerfDatum>,
     pub duration_ms: f64,
+    /// What the plugin printed, as it printed it (empty for events checkpointed before mdd
+    /// kept it: `plugin_text` then writes it out from the parts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
     /// When results last started coming within the ttl again after it went stale (None: it
     /// never did). A state that comes back from stale is shown since then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +71,7 @@ impl CachedEvent {
             long_output: String::new(),
             perfdata: Vec::new(),
             duration_ms: 0.0,
+            output: String::new(),
             fresh_since: None,
         };
         cached.take_output(result);
@@ -88,7 +93,17 @@ impl CachedEvent {
         })
     }
 
+    /// The whole output as the plugin printed it.
+    pub fn plugin_text(&self) -> String {
+        if self.output.is_empty() {
+            mdd_core::plugin_output::compose(&self.summary, &self.long_output, &self.perfdata)
+        } else {
+            self.output.clone()
+        }
+    }
+
     pub fn take_output(&mut self, result: &StoredResult) {
+        self.output.clone_from(&result.output);
         self.summary.clone_from(&result.summary);
         self.long_output.clone_from(&result.long_output);
         self.perfdata.clone_from(&result.perfdata);

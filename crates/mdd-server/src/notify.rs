@@ -547,6 +547,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                         exit_code: None,
                         executed_at: resolved.since,
                         received_at: resolved.since,
+                        output: String::new(),
                     },
                 );
                 looked_at.push((
@@ -637,13 +638,14 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             long_output: String::new(),
             perfdata: Vec::new(),
             duration_ms: 0.0,
+            output: String::new(),
             fresh_since: None,
         };
         jobs.push(Job {
             checks: Arc::clone(&checks),
             handler_index,
             kind: "resolution",
-            body: sensu_event(&cached, check, State::Passing, "resolution").into(),
+            body: sensu_event(shared, &cached, check, State::Passing, "resolution").into(),
             check: key.1.clone(),
             entity: key.2.clone(),
         });
@@ -790,7 +792,9 @@ fn decide_with(
                 kind,
                 body: bodies
                     .entry(kind)
-                    .or_insert_with(|| sensu_event(&notice.event, check, state, kind).into())
+                    .or_insert_with(|| {
+                        sensu_event(shared, &notice.event, check, state, kind).into()
+                    })
                     .clone(),
                 check: event.check.clone(),
                 entity: event.entity.clone(),
@@ -843,7 +847,7 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             checks: Arc::clone(&checks),
             handler_index,
             kind: "reminder",
-            body: sensu_event(cached, check, state, "reminder").into(),
+            body: sensu_event(shared, cached, check, state, "reminder").into(),
             check: check_name.clone(),
             entity: entity.clone(),
         });
@@ -857,30 +861,105 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
     }
 }
 
-/// The event in the shape Sensu Go handlers read (`entity`, `check` with `status`, `output`,
-/// `history`, `occurrences`, …), plus what mdd knows besides under `mdd`.
-fn sensu_event(cached: &CachedEvent, check: &Check, state: State, kind: &str) -> String {
+/// The event in the shape Sensu Go handlers read (its documented fields that mdd knows,
+/// under the same names and types: top-level `id`, `timestamp`, `metadata`; `check` with
+/// `status`, the whole `output`, `history`, `occurrences`, …; `entity` with `entity_class`,
+/// `subscriptions`, `system`), plus what mdd knows besides under `mdd`.
+fn sensu_event(
+    shared: &Shared,
+    cached: &CachedEvent,
+    check: &Check,
+    state: State,
+    kind: &str,
+) -> String {
     let event = &cached.event;
-    let secs = |ms: i64| ms / 1000;
+    let now = now_ms();
+    let secs = |ms: i64| ms.div_euclid(1000);
     let sensu_state = match (event.flapping, event.status) {
         (true, _) => "flapping",
         (false, Status::Ok) => "passing",
         (false, _) => "failing",
     };
-    serde_json::json!({
-        "timestamp": secs(now_ms()),
-        "entity": {
+    let agent = shared.keepalives().get(&event.entity).cloned();
+    let entity = match &agent {
+        Some(watch) => {
+            let fact = |name: &str| {
+                watch
+                    .info
+                    .facts
+                    .get(name)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let addresses: Vec<serde_json::Value> = watch
+                .info
+                .facts
+                .get("addresses")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default();
+            serde_json::json!({
+                "entity_class": "agent",
+                "metadata": { "name": event.entity, "namespace": "default", "labels": watch.info.labels },
+                "subscriptions": watch.info.subscriptions,
+                "last_seen": secs(watch.last),
+                "deregister": watch.info.deregister,
+                "user": "agent",
+                "redact": [],
+                "system": {
+                    "hostname": fact("hostname"),
+                    "os": fact("os"),
+                    "arch": fact("arch"),
+                    "platform": fact("os"),
+                    "network": { "interfaces": [{ "name": "", "mac": "", "addresses": addresses }] },
+                },
+            })
+        }
+        None => serde_json::json!({
             "entity_class": "proxy",
-            "metadata": { "name": event.entity, "namespace": "default" },
-        },
+            "metadata": { "name": event.entity, "namespace": "default", "labels": {} },
+            "subscriptions": [format!("entity:{}", event.entity)],
+            "last_seen": secs(event.executed_at),
+            "deregister": false,
+            "user": "",
+            "redact": [],
+            // A proxy entity is an endpoint, not a host mdd runs on: nothing is known of it.
+            "system": {
+                "hostname": "", "os": "", "arch": "", "platform": "",
+                "network": { "interfaces": [] },
+            },
+        }),
+    };
+    let command = match &check.probe {
+        mdd_core::Probe::Command(c) => c.argv.join(" "),
+        probe => format!("mdd {} {}", probe.kind(), probe.target()),
+    };
+    let ttl = check.ttl.map_or(0, |t| t.as_secs());
+    serde_json::json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "timestamp": secs(now),
+        "metadata": { "namespace": "default" },
+        "entity": entity,
         "check": {
             "metadata": { "name": event.check, "namespace": "default", "labels": check.labels },
+            "command": command,
+            "subscriptions": check.subscriptions,
+            "proxy_entity_name": check.entity.clone().unwrap_or_default(),
+            "publish": !check.is_push_only(),
+            "round_robin": false,
+            "stdin": false,
+            "interval": check.interval.as_secs(),
+            "timeout": check.timeout.as_secs(),
+            "ttl": ttl,
+            "handlers": check.handlers,
+            "low_flap_threshold": check.flap.low,
+            "high_flap_threshold": check.flap.high,
             "status": event.status.exit_code(),
-            "output": cached.summary,
+            "output": cached.plugin_text(),
             "executed": secs(event.executed_at),
             "issued": secs(event.executed_at),
             "duration": cached.duration_ms / 1000.0,
-            "interval": check.interval.as_secs(),
             "history": event.history.iter().map(|h| serde_json::json!({
                 "status": h.status.exit_code(),
                 "executed": secs(h.executed_at),
@@ -889,8 +968,13 @@ fn sensu_event(cached: &CachedEvent, check: &Check, state: State, kind: &str) ->
             "occurrences_watermark": event.occurrences_watermark,
             "state": sensu_state,
             "total_state_change": event.total_state_change,
-            "last_ok": event.last_ok.map(secs),
-            "handlers": check.handlers,
+            "last_ok": event.last_ok.map_or(0, secs),
+            "is_silenced": silenced(shared, &event.check, &event.entity, now),
+            "processed_by": shared.config.entity,
+            "output_metric_format": "nagios_perfdata",
+            "check_hooks": null,
+            "env_vars": null,
+            "subdue": null,
         },
         "mdd": {
             "notification": kind,
@@ -898,6 +982,7 @@ fn sensu_event(cached: &CachedEvent, check: &Check, state: State, kind: &str) ->
             "owner": check.owner,
             "runbook": check.runbook,
             "description": check.description,
+            "summary": cached.summary,
             "long_output": cached.long_output,
         },
     })

@@ -24,6 +24,7 @@ fn stored_result(shared: &Shared, run: Executed) -> StoredResult {
         id: uuid::Uuid::now_v7().to_string(),
         check: run.check,
         entity: run.entity.unwrap_or_else(|| shared.config.entity.clone()),
+        output: result.plugin_text(),
         status: result.status,
         summary: result.summary,
         long_output: result.long_output,

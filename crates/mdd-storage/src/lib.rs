@@ -22,7 +22,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "mdd.db";
 
-/// SQLite allows 32,766 bound parameters per statement; results have 11 columns.
+/// SQLite allows 32,766 bound parameters per statement; results have 12 columns.
 const RESULT_ROWS_PER_INSERT: usize = 2_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,10 @@ pub struct StoredResult {
     pub executed_at: i64,
     /// ms since the epoch, by the server's clock.
     pub received_at: i64,
+    /// What the plugin printed, as it printed it (summary, long output and perfdata are
+    /// parsed from it).
+    #[serde(default)]
+    pub output: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +234,7 @@ impl Store {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for chunk in commit.results.chunks(RESULT_ROWS_PER_INSERT) {
             let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at) ",
+                "INSERT OR IGNORE INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output) ",
             );
             let mut encode_error = None;
             query.push_values(chunk, |mut row, r| {
@@ -248,7 +252,8 @@ impl Store {
                     .push_bind(r.duration_ms)
                     .push_bind(r.exit_code)
                     .push_bind(r.executed_at)
-                    .push_bind(r.received_at);
+                    .push_bind(r.received_at)
+                    .push_bind(&r.output);
             });
             if let Some(detail) = encode_error {
                 return Err(StoreError::Corrupt {
@@ -356,7 +361,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(i64, StoredResult)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, rowid
+            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output, rowid
              FROM results WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )
         .bind(rowid)
@@ -366,7 +371,7 @@ impl Store {
         .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| {
-                let rowid: i64 = row.try_get(11).map_err(|e| self.err(e))?;
+                let rowid: i64 = row.try_get(12).map_err(|e| self.err(e))?;
                 Ok((rowid, self.decode_result(row)?))
             })
             .collect()
@@ -421,7 +426,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<StoredResult>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at
+            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output
              FROM results
              WHERE check_name = ?1 AND (?2 IS NULL OR entity = ?2) AND executed_at BETWEEN ?3 AND ?4
              ORDER BY executed_at DESC LIMIT ?5",
@@ -439,7 +444,7 @@ impl Store {
 
     pub async fn result(&self, id: &str) -> Result<Option<StoredResult>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at
+            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output
              FROM results WHERE id = ?1",
         )
         .bind(id)
@@ -475,6 +480,7 @@ impl Store {
             exit_code: row.try_get(8).map_err(get)?,
             executed_at: row.try_get(9).map_err(get)?,
             received_at: row.try_get(10).map_err(get)?,
+            output: row.try_get(11).map_err(get)?,
         })
     }
 

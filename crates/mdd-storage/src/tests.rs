@@ -24,6 +24,7 @@ fn result(id: &str, status: Status, at: i64) -> StoredResult {
         exit_code: Some(status.exit_code()),
         executed_at: at,
         received_at: at + 1,
+        output: format!("{status:?} | time=0.01s"),
     }
 }
 
