@@ -280,7 +280,8 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         agent_lateness.extend(
             results
                 .iter()
-                .filter_map(|r| r["executed_at"].as_i64())
+                .filter_map(|r| r["executed_at"].as_str()?.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond())
                 .filter(|t| (measure_from..measure_to).contains(t))
                 .map(|t| (t - splay).rem_euclid(1000)),
         );

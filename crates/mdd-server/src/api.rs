@@ -414,10 +414,10 @@ async fn get_result(
     AxumState(shared): AxumState<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Json<StoredResult>> {
+) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Read, "/api/v1/results/{id}")?;
     match shared.store.result(&id).await {
-        Ok(Some(result)) => Ok(Json(result)),
+        Ok(Some(result)) => Ok(Json(crate::view::ResultView::new(&result)).into_response()),
         Ok(None) => Err(ApiError::not_found(format!(
             "no result `{}`",
             truncate(&id)
@@ -1087,6 +1087,24 @@ async fn check_results(
         .results(&name, entity.as_deref(), from, to, limit)
         .await
         .map_err(|e| ApiError::store(&e))?;
+    // A check that is not in the spec (and never was, or its results are gone) is not there
+    // at all: say so rather than answer an empty list. A pruned check's results stay readable.
+    let known = shared.checks().get(&name).is_some() || name == crate::keepalive::KEEPALIVE_CHECK;
+    if !known
+        && results.is_empty()
+        && !shared
+            .store
+            .has_results(&name)
+            .await
+            .map_err(|e| ApiError::store(&e))?
+    {
+        return Err(ApiError::not_found(format!(
+            "no check `{}`: it is not in the applied spec and has no stored results",
+            truncate(&name)
+        )));
+    }
+    let results: Vec<crate::view::ResultView<'_>> =
+        results.iter().map(crate::view::ResultView::new).collect();
     Ok(Json(json!({
         "check": name,
         "from": timestamp(from),

@@ -348,13 +348,60 @@ impl Serialize for Time {
     }
 }
 
-/// An event's history as bare exit codes, serialized straight from it.
+/// An event's history as bare statuses (`"ok"`, `"critical"`, … as everywhere in the API),
+/// serialized straight from it.
 #[derive(Debug, Clone, Copy)]
 pub struct RecentStatuses<'a>(pub &'a [mdd_core::event::HistoryEntry]);
 
 impl Serialize for RecentStatuses<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|h| h.status.exit_code()))
+        serializer.collect_seq(self.0.iter().map(|h| h.status))
+    }
+}
+
+/// One stored result as the API shows it: times in RFC 3339 and the status as a word, like
+/// every other answer.
+#[derive(Debug, Serialize)]
+pub struct ResultView<'a> {
+    pub id: &'a str,
+    pub check: &'a str,
+    pub entity: &'a str,
+    pub status: mdd_core::Status,
+    pub exit_code: Option<i32>,
+    pub summary: &'a str,
+    pub long_output: &'a str,
+    pub perfdata: &'a [mdd_core::PerfDatum],
+    /// What the plugin printed, as it printed it.
+    pub output: String,
+    pub duration_ms: f64,
+    pub executed_at: Time,
+    pub received_at: Time,
+}
+
+impl<'a> ResultView<'a> {
+    pub fn new(result: &'a mdd_storage::StoredResult) -> ResultView<'a> {
+        ResultView {
+            id: &result.id,
+            check: &result.check,
+            entity: &result.entity,
+            status: result.status,
+            exit_code: result.exit_code,
+            summary: &result.summary,
+            long_output: &result.long_output,
+            perfdata: &result.perfdata,
+            output: if result.output.is_empty() {
+                mdd_core::plugin_output::compose(
+                    &result.summary,
+                    &result.long_output,
+                    &result.perfdata,
+                )
+            } else {
+                result.output.clone()
+            },
+            duration_ms: result.duration_ms,
+            executed_at: Time(result.executed_at),
+            received_at: Time(result.received_at),
+        }
     }
 }
 

@@ -454,6 +454,16 @@ impl Store {
         row.map(|row| self.decode_result(&row)).transpose()
     }
 
+    /// Whether any result of `check` is stored.
+    pub async fn has_results(&self, check: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM results WHERE check_name = ?1)")
+            .bind(check)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.try_get::<bool, _>(0).map_err(|e| self.err(e))
+    }
+
     pub async fn count_results(&self) -> Result<i64, StoreError> {
         sqlx::query("SELECT count(*) FROM results")
             .fetch_one(&self.pool)

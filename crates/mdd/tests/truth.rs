@@ -552,3 +552,121 @@ async fn the_report_counts_root_causes_after_bring_up() {
     assert!(out.contains("bring-up is expected"), "{out}");
     server.stop().await;
 }
+
+/// Every time in `value` is an RFC 3339 string (or null) and every status a word: walks the
+/// whole document, so a new endpoint or field that forgets it fails here.
+fn check_times_and_statuses(value: &Value, path: &str, problems: &mut Vec<String>) {
+    const TIMES: [&str; 9] = [
+        "since",
+        "first_seen",
+        "last_seen",
+        "last_ok",
+        "last_state_change",
+        "last_keepalive",
+        "from",
+        "to",
+        "at",
+    ];
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let here = format!("{path}.{key}");
+                let is_time = key.ends_with("_at") || TIMES.contains(&key.as_str());
+                if is_time {
+                    let ok = match inner {
+                        Value::Null => true,
+                        Value::String(text) => text.parse::<jiff::Timestamp>().is_ok(),
+                        _ => false,
+                    };
+                    if !ok {
+                        problems.push(format!("{here} is not an RFC 3339 time: {inner}"));
+                    }
+                }
+                if key == "status" && !inner.is_string() {
+                    problems.push(format!("{here} is not a word: {inner}"));
+                }
+                if key == "recent_statuses"
+                    && !inner
+                        .as_array()
+                        .is_some_and(|list| list.iter().all(Value::is_string))
+                {
+                    problems.push(format!("{here} are not words: {inner}"));
+                }
+                check_times_and_statuses(inner, &here, problems);
+            }
+        }
+        Value::Array(list) => {
+            for (i, inner) in list.iter().enumerate() {
+                check_times_and_statuses(inner, &format!("{path}[{i}]"), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Times are RFC 3339 and statuses words in every answer (the results endpoints gave epoch
+/// milliseconds, `recent_statuses` integers), and results of a check that does not exist are
+/// a 404, not an empty list.
+#[tokio::test]
+async fn the_api_gives_times_and_statuses_one_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]).await;
+    let spec = "deployments:\n  - { name: dc1, settle: 1s }\n\
+                handlers:\n  - { name: pager, type: webhook, url: 'http://127.0.0.1:9/x', filter: { owners: [nobody] } }\n\
+                checks:\n  - { name: db, ttl: 1h }\n  - { name: api, ttl: 1h, depends_on: [db] }\n";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    let now = jiff::Timestamp::now().as_millisecond();
+    let (status, _) = server
+        .post(
+            "/api/v1/results",
+            &json!({ "results": [
+                push("t1", "db", 0, &rfc3339(now - 5_000)),
+                push("t2", "db", 2, &rfc3339(now - 4_000)),
+                push("t3", "api", 0, &rfc3339(now - 3_000)),
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .post(
+            "/api/v1/silences",
+            &json!({ "check": "db", "reason": "testing", "for": "1h" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut problems = Vec::new();
+    for path in [
+        "/api/v1/events",
+        "/api/v1/events/db/e1",
+        "/api/v1/results/t2",
+        "/api/v1/checks/db/results",
+        "/api/v1/deployments",
+        "/api/v1/deployments/dc1",
+        "/api/v1/entities",
+        "/api/v1/silences",
+        "/api/v1/report",
+        "/api/v1/handlers",
+        "/api/v1/handlers/pager/deliveries",
+    ] {
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        check_times_and_statuses(&body, path, &mut problems);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    let (_, result) = server.get("/api/v1/results/t2").await;
+    assert_eq!(result["status"], "critical");
+    assert_eq!(result["executed_at"], rfc3339(now - 4_000));
+    let (_, one) = server.get("/api/v1/events/db/e1").await;
+    assert_eq!(one["recent_statuses"], json!(["ok", "critical"]));
+
+    let (status, body) = server.get("/api/v1/checks/nope/results").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no check `nope`")),
+        "{body}"
+    );
+    server.stop().await;
+}
