@@ -670,3 +670,66 @@ async fn the_api_gives_times_and_statuses_one_way() {
     );
     server.stop().await;
 }
+
+/// `/events` sorts worst first before it cuts a page: with 2,101 events a failing one whose
+/// name sorts last is at the top of the first page (it was cut off), and every event is on
+/// some page.
+#[tokio::test]
+async fn the_events_page_shows_the_worst_first_and_pages_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]).await;
+    let mut spec = String::from("checks:\n");
+    for i in 0..2_100 {
+        spec.push_str(&format!("  - {{ name: c{i:04}, ttl: 1h }}\n"));
+    }
+    spec.push_str("  - { name: zz-broken, ttl: 1h }\n  - { name: zz-never, ttl: 1h }\n");
+    let (status, body) = server.apply(&[("spec.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    let mut results: Vec<Value> = (0..2_100)
+        .map(|i| json!({ "id": format!("r{i}"), "check": format!("c{i:04}"), "entity": "e1", "status": 0 }))
+        .collect();
+    results.push(json!({ "id": "bad", "check": "zz-broken", "entity": "e1", "status": 2, "output": "BROKEN" }));
+    let (status, body) = server
+        .post("/api/v1/results", &json!({ "results": results }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let page = |path: String| {
+        let server = &server;
+        async move {
+            server
+                .http
+                .get(format!("{}{path}", server.url))
+                .bearer_auth(common::ADMIN)
+                .send()
+                .await
+                .expect("page")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let first = page("/events".into()).await;
+    let rows: Vec<&str> = first
+        .split("<tr data-check=\"")
+        .skip(1)
+        .filter_map(|row| row.split('"').next())
+        .collect();
+    assert_eq!(rows.first(), Some(&"zz-broken"), "worst first");
+    assert_eq!(
+        rows.get(1),
+        Some(&"zz-never"),
+        "pending next, before passing"
+    );
+    assert_eq!(rows.len(), 500);
+    assert!(first.contains("1–500 of 2102 matching"), "{first}");
+    assert!(first.contains("rel=\"next\""));
+    let mut seen = rows.len();
+    for n in 2..=5 {
+        let more = page(format!("/events?page={n}")).await;
+        seen += more.matches("<tr data-check=\"").count();
+    }
+    assert_eq!(seen, 2_102, "every event is on a page");
+    let filtered = page("/events?state=failing".into()).await;
+    assert_eq!(filtered.matches("<tr data-check=\"").count(), 1);
+    server.stop().await;
+}

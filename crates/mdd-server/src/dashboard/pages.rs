@@ -772,6 +772,13 @@ pub struct EventRow {
 #[template(path = "events.html")]
 struct EventsPage {
     rows: Vec<EventRow>,
+    /// Where this page starts and ends (1-based) among the `shown` events that match.
+    first: usize,
+    last: usize,
+    shown: usize,
+    /// Links to the pages before and after (empty when there is none).
+    previous: String,
+    next: String,
     total: usize,
     state: String,
     owner: String,
@@ -780,15 +787,20 @@ struct EventsPage {
     states: Vec<&'static str>,
 }
 
+/// Rows of the events page per page: a page of 10,000 events would take seconds to draw.
+const EVENTS_PER_PAGE: usize = 500;
+
 pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
     let (mut state, mut owner, mut label, mut text) =
         (String::new(), String::new(), String::new(), String::new());
+    let mut page = 1usize;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "state" => state = value.into_owned(),
             "owner" => owner = value.into_owned(),
             "label" => label = value.into_owned(),
             "q" => text = value.into_owned(),
+            "page" => page = value.parse().unwrap_or(1).max(1),
             _ => {}
         }
     }
@@ -803,7 +815,22 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
     let silences = shared.silences_read();
     let now = now_ms();
     let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
-    let mut rows = Vec::new();
+    let agents = crate::checks::AgentSubscriptions::of(shared);
+    let wanted = |check: Option<&mdd_core::Check>, event_state: State| {
+        let event_owner = check.and_then(|c| c.owner.as_deref()).unwrap_or_default();
+        (state.is_empty() || event_state.as_str() == state)
+            && (owner.is_empty() || event_owner == owner)
+            && (selector.is_empty() || check.is_some_and(|c| c.matches_labels(&selector)))
+    };
+    let matches_text = |check: &str, entity: &str, output: &str| {
+        needle.is_empty()
+            || format!("{check} {entity} {output}")
+                .to_lowercase()
+                .contains(&needle)
+    };
+    // Everything that matches, as (state, check, entity, output, since): sorted worst first
+    // before a page is cut from it, so a failing event is never left off for a passing one.
+    let mut matching: Vec<(State, &str, &str, String, i64)> = Vec::new();
     let mut total = 0;
     for cached in events.values() {
         let config = checks.get(&cached.event.check);
@@ -812,52 +839,107 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
         }
         total += 1;
         let resolved = resolver.resolve(cached, config);
-        let (event_state, blockers) = (resolved.state, resolved.blocked_by);
-        let event_owner = config.and_then(|c| c.owner.clone()).unwrap_or_default();
-        if (!state.is_empty() && event_state.as_str() != state)
-            || (!owner.is_empty() && event_owner != owner)
-            || (!selector.is_empty() && !config.is_some_and(|c| c.matches_labels(&selector)))
-        {
+        if !wanted(config, resolved.state) {
             continue;
         }
-        let output = if event_state == State::Blocked {
-            format!("blocked by {}", blockers.join(", "))
+        let output = if resolved.state == State::Blocked {
+            format!("blocked by {}", resolved.blocked_by.join(", "))
         } else {
             cached.summary.clone()
         };
-        if !needle.is_empty()
-            && !format!("{} {} {output}", cached.event.check, cached.event.entity)
-                .to_lowercase()
-                .contains(&needle)
-        {
+        if !matches_text(&cached.event.check, &cached.event.entity, &output) {
             continue;
         }
-        let target = crate::silences::target(&checks, &cached.event.check, &cached.event.entity);
-        let silenced = silences
-            .iter()
-            .filter(|s| s.is_active(now) && s.matches(&target))
-            .map(|s| s.reason.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        rows.push(EventRow {
-            silenced,
-            check: cached.event.check.clone(),
-            href: format!("/checks/{}", encode(&cached.event.check)),
-            entity: cached.event.entity.clone(),
-            owner: event_owner,
-            badge: Badge::of(event_state),
-            since: since_text(resolved.since),
+        matching.push((
+            resolved.state,
+            &cached.event.check,
+            &cached.event.entity,
             output,
-        });
-        if rows.len() >= 2000 {
-            break;
+            resolved.since,
+        ));
+    }
+    // Checks that never reported are on the page too, as in the API.
+    for check in checks.checks() {
+        let has_event = events
+            .range((check.name.clone(), String::new())..)
+            .next()
+            .is_some_and(|((c, _), _)| *c == check.name);
+        if has_event {
+            continue;
+        }
+        total += 1;
+        let resolved = resolver.absent(check);
+        let output = format!("no result yet: {}", agents.why_no_result(check));
+        if wanted(Some(check), resolved.state) && matches_text(&check.name, "", &output) {
+            matching.push((resolved.state, &check.name, "", output, resolved.since));
         }
     }
-    // Worst first, so what needs attention is at the top.
-    rows.sort_by_key(|r| {
-        std::cmp::Reverse(r.badge.word.parse::<State>().map_or(0, State::severity))
+    matching.sort_by(|a, b| {
+        b.0.severity()
+            .cmp(&a.0.severity())
+            .then_with(|| a.1.cmp(b.1))
+            .then_with(|| a.2.cmp(b.2))
     });
+    let shown = matching.len();
+    let pages = shown.div_ceil(EVENTS_PER_PAGE).max(1);
+    let page = page.min(pages);
+    let first = (page - 1) * EVENTS_PER_PAGE;
+    let rows: Vec<EventRow> = matching
+        .into_iter()
+        .skip(first)
+        .take(EVENTS_PER_PAGE)
+        .map(|(event_state, check, entity, output, since)| {
+            let target = crate::silences::target(&checks, check, entity);
+            let silenced = silences
+                .iter()
+                .filter(|s| s.is_active(now) && s.matches(&target))
+                .map(|s| s.reason.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            EventRow {
+                silenced,
+                check: check.to_string(),
+                href: format!("/checks/{}", encode(check)),
+                entity: entity.to_string(),
+                owner: checks
+                    .get(check)
+                    .and_then(|c| c.owner.clone())
+                    .unwrap_or_default(),
+                badge: Badge::of(event_state),
+                since: since_text(since),
+                output,
+            }
+        })
+        .collect();
+    let link = |to: usize| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("state", &state),
+            ("owner", &owner),
+            ("label", &label),
+            ("q", &text),
+        ] {
+            if !value.is_empty() {
+                query.append_pair(key, value);
+            }
+        }
+        query.append_pair("page", &to.to_string());
+        format!("/events?{}", query.finish())
+    };
     EventsPage {
+        first: if rows.is_empty() { 0 } else { first + 1 },
+        last: first + rows.len(),
+        shown,
+        previous: if page > 1 {
+            link(page - 1)
+        } else {
+            String::new()
+        },
+        next: if page < pages {
+            link(page + 1)
+        } else {
+            String::new()
+        },
         rows,
         total,
         state,
