@@ -20,6 +20,7 @@ pub mod schedule;
 pub mod silence;
 pub mod spec;
 pub mod status;
+pub mod terminal;
 pub mod threshold;
 
 pub use duration::{format_duration, parse_duration};

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mdd_core::State;
+use mdd_core::terminal::printable;
 use serde::Deserialize;
 
 use crate::cli::{DeployCommand, DeployFormat, exit};
@@ -254,7 +255,7 @@ fn render_detail(d: &Detail) -> String {
         s.name,
         s.description
             .as_deref()
-            .map(|d| format!(" — {d}"))
+            .map(|d| format!(" — {}", printable(d)))
             .unwrap_or_default(),
         if selector.is_empty() {
             "everything".to_string()
@@ -284,7 +285,7 @@ fn render_detail(d: &Detail) -> String {
                 .push(c);
         }
         for (owner, checks) in by_owner {
-            let _ = writeln!(out, "  {owner}");
+            let _ = writeln!(out, "  {}", printable(owner));
             for c in checks {
                 render_red(&mut out, c, &red, 4);
             }
@@ -341,7 +342,7 @@ fn render_red(out: &mut String, c: &CheckProgress, red: &[&CheckProgress], inden
     let detail = if c.state == "blocked" {
         format!("blocked by {}", c.blocked_by.join(", "))
     } else {
-        c.output.lines().next().unwrap_or_default().to_string()
+        printable(c.output.lines().next().unwrap_or_default()).into_owned()
     };
     let _ = writeln!(
         out,

@@ -56,9 +56,10 @@ pub async fn show(
                             state.as_str()
                         };
                         eprintln!(
-                            "[{:>7}] {} {name} {verb}: {summary}",
+                            "[{:>7}] {} {name} {verb}: {}",
                             format_duration(at),
-                            state.mark()
+                            state.mark(),
+                            mdd_core::terminal::printable(&summary)
                         );
                     }
                 }

@@ -50,11 +50,11 @@ pub fn render(window: &serde_json::Value) -> String {
             let _ = writeln!(
                 out,
                 "  {:<32} {:<16} {:>9} {:>10} {:>8} {:>6} {:>5}",
-                row[key].as_str().unwrap_or_default(),
+                mdd_core::terminal::printable(row[key].as_str().unwrap_or_default()),
                 if key == "owner" {
-                    ""
+                    "".into()
                 } else {
-                    row["owner"].as_str().unwrap_or("-")
+                    mdd_core::terminal::printable(row["owner"].as_str().unwrap_or("-"))
                 },
                 row["incidents"].as_u64().unwrap_or(0),
                 human(row["failing_ms"].as_i64()),

@@ -319,8 +319,9 @@ fn render_table(events: &[serde_json::Value]) -> String {
                 .unwrap_or(mdd_core::State::Unknown);
             [
                 format!("{} {state}", state.mark()),
-                e["check"].as_str().unwrap_or_default().to_string(),
-                e["entity"].as_str().unwrap_or_default().to_string(),
+                mdd_core::terminal::printable(e["check"].as_str().unwrap_or_default()).into_owned(),
+                mdd_core::terminal::printable(e["entity"].as_str().unwrap_or_default())
+                    .into_owned(),
                 e["since"]
                     .as_str()
                     .unwrap_or_default()
@@ -328,12 +329,15 @@ fn render_table(events: &[serde_json::Value]) -> String {
                     .take(19)
                     .collect::<String>()
                     .replace('T', " "),
-                e["summary"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(100)
-                    .collect(),
+                mdd_core::terminal::printable(
+                    &e["summary"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(100)
+                        .collect::<String>(),
+                )
+                .into_owned(),
             ]
         })
         .collect();

@@ -733,3 +733,106 @@ async fn the_events_page_shows_the_worst_first_and_pages_the_rest() {
     assert_eq!(filtered.matches("<tr data-check=\"").count(), 1);
     server.stop().await;
 }
+
+/// What a plugin prints never reaches a terminal raw: escape sequences and control characters
+/// are shown escaped in the text report, `mdd status` and `mdd deploy status`; JUnit keeps
+/// tabs and puts the spec line in its own attribute; logs have no colour when stderr is not a
+/// terminal.
+#[tokio::test]
+async fn nothing_a_plugin_prints_reaches_a_terminal_raw() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = dir.path().join("check_hostile");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\nprintf '\\033]0;owned\\007\\033[2JCRITICAL\\tbad | x=1\\n\\033[31mred line\\n'\nexit 2\n",
+    )
+    .expect("write plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "deployments:\n  - {{ name: dc1, settle: 1s }}\n\
+             checks:\n  - {{ name: hostile, owner: ops, interval: 1s, command: {:?} }}\n",
+            plugin.display().to_string()
+        ),
+    )
+    .expect("write spec");
+    let spec_arg = spec.to_str().expect("utf-8");
+    let verify = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+            .arg("verify")
+            .arg(spec_arg)
+            .args(args)
+            .env("MDD_LOG", "debug")
+            .output()
+            .expect("mdd verify")
+    };
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("\\x1b]0;owned\\x07\\x1b[2JCRITICAL\\tbad"),
+        "{text}"
+    );
+    assert!(text.contains("\\x1b[31mred line"), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
+
+    let junit = verify(&["--format", "junit"]);
+    let xml = String::from_utf8_lossy(&junit.stdout);
+    assert!(xml.contains("CRITICAL&#9;bad"), "{xml}");
+    assert!(
+        xml.contains(&format!("file=\"{spec_arg}\" line=\"4\"")),
+        "{xml}"
+    );
+
+    let server = TestServer::start(&dir.path().join("data"), &["--spec", spec_arg]).await;
+    wait_for_events(&server, |events| {
+        events
+            .iter()
+            .any(|e| e["check"] == "hostile" && e["state"] == "failing")
+    })
+    .await;
+    for args in [&["status"][..], &["deploy", "status", "dc1"][..]] {
+        let (_, out, _) = mdd_client(&server, args).await;
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}'),
+            "{args:?}: {out:?}"
+        );
+        assert!(out.contains("\\x1b]0;owned"), "{args:?}: {out}");
+    }
+    server.stop().await;
+
+    // A server's logs to a file (a pipe, a journal) carry no colour codes.
+    let log = dir.path().join("server.log");
+    let mut logged = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--spec",
+            spec_arg,
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .env("MDD_LOG", "debug")
+        .env("MDD_ADMIN_TOKEN", common::ADMIN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn server");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = logged.kill().await;
+    let logs = std::fs::read_to_string(&log).expect("read log");
+    assert!(logs.contains("DEBUG"), "debug logs were written: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no colour in logs to a file: {logs:?}"
+    );
+}

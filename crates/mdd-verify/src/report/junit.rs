@@ -27,12 +27,12 @@ pub(crate) fn render(report: &Report) -> String {
             match check.state {
                 State::Blocked | State::Pending => {
                     let mut status = TestCaseStatus::skipped();
-                    status.set_message(check.summary());
+                    status.set_message(xml_text(&check.summary()));
                     status
                 }
                 state => {
                     let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    status.set_message(check.summary());
+                    status.set_message(xml_text(&check.summary()));
                     status.set_type(state.as_str());
                     if let Some(result) = &check.result {
                         let mut description = format!("{} {}\n", check.probe, check.target);
@@ -43,7 +43,7 @@ pub(crate) fn render(report: &Report) -> String {
                         if let Some(runbook) = &check.runbook {
                             description.push_str(&format!("runbook: {runbook}\n"));
                         }
-                        status.set_description(description);
+                        status.set_description(xml_text(&description));
                     }
                     status
                 }
@@ -57,22 +57,65 @@ pub(crate) fn render(report: &Report) -> String {
             .filter(|_| check.state != State::Blocked)
         {
             case.set_time(result.duration);
-            case.set_system_out(result.summary.as_str());
+            case.set_system_out(xml_text(&result.summary));
         }
-        case.extra
-            .insert("file".into(), check.source.as_str().into());
+        // `file` and `line` apart, as CI systems that link a test case to its source read them.
+        let (file, line) = match check.source.rsplit_once(':') {
+            Some((file, line)) if line.parse::<u32>().is_ok() => (file, Some(line)),
+            _ => (check.source.as_str(), None),
+        };
+        case.extra.insert("file".into(), file.into());
+        if let Some(line) = line {
+            case.extra.insert("line".into(), line.into());
+        }
         suite.add_test_case(case);
     }
     junit.add_test_suites(suites.into_values());
-    junit
-        .to_string()
-        .unwrap_or_else(|e| format!("<!-- cannot render the JUnit report: {e} -->\n"))
+    match junit.to_string() {
+        Ok(xml) => xml.replace(TAB, "&#9;"),
+        Err(e) => format!("<!-- cannot render the JUnit report: {e} -->\n"),
+    }
+}
+
+/// Stands in for a tab until the XML is written: the JUnit writer drops tabs (and every
+/// escape sequence), so they go through as this private-use character and come out as
+/// `&#9;`, which keeps them even inside attributes.
+const TAB: char = '\u{e000}';
+
+/// Plugin text for the report: tabs kept, other control characters shown escaped (`\x1b`)
+/// rather than dropped without a trace, new lines kept.
+fn xml_text(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.split('\t')
+                .map(|part| mdd_core::terminal::printable(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(&TAB.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::fixture;
+
+    #[test]
+    fn tabs_are_kept_and_escapes_shown() {
+        let mut report = fixture::report();
+        let result = report.checks[0].result.as_mut().expect("a result");
+        result.summary = "a\tb\u{1b}[31mc".into();
+        report.checks[0].state = State::Failing;
+        let xml = render(&report);
+        assert!(xml.contains("message=\"a&#9;b\\x1b[31mc\""), "{xml}");
+        assert!(
+            xml.contains("<system-out>a&#9;b\\x1b[31mc</system-out>"),
+            "{xml}"
+        );
+        assert!(xml.contains("file=\"spec.yaml\" line=\"3\""), "{xml}");
+        assert!(!xml.contains('\u{e000}'));
+    }
 
     #[test]
     fn document() {

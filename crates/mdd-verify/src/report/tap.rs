@@ -39,7 +39,7 @@ pub(crate) fn render(report: &Report) -> String {
                 if let Some(result) = check.result.as_ref().filter(|r| !r.long_output.is_empty()) {
                     let _ = writeln!(out, "  output: |");
                     for line in result.long_output.lines() {
-                        let _ = writeln!(out, "    {line}");
+                        let _ = writeln!(out, "    {}", mdd_core::terminal::printable(line));
                     }
                 }
                 let _ = writeln!(out, "  at: {}", yaml_string(&check.source));
@@ -51,7 +51,7 @@ pub(crate) fn render(report: &Report) -> String {
 }
 
 fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
+    mdd_core::terminal::printable(&text.replace(['\n', '\r'], " ")).into_owned()
 }
 
 /// A double-quoted YAML scalar: always valid, whatever the text holds.

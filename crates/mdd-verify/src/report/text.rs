@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use mdd_core::terminal::printable;
 use mdd_core::{State, format_duration};
 
 use super::{CheckReport, Report};
@@ -69,7 +70,7 @@ pub(crate) fn render(report: &Report, style: TextStyle) -> String {
             " ".repeat(pad),
             check.name,
             took,
-            check.summary()
+            printable(&check.summary())
         );
     }
 
@@ -88,25 +89,29 @@ pub(crate) fn render(report: &Report, style: TextStyle) -> String {
         }
         let _ = writeln!(out, "\nNot green, by owner:");
         for (owner, checks) in by_owner {
-            let _ = writeln!(out, "\n  {owner}");
+            let _ = writeln!(out, "\n  {}", printable(owner));
             for check in checks {
                 let _ = writeln!(
                     out,
                     "    {} {} — {}",
                     mark(style, check.state),
                     check.name,
-                    check.summary()
+                    printable(&check.summary())
                 );
                 let _ = writeln!(
                     out,
                     "      {} {}  ({})",
-                    check.probe, check.target, check.source
+                    check.probe,
+                    printable(&check.target),
+                    printable(&check.source)
                 );
                 if let Some(description) = &check.description {
-                    let _ = writeln!(out, "      {description}");
+                    for line in description.lines() {
+                        let _ = writeln!(out, "      {}", printable(line));
+                    }
                 }
                 if let Some(runbook) = &check.runbook {
-                    let _ = writeln!(out, "      runbook: {runbook}");
+                    let _ = writeln!(out, "      runbook: {}", printable(runbook));
                 }
                 if let Some(result) = check
                     .result
@@ -114,7 +119,7 @@ pub(crate) fn render(report: &Report, style: TextStyle) -> String {
                     .filter(|_| check.state != State::Blocked)
                 {
                     for line in result.long_output.lines().take(20) {
-                        let _ = writeln!(out, "      │ {line}");
+                        let _ = writeln!(out, "      │ {}", printable(line));
                     }
                     let more = result.long_output.lines().count().saturating_sub(20);
                     if more > 0 {
@@ -187,6 +192,22 @@ mod tests {
     #[test]
     fn plain_text() {
         insta::assert_snapshot!(render(&fixture::report(), TextStyle::default()));
+    }
+
+    #[test]
+    fn plugin_output_never_reaches_the_terminal_raw() {
+        let mut report = fixture::report();
+        let result = report.checks[0].result.as_mut().expect("a result");
+        result.summary = "\u{1b}[2J\u{1b}]0;owned\u{7}OK".into();
+        result.long_output = "line\twith tab\r\n\u{1b}[31mred".into();
+        report.checks[0].state = State::Failing;
+        let text = render(&report, TextStyle::default());
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\r'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\x1b[2J\\x1b]0;owned\\x07OK"), "{text}");
+        assert!(text.contains("line\\twith tab"), "{text}");
     }
 
     #[test]
