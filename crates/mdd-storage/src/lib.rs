@@ -188,6 +188,7 @@ impl Store {
         })?;
         check_writable(dir)?;
         let path = dir.join(DB_FILE);
+        make_private(dir, &path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|error| StoreError::Database {
                 path: path.clone(),
@@ -1046,6 +1047,39 @@ fn classify(path: &Path, source: sqlx::Error) -> StoreError {
 
 /// Fails early, and in words, when the data directory cannot be written: SQLite would only say
 /// "unable to open database file".
+/// The data directory holds token hashes and every result: only the server's user may read
+/// it. The directory becomes 0700 and the database files 0600 (made so before SQLite creates
+/// the database, whose journal files then take its mode).
+fn make_private(dir: &Path, db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |error| StoreError::DataDir {
+        path: dir.to_path_buf(),
+        error,
+    };
+    // A directory the server's user does not own (one its group may write) stays as it is:
+    // the database files below are private all the same.
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(1) => {}
+        Err(e) => return Err(failed(e)),
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)
+        .map_err(failed)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(())
+}
+
 fn check_writable(dir: &Path) -> Result<(), StoreError> {
     let probe = dir.join(".mdd-write-check");
     match std::fs::write(&probe, b"") {

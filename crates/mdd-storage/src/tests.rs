@@ -361,3 +361,38 @@ async fn notified_incidents_are_upserted_and_resolved() {
         [notified("pager", "dns", Status::Critical)]
     );
 }
+
+#[tokio::test]
+async fn the_data_directory_and_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = Store::open(&data).await.expect("open");
+    store
+        .commit(Commit {
+            results: &[&result("r1", Status::Ok, 1_000)],
+            entities: &[],
+        })
+        .await
+        .expect("commit");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&data), 0o700);
+    for name in [DB_FILE, "mdd.db-wal", "mdd.db-shm"] {
+        let path = data.join(name);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{name}");
+        }
+    }
+    assert!(
+        data.join("mdd.db-wal").exists(),
+        "the journal was made and checked"
+    );
+}

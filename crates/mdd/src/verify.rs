@@ -154,20 +154,87 @@ pub fn verify(args: VerifyArgs) -> Result<u8> {
     })
 }
 
-/// Writes next to the target and renames, so a reader never sees half a report.
+/// Writes a report to `path` as users expect of `--output FILE`:
+/// - a symlink is followed: its target is what gets written;
+/// - a regular file (or a new one) is replaced atomically — written next to it and renamed,
+///   so a reader never sees half a report — keeping an existing file's mode, and giving a new
+///   one the mode the umask allows (0666 masked), as any program writing a file would;
+/// - anything else (`/dev/null`, a FIFO, a terminal) is written in place: renaming over a
+///   device would replace it with a regular file.
 pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
-    let dir = path
+    use std::os::unix::fs::PermissionsExt;
+    let target = resolve_links(path);
+    let existing = std::fs::metadata(&target).ok();
+    if let Some(meta) = &existing
+        && !meta.is_file()
+    {
+        if meta.is_dir() {
+            anyhow::bail!(
+                "cannot write the report to {}: it is a directory",
+                path.display()
+            );
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        file.write_all(contents.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        return Ok(());
+    }
+    let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut temp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot write the report in {}", dir.display()))?;
+    let mode = match &existing {
+        Some(meta) => meta.permissions().mode() & 0o7777,
+        None => 0o666 & !umask(),
+    };
     temp.write_all(contents.as_bytes())
+        .and_then(|()| {
+            temp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
         .and_then(|()| temp.as_file().sync_all())
         .with_context(|| format!("cannot write the report to {}", path.display()))?;
-    temp.persist(path)
+    temp.persist(&target)
         .with_context(|| format!("cannot write the report to {}", path.display()))?;
     Ok(())
+}
+
+/// Where `path` leads through symlinks, also to a target that does not exist yet (a link to
+/// a report not written before); `path` itself when it is no link.
+fn resolve_links(path: &Path) -> std::path::PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    let mut at = path.to_path_buf();
+    // A bound on a chain of links, as the kernel has (40).
+    for _ in 0..40 {
+        let Ok(next) = std::fs::read_link(&at) else {
+            break;
+        };
+        at = match at.parent() {
+            Some(parent) if next.is_relative() => parent.join(next),
+            _ => next,
+        };
+    }
+    at
+}
+
+/// This process' umask, read without changing it (the umask call both sets and reads it,
+/// which would race with other threads creating files); 022 where /proc cannot tell.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+            u32::from_str_radix(line.trim(), 8).ok()
+        })
+        .unwrap_or(0o022)
 }
 
 /// Ctrl-C or SIGTERM (what CI and service managers send) cancels `cancel`: verify writes a

@@ -836,3 +836,165 @@ async fn nothing_a_plugin_prints_reaches_a_terminal_raw() {
         "no colour in logs to a file: {logs:?}"
     );
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Reports written by `--output` and `docs -o` take the mode the umask allows (they were
+/// always 0600), keep an existing file's mode, follow a symlink to its target, and write into
+/// a FIFO instead of replacing it; the server's data directory and database are private.
+#[tokio::test]
+async fn files_mdd_writes_have_the_modes_users_expect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "checks:\n  - { name: ok, command: /usr/lib/nagios/plugins/check_dummy 0 fine }\n",
+    )
+    .expect("write spec");
+    let spec_arg = spec.to_str().expect("utf-8").to_string();
+    let mdd_with_umask = |umask: &str, args: &[String]| {
+        let line = format!("umask {umask}; exec \"$0\" \"$@\"");
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .arg(env!("CARGO_BIN_EXE_mdd"))
+            .args(args)
+            .output()
+            .expect("run mdd")
+    };
+    let report = dir.path().join("report.json");
+    let report_arg = report.to_str().expect("utf-8").to_string();
+    let out = mdd_with_umask(
+        "022",
+        &[
+            "verify".into(),
+            spec_arg.clone(),
+            "--format".into(),
+            "json".into(),
+            "--output".into(),
+            report_arg.clone(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode_of(&report), 0o644);
+    std::fs::remove_file(&report).expect("remove");
+    mdd_with_umask(
+        "027",
+        &[
+            "verify".into(),
+            spec_arg.clone(),
+            "--output".into(),
+            report_arg.clone(),
+        ],
+    );
+    assert_eq!(mode_of(&report), 0o640);
+    // An existing file keeps its mode when it is replaced.
+    std::fs::set_permissions(&report, std::os::unix::fs::PermissionsExt::from_mode(0o664))
+        .expect("chmod");
+    mdd_with_umask(
+        "077",
+        &[
+            "verify".into(),
+            spec_arg.clone(),
+            "--output".into(),
+            report_arg.clone(),
+        ],
+    );
+    assert_eq!(mode_of(&report), 0o664);
+    let docs = dir.path().join("docs.md");
+    mdd_with_umask(
+        "022",
+        &[
+            "docs".into(),
+            spec_arg.clone(),
+            "--output".into(),
+            docs.to_str().expect("utf-8").into(),
+        ],
+    );
+    assert_eq!(mode_of(&docs), 0o644);
+
+    // A symlink: the link stays, its target gets the report.
+    let target = dir.path().join("real.json");
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    mdd_with_umask(
+        "022",
+        &[
+            "verify".into(),
+            spec_arg.clone(),
+            "--format".into(),
+            "json".into(),
+            "--output".into(),
+            link.to_str().expect("utf-8").into(),
+        ],
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&target)
+            .expect("target written")
+            .contains("\"checks\"")
+    );
+
+    // A FIFO (like /dev/null, not a regular file) is written into, never replaced.
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap_or_default())
+    };
+    let out = mdd_with_umask(
+        "022",
+        &[
+            "verify".into(),
+            spec_arg.clone(),
+            "--format".into(),
+            "tap".into(),
+            "--output".into(),
+            fifo.to_str().expect("utf-8").into(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = reader.join().expect("reader");
+    assert!(read.starts_with("TAP version 13"), "{read}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo(),
+        "still a FIFO"
+    );
+
+    // The server's data directory and database.
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    assert_eq!(mode_of(&data), 0o700);
+    assert_eq!(mode_of(&data.join("mdd.db")), 0o600);
+    server.stop().await;
+}
