@@ -21,6 +21,11 @@ use crate::status::{State, Status};
 /// How many statuses an event remembers for flap detection and display.
 pub const HISTORY_LEN: usize = 21;
 
+/// How far ahead of the server's clock a result may be dated: clocks differ by a little
+/// (NTP keeps them within milliseconds; a host that lost it drifts by seconds a day), not by
+/// years. Results beyond it are refused, and one already stored holds nothing back.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
 /// One status in an event's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -115,7 +120,21 @@ impl Event {
 
     /// Applies a newer result. Results older than the latest one do not change the event.
     pub fn apply(&mut self, observation: &Observation<'_>, flap: FlapThresholds) -> Change {
-        if observation.executed_at < self.executed_at {
+        self.apply_at(observation, flap, i64::MAX)
+    }
+
+    /// [`Event::apply`] `now`: a latest result dated more than [`MAX_CLOCK_SKEW`] after `now`
+    /// came from a wrong clock, so it holds nothing back — whatever comes next is newer. A
+    /// result from a clock years ahead must not pin its event for good.
+    pub fn apply_at(
+        &mut self,
+        observation: &Observation<'_>,
+        flap: FlapThresholds,
+        now: i64,
+    ) -> Change {
+        let skew = i64::try_from(MAX_CLOCK_SKEW.as_millis()).unwrap_or(i64::MAX);
+        let trusted = self.executed_at <= now.saturating_add(skew);
+        if trusted && observation.executed_at < self.executed_at {
             return Change::OutOfOrder;
         }
         let previous_status = self.status;
@@ -486,6 +505,44 @@ mod tests {
         assert_eq!(
             event.own_state(1_005_000, Some(ttl), Outage::NONE),
             State::Stale
+        );
+    }
+
+    #[test]
+    fn a_result_from_the_far_future_pins_nothing() {
+        let far = 32_503_680_000_000; // 3000-01-01
+        let mut event = Event::new(
+            "c",
+            "e",
+            &Observation {
+                result_id: "future",
+                status: C,
+                executed_at: far,
+            },
+        );
+        let now = 1_800_000_000_000;
+        let next = Observation {
+            result_id: "now",
+            status: O,
+            executed_at: now,
+        };
+        assert_eq!(
+            event.clone().apply(&next, FlapThresholds::default()),
+            Change::OutOfOrder,
+            "without a clock, the far future still wins"
+        );
+        let change = event.apply_at(&next, FlapThresholds::default(), now);
+        assert_eq!(change, Change::StatusChanged { from: C });
+        assert_eq!((event.status, event.executed_at), (O, now));
+        // Within the allowance, order holds as before.
+        let older = Observation {
+            result_id: "older",
+            status: C,
+            executed_at: now - 1,
+        };
+        assert_eq!(
+            event.apply_at(&older, FlapThresholds::default(), now),
+            Change::OutOfOrder
         );
     }
 }

@@ -359,15 +359,7 @@ fn validate_result(
     }
     let executed_at = match &r.executed_at {
         None => received_at,
-        Some(text) => text
-            .parse::<jiff::Timestamp>()
-            .map_err(|e| {
-                at(
-                    "executed_at",
-                    format!("`{}` is not an RFC 3339 time: {e}", truncate(text)),
-                )
-            })?
-            .as_millisecond(),
+        Some(text) => result_time(text, received_at).map_err(|e| at("executed_at", e))?,
     };
     let duration_ms = r.duration_ms.unwrap_or(0.0);
     if !duration_ms.is_finite() || duration_ms < 0.0 {
@@ -396,6 +388,48 @@ fn validate_result(
         received_at,
         output: r.output,
     })
+}
+
+/// A result's time: RFC 3339, and no further ahead of this server's clock than
+/// `MAX_CLOCK_SKEW` (a producer's clock can be off by a little, not by years: one result dated
+/// 2999 would otherwise make every later one "out of order").
+fn result_time(text: &str, now: i64) -> Result<i64, String> {
+    let skew = mdd_core::event::MAX_CLOCK_SKEW;
+    let limit = now.saturating_add(i64::try_from(skew.as_millis()).unwrap_or(0));
+    let latest = || {
+        format!(
+            "results may be dated at most {} after this server's clock (now {}), so no later than {}",
+            mdd_core::format_duration(skew),
+            timestamp(now),
+            timestamp(limit)
+        )
+    };
+    match text.parse::<jiff::Timestamp>() {
+        Ok(time) if time.as_millisecond() > limit => {
+            let ahead = std::time::Duration::from_millis(
+                u64::try_from(time.as_millisecond() - now).unwrap_or(u64::MAX),
+            );
+            let ahead = if ahead.as_secs() >= 2 * 86_400 {
+                format!("{} days", ahead.as_secs() / 86_400)
+            } else {
+                mdd_core::format_duration(ahead)
+            };
+            Err(format!(
+                "`{}` is {ahead} ahead of this server's clock: {}; is the producer's clock right?",
+                truncate(text),
+                latest()
+            ))
+        }
+        Ok(time) => Ok(time.as_millisecond()),
+        // Well-formed but past what any clock can mean (jiff stops before 9999-12-31).
+        Err(e) if e.to_string().contains("range") || e.to_string().contains("overflow") => Err(
+            format!("`{}` is too far in the future: {}", truncate(text), latest()),
+        ),
+        Err(e) => Err(format!(
+            "`{}` is not an RFC 3339 time: {e}",
+            truncate(text)
+        )),
+    }
 }
 
 /// Hostile payloads can carry megabytes in a name: quote only the start.

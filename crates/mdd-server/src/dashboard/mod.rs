@@ -446,8 +446,19 @@ fn next_from(query: &str) -> String {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v.into_owned())
-        .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+        .filter(|v| is_local_path(v))
         .unwrap_or_else(|| "/".to_string())
+}
+
+/// A path on this server, as a browser will read it in a `Location`: one leading `/` not
+/// followed by another or by `\`, and only visible ASCII. Browsers drop tabs and new lines
+/// from URLs (`/<TAB>/evil.example` becomes `//evil.example`, another site) and read `\` as
+/// `/`, so any of those makes it not a local path.
+fn is_local_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && bytes.iter().all(|b| b.is_ascii_graphic() && *b != b'\\')
 }
 
 async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
@@ -554,4 +565,29 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_this_server_are_followed_after_sign_in() {
+        for (next, expected) in [
+            ("/deployments/ams1", "/deployments/ams1"),
+            ("/events?state=failing", "/events?state=failing"),
+            ("/%09/evil.example/x", "/%09/evil.example/x"), // still encoded: a path here
+            ("/\t/evil.example/x", "/"),
+            ("//evil.example/x", "/"),
+            ("/\\evil.example", "/"),
+            ("\\\\evil.example", "/"),
+            ("https://evil.example/", "/"),
+            ("/ok\r\nSet-Cookie: x=1", "/"),
+            ("/a b", "/"),
+            ("", "/"),
+        ] {
+            let query = format!("next={}", pages::encode(next));
+            assert_eq!(next_from(&query), expected, "{next:?}");
+        }
+    }
 }
