@@ -422,13 +422,14 @@ fn result_time(text: &str, now: i64) -> Result<i64, String> {
         }
         Ok(time) => Ok(time.as_millisecond()),
         // Well-formed but past what any clock can mean (jiff stops before 9999-12-31).
-        Err(e) if e.to_string().contains("range") || e.to_string().contains("overflow") => Err(
-            format!("`{}` is too far in the future: {}", truncate(text), latest()),
-        ),
-        Err(e) => Err(format!(
-            "`{}` is not an RFC 3339 time: {e}",
-            truncate(text)
-        )),
+        Err(e) if e.to_string().contains("range") || e.to_string().contains("overflow") => {
+            Err(format!(
+                "`{}` is too far in the future: {}",
+                truncate(text),
+                latest()
+            ))
+        }
+        Err(e) => Err(format!("`{}` is not an RFC 3339 time: {e}", truncate(text))),
     }
 }
 

@@ -154,7 +154,9 @@ pub fn apply_results(
         }
         let before = cached.event.status;
         let previous_at = cached.event.executed_at;
-        let change = cached.event.apply_at(&observation, flap, result.received_at);
+        let change = cached
+            .event
+            .apply_at(&observation, flap, result.received_at);
         if change == mdd_core::event::Change::OutOfOrder {
             continue;
         }

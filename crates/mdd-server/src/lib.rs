@@ -573,29 +573,12 @@ async fn load_events(
 ) -> Result<BTreeMap<EventKey, CachedEvent>, ServerError> {
     let checkpoint = store.load_event_checkpoint().await?;
     let mut events = BTreeMap::new();
-    let now = now_ms();
-    let latest_trusted =
-        now.saturating_add(i64::try_from(mdd_core::event::MAX_CLOCK_SKEW.as_millis()).unwrap_or(0));
     for row in checkpoint.events {
-        let mut cached: CachedEvent =
+        let cached: CachedEvent =
             serde_json::from_str(&row.body).map_err(|e| StoreError::Corrupt {
                 path: store.path().to_path_buf(),
                 detail: format!("event {}/{}: {e}", row.check, row.entity),
             })?;
-        // Stored before such times were refused: a result from a clock far ahead would keep
-        // the event from ever moving or going stale. It counts as of now.
-        if cached.event.executed_at > latest_trusted {
-            tracing::warn!(
-                check = row.check,
-                entity = row.entity,
-                "the stored event is dated {} (a wrong clock); it counts as of now",
-                view::timestamp(cached.event.executed_at)
-            );
-            cached.event.executed_at = now;
-            for entry in &mut cached.event.history {
-                entry.executed_at = entry.executed_at.min(now);
-            }
-        }
         events.insert((row.check, row.entity), cached);
     }
     let mut after = checkpoint.through_rowid;
@@ -612,6 +595,26 @@ async fn load_events(
         }
         // Recorded again if they already were: harmless, and what a crash may have lost.
         store.record_incidents(&incidents).await?;
+    }
+    // Stored before such times were refused: a result from a clock far ahead would keep its
+    // event from ever moving or going stale. It counts as of now.
+    let now = now_ms();
+    let latest_trusted =
+        now.saturating_add(i64::try_from(mdd_core::event::MAX_CLOCK_SKEW.as_millis()).unwrap_or(0));
+    for ((check, entity), cached) in events.iter_mut() {
+        if cached.event.executed_at > latest_trusted {
+            tracing::warn!(
+                check,
+                entity,
+                "the stored event is dated {} (a wrong clock); it counts as of now",
+                view::timestamp(cached.event.executed_at)
+            );
+            cached.event.executed_at = now;
+            for entry in &mut cached.event.history {
+                entry.executed_at = entry.executed_at.min(now);
+            }
+            replayed.insert((check.clone(), entity.clone()));
+        }
     }
     if !replayed.is_empty() {
         tracing::info!(

@@ -2,6 +2,8 @@
 //! have it: each test is a defect an attacker or a bad day found, on real server processes on
 //! loopback.
 
+use std::time::Duration;
+
 mod common;
 use common::{ADMIN, TestServer};
 
@@ -45,5 +47,98 @@ async fn sign_in_never_redirects_to_another_site() {
             "signed in: {next}"
         );
     }
+    server.stop().await;
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .expect("in range")
+        .to_string()
+}
+
+/// A result from a clock years ahead is refused with a 4xx naming the field and the real
+/// limit, and one stored before that was refused no longer pins its event: it used to stay
+/// failing for good and never go stale.
+#[tokio::test]
+async fn a_result_from_the_far_future_pins_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    let spec = "checks:\n  - { name: cron, ttl: 2s }\n";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    for (at, says) in [
+        ("2999-01-01T00:00:00Z", "ahead of this server's clock"),
+        ("9999-12-31T23:59:59Z", "too far in the future"),
+    ] {
+        let (status, body) = server
+            .post(
+                "/api/v1/results",
+                &serde_json::json!({ "results": [{ "id": "f1", "check": "cron", "status": 2, "executed_at": at }] }),
+            )
+            .await;
+        assert_eq!(status, 400, "{at}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("results[0].executed_at:")
+                && error.contains(says)
+                && error.contains("at most 5m after this server's clock"),
+            "{error}"
+        );
+    }
+    server.stop().await;
+
+    // One stored by an older mdd, written straight into the store as it would have been.
+    let store = mdd_storage::Store::open(&data)
+        .await
+        .expect("open the store");
+    let far = 32_503_680_000_000; // 3000-01-01
+    let now = jiff::Timestamp::now().as_millisecond();
+    let stored = mdd_storage::StoredResult {
+        id: "from-3000".into(),
+        check: "cron".into(),
+        entity: "e1".into(),
+        status: mdd_core::Status::Critical,
+        summary: "from a wrong clock".into(),
+        long_output: String::new(),
+        perfdata: Vec::new(),
+        duration_ms: 0.0,
+        exit_code: Some(2),
+        executed_at: far,
+        received_at: now,
+        output: "from a wrong clock".into(),
+    };
+    store
+        .commit(mdd_storage::Commit {
+            results: &[&stored],
+            entities: &[("e1", now)],
+        })
+        .await
+        .expect("commit");
+    store.close().await;
+
+    let server = TestServer::start(&data, &[]).await;
+    let (_, event) = server.get("/api/v1/events/cron/e1").await;
+    assert_eq!(event["state"], "failing", "{event}");
+    let executed = event["executed_at"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond())
+        .expect("a time");
+    assert!(executed < now + 60_000, "counted as of now: {event}");
+    // With nothing new it goes stale after its ttl, like any other.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (_, event) = server.get("/api/v1/events/cron/e1").await;
+    assert_eq!(event["state"], "stale", "{event}");
+    // And a result of now moves it.
+    let (status, body) = server
+        .post(
+            "/api/v1/results",
+            &serde_json::json!({ "results": [{ "id": "now", "check": "cron", "entity": "e1", "status": 0,
+                                   "executed_at": rfc3339(jiff::Timestamp::now().as_millisecond()) }] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, event) = server.get("/api/v1/events/cron/e1").await;
+    assert_eq!(event["state"], "passing", "{event}");
     server.stop().await;
 }
