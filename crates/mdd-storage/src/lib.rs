@@ -9,6 +9,7 @@
 //! state machine, driven by the server) and knows nothing of HTTP.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,6 +48,10 @@ pub enum StoreError {
     },
     #[error("database {path} holds data mdd cannot read: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "data directory {path} is in use by {holder}; two servers on one directory would diverge. Stop it, or give this one another --data"
+    )]
+    InUse { path: PathBuf, holder: String },
 }
 
 impl StoreError {
@@ -177,6 +182,9 @@ pub struct NotifiedRow {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    /// Held (locked) for as long as any handle on the store lives: a second server on the
+    /// same directory would silently diverge from the first.
+    _lock: std::sync::Arc<File>,
 }
 
 impl Store {
@@ -187,6 +195,7 @@ impl Store {
             error,
         })?;
         check_writable(dir)?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
         make_private(dir, &path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -217,7 +226,11 @@ impl Store {
                 path: path.clone(),
                 error,
             })?;
-        Ok(Store { pool, path })
+        Ok(Store {
+            pool,
+            path,
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -1047,6 +1060,71 @@ fn classify(path: &Path, source: sqlx::Error) -> StoreError {
 
 /// Fails early, and in words, when the data directory cannot be written: SQLite would only say
 /// "unable to open database file".
+/// The file whose lock says a server uses the directory; it names that server's process.
+const LOCK_FILE: &str = "mdd.lock";
+
+/// Takes the directory's lock, or says which process holds it. The lock is the kernel's
+/// (`flock`): it ends with the process however it ends, `kill -9` included, so a stale lock
+/// file never keeps a server from starting.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let failed = |error| StoreError::DataDir {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(&mut file, &mut said);
+            return Err(StoreError::InUse {
+                path: dir.to_path_buf(),
+                holder: describe_holder(said.trim()),
+            });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(failed(error)),
+    }
+    use std::io::{Seek, Write};
+    let me = format!(
+        "{}
+",
+        std::process::id()
+    );
+    file.set_len(0)
+        .and_then(|()| file.seek(std::io::SeekFrom::Start(0)).map(|_| ()))
+        .and_then(|()| file.write_all(me.as_bytes()))
+        .map_err(failed)?;
+    Ok(file)
+}
+
+/// "process 1234 (mdd server --data /var/lib/mdd)" from the pid in the lock file.
+fn describe_holder(pid: &str) -> String {
+    let Ok(pid) = pid.parse::<u32>() else {
+        return "another process".to_string();
+    };
+    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty());
+    match command {
+        Some(command) => format!("process {pid} ({command})"),
+        None => format!("process {pid}"),
+    }
+}
+
 /// The data directory holds token hashes and every result: only the server's user may read
 /// it. The directory becomes 0700 and the database files 0600 (made so before SQLite creates
 /// the database, whose journal files then take its mode).

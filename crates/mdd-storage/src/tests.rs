@@ -396,3 +396,21 @@ async fn the_data_directory_and_database_are_private() {
         "the journal was made and checked"
     );
 }
+
+#[tokio::test]
+async fn a_second_store_on_one_directory_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Store::open(dir.path()).await.expect("open");
+    let second = Store::open(dir.path()).await;
+    match second {
+        Err(StoreError::InUse { holder, .. }) => {
+            assert!(holder.contains(&std::process::id().to_string()), "{holder}")
+        }
+        other => panic!("a second store opened: {other:?}"),
+    }
+    first.close().await;
+    drop(first);
+    Store::open(dir.path())
+        .await
+        .expect("free again once the first is gone");
+}

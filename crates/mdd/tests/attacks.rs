@@ -142,3 +142,26 @@ async fn a_result_from_the_far_future_pins_nothing() {
     assert_eq!(event["state"], "passing", "{event}");
     server.stop().await;
 }
+
+/// A second server on a data directory in use refuses to start and names the process that
+/// holds it (two servers on one directory silently diverged); `kill -9` of the first frees it.
+#[tokio::test]
+async fn a_second_server_on_one_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = TestServer::start(dir.path(), &[]).await;
+    let pid = first.pid();
+    let second = TestServer::start_wrapped(&[], dir.path(), &[]).await;
+    let said = match second {
+        Ok(_) => panic!("a second server started on the same directory"),
+        Err(said) => said,
+    };
+    assert!(
+        said.contains("is in use by process")
+            && said.contains(&pid.to_string())
+            && said.contains("mdd server"),
+        "{said}"
+    );
+    first.kill9().await;
+    let again = TestServer::start(dir.path(), &[]).await;
+    again.stop().await;
+}
