@@ -33,7 +33,9 @@ impl AgentFile {
     fn read(path: &Path) -> Result<AgentFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read agent config {}", path.display()))?;
-        let mut file: AgentFile = serde_saphyr::from_str(&text)
+        // YAML 1.2, as the spec: a subscription or label called `no` or `on` is a string.
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let mut file: AgentFile = serde_saphyr::from_str_with_options(&text, options)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // Relative paths in the file mean relative to the file, wherever the agent is started.
         let folder = path.parent().unwrap_or(Path::new("."));
@@ -83,10 +85,17 @@ pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
         .server
         .or(file.server)
         .context("no server: pass --server URL (or MDD_SERVER, or `server:` in --config)")?;
-    let token = match (args.token, &args.token_file) {
-        (Some(token), _) => token,
-        (None, Some(token_file)) => read_token(token_file)?,
-        (None, None) => match (file.token, &file.token_file) {
+    // Flags, then the environment, then the file: MDD_TOKEN set in a shell does not clash
+    // with a --token-file on the command line.
+    let from_env = std::env::var("MDD_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    let token = match (args.token, &args.token_file, from_env) {
+        (Some(token), _, _) => token,
+        (None, Some(token_file), _) => read_token(token_file)?,
+        (None, None, Some(token)) => token,
+        (None, None, None) => match (file.token, &file.token_file) {
             (Some(token), _) => token,
             (None, Some(token_file)) => {
                 read_token(token_file).with_context(|| format!("{}: token_file", path.display()))?

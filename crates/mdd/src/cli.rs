@@ -274,11 +274,12 @@ pub struct AgentArgs {
     /// The server's URL.
     #[arg(long, env = "MDD_SERVER")]
     pub server: Option<String>,
-    /// An agent token (`mdd token create --role agent`).
-    #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
+    /// An agent token (`mdd token create --role agent`); MDD_TOKEN in the environment is used
+    /// when neither this nor --token-file is given (flags win over the environment).
+    #[arg(long, conflicts_with = "token_file")]
     pub token: Option<String>,
     /// A file holding the agent token (keeps it out of `ps` and shell history).
-    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// The entity name this agent reports as [default: the host name].
     #[arg(long, env = "MDD_AGENT_NAME")]

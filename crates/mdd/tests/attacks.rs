@@ -165,3 +165,59 @@ async fn a_second_server_on_one_data_directory_refuses_to_start() {
     let again = TestServer::start(dir.path(), &[]).await;
     again.stop().await;
 }
+
+/// `MDD_TOKEN` in the environment and `--token-file` on the command line is not an error: the
+/// flag wins, as documented. A config file's `subscriptions: [no]` is the subscription `no`
+/// (YAML 1.2), not `false`.
+#[tokio::test]
+async fn an_agent_takes_the_token_file_over_the_environment_and_yaml_1_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let (_, token) = server
+        .post("/api/v1/tokens", &serde_json::json!({ "role": "agent" }))
+        .await;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token["token"].as_str().expect("token")).expect("write");
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, "subscriptions: [no, on]\nlabels: { ipv6: off }\n").expect("write");
+    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+        .args([
+            "agent",
+            "--server",
+            &server.url,
+            "--name",
+            "web1",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--data")
+        .arg(dir.path().join("agent"))
+        .env("MDD_TOKEN", "mdd_a_stale_token_from_the_shell")
+        .env("MDD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn agent");
+    let mut agent = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, entities) = server.get("/api/v1/entities").await;
+        if let Some(found) = entities["entities"]
+            .as_array()
+            .and_then(|list| list.iter().find(|e| e["name"] == "web1"))
+        {
+            agent = found["agent"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        agent["subscriptions"],
+        serde_json::json!(["no", "on"]),
+        "{agent}"
+    );
+    assert_eq!(agent["labels"]["ipv6"], "off", "{agent}");
+    server.stop().await;
+}

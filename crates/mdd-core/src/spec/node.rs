@@ -127,19 +127,46 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
+/// How much one spec file may hold. A legitimate spec of 12,000 checks is 2.3 MB and about
+/// 240,000 YAML nodes (serde-saphyr's default budget of 250,000 refused it); this fits 100,000
+/// checks (some 20 MB) in one file and still refuses a hostile one (a billion laughs, deep
+/// nesting) long before it eats the machine.
+fn budget() -> serde_saphyr::Budget {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = 4_000_000;
+    budget.max_events = 10_000_000;
+    budget.max_total_scalar_bytes = 256 * 1024 * 1024;
+    budget
+}
+
 pub(crate) fn read(text: &str) -> Result<Node, SyntaxError> {
-    // serde-saphyr's default budget (depth 64, 250k nodes, 64 MiB of scalars, bounded aliases)
-    // is generous for any real datacenter and refuses a hostile file (a billion laughs, deep
-    // nesting) instead of letting it eat the machine.
-    serde_saphyr::from_str::<Node>(text).map_err(|error| {
+    read_within(text, budget())
+}
+
+fn read_within(text: &str, budget: serde_saphyr::Budget) -> Result<Node, SyntaxError> {
+    let options = serde_saphyr::options! {
+        budget: Some(budget),
+        // YAML 1.2: `y`, `no`, `on` are strings (subscriptions and labels are full of them),
+        // only `true` and `false` are booleans.
+        strict_booleans: true,
+    };
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|error| {
         let location = error.location();
         let rendered = error.render_with_options(serde_saphyr::render_options! {
             snippets: serde_saphyr::SnippetMode::Off,
         });
+        let message = strip_location_suffix(&rendered);
+        let message = if message.to_lowercase().contains("budget") {
+            format!(
+                "the file is too large to read as one spec ({message}); split it into several files: mdd reads any number of them as one spec"
+            )
+        } else {
+            message
+        };
         SyntaxError {
             line: location.map_or(1, |l| u32::try_from(l.line()).unwrap_or(u32::MAX)),
             column: location.map_or(1, |l| u32::try_from(l.column()).unwrap_or(u32::MAX)),
-            message: strip_location_suffix(&rendered),
+            message,
         }
     })
 }
@@ -150,5 +177,54 @@ fn strip_location_suffix(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_past_the_budget_is_told_to_split() {
+        let mut small = serde_saphyr::Budget::default();
+        small.max_nodes = 50;
+        let text: String = (0..100).map(|i| format!("- item{i}\n")).collect();
+        let error = read_within(&text, small).expect_err("over budget");
+        assert!(
+            error
+                .message
+                .starts_with("the file is too large to read as one spec")
+                && error.message.contains("split it into several files"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_are_strings() {
+        let node = read("[y, no, on, off, yes, true, false]").expect("parses");
+        let Value::Seq(items) = node.value else {
+            panic!("a sequence");
+        };
+        let kinds: Vec<String> = items
+            .iter()
+            .map(|n| match &n.value {
+                Value::Str(s) => format!("str {s}"),
+                Value::Bool(b) => format!("bool {b}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "str y",
+                "str no",
+                "str on",
+                "str off",
+                "str yes",
+                "bool true",
+                "bool false"
+            ]
+        );
     }
 }

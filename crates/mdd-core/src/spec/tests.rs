@@ -626,3 +626,29 @@ fn duplicate_handler_names_are_refused() {
         "duplicate handler name `log`",
     );
 }
+
+#[test]
+fn a_spec_of_twelve_thousand_checks_loads() {
+    let mut text = String::from("defaults: { interval: 30s, timeout: 5s }\nchecks:\n");
+    for i in 0..12_000 {
+        text.push_str(&format!(
+            "  - name: dc1-web-{i:05}\n    description: The web tier answers on host {i}.\n    owner: web\n    labels: {{ datacenter: dc1, tier: web, rack: r{} }}\n    subscriptions: [web]\n    http: {{ url: 'http://web-{i}.dc1.example:8080/healthz', status: [200] }}\n",
+            i % 40
+        ));
+    }
+    assert!(text.len() > 2_000_000, "{} bytes", text.len());
+    let spec = load_one("big.yaml", &text).expect("a big spec is legitimate");
+    assert_eq!(spec.checks.len(), 12_000);
+}
+
+#[test]
+fn subscriptions_and_labels_like_no_and_on_are_strings() {
+    let spec = load_one(
+        "spec.yaml",
+        "checks:\n  - { name: a, ttl: 1h, subscriptions: [y, no], labels: { ipv6: on, legacy: off } }\n",
+    )
+    .expect("loads");
+    assert_eq!(spec.checks[0].subscriptions, ["y", "no"]);
+    assert_eq!(spec.checks[0].labels["ipv6"], "on");
+    assert_eq!(spec.checks[0].labels["legacy"], "off");
+}
