@@ -21,6 +21,42 @@ use crate::checks::{CheckSet, SpecDiff};
 use crate::view::{EventView, StateResolver, timestamp};
 use crate::{Shared, now_ms};
 
+/// The biggest apply: 100,000 checks across files are some 20 MB of YAML, in JSON strings.
+pub const MAX_SPEC_BODY: usize = 64 * 1024 * 1024;
+
+/// Every answer, API and dashboard: a body announced as bigger than the route takes is
+/// refused at once, before any of it is read (a client must not hold a connection open
+/// sending megabytes that will be thrown away), and nothing is ever sniffed as another type.
+pub async fn guard(
+    AxumState(max_body): AxumState<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = if request.uri().path() == "/api/v1/spec" {
+        MAX_SPEC_BODY
+    } else {
+        max_body
+    };
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut response = match announced {
+        Some(length) if length > limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {length} bytes; this route takes at most {limit}"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    };
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 /// The most results one request may carry.
 pub const MAX_BATCH: usize = 10_000;
 /// The most bytes of plugin output one result may carry.
@@ -54,7 +90,12 @@ pub fn router(shared: AppState) -> Router {
         )
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/deployments/{name}", get(get_deployment))
-        .route("/api/v1/spec", get(get_spec).post(apply_spec))
+        .route(
+            "/api/v1/spec",
+            get(get_spec)
+                .post(apply_spec)
+                .layer(DefaultBodyLimit::max(MAX_SPEC_BODY)),
+        )
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/agent/checks", get(agent_checks))
         .route("/api/v1/agent/keepalive", post(agent_keepalive))
@@ -79,6 +120,22 @@ impl ApiError {
 
     fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A body that is not what the route takes. serde's message quotes the input (a field
+    /// name, a whole string value): it is cut short and its control characters shown escaped,
+    /// so an answer never echoes megabytes or raw bytes of what was sent.
+    fn invalid(what: &str, error: &serde_json::Error) -> ApiError {
+        let message = error.to_string();
+        let mut end = message.len().min(300);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let cut = if end < message.len() { "…" } else { "" };
+        ApiError::bad_request(format!(
+            "invalid {what}: {}{cut}",
+            mdd_core::terminal::printable(&message[..end])
+        ))
     }
 
     fn not_found(message: impl Into<String>) -> ApiError {
@@ -266,8 +323,8 @@ async fn post_results(
 ) -> ApiResult<Json<crate::ingest::IngestOutcome>> {
     let started = Instant::now();
     let token = authorize(&shared, &headers, Role::Agent, "/api/v1/results")?;
-    let request: ResultsRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid results payload: {e}")))?;
+    let request: ResultsRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("results payload", &e))?;
     if request.results.len() > MAX_BATCH {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -433,16 +490,17 @@ fn result_time(text: &str, now: i64) -> Result<i64, String> {
     }
 }
 
-/// Hostile payloads can carry megabytes in a name: quote only the start.
+/// Hostile payloads can carry megabytes in a name: quote only the start, with control
+/// characters shown escaped (an answer never echoes input raw).
 fn truncate(text: &str) -> String {
     if text.len() <= 80 {
-        return text.to_string();
+        return mdd_core::terminal::printable(text).into_owned();
     }
     let mut end = 80;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    format!("{}…", mdd_core::terminal::printable(&text[..end]))
 }
 
 async fn get_result(
@@ -478,15 +536,19 @@ impl EventFilter {
             match key.as_ref() {
                 "label" => {
                     let (k, v) = value.split_once('=').ok_or_else(|| {
-                        ApiError::bad_request(format!("label=`{value}` must be KEY=VALUE"))
+                        ApiError::bad_request(format!(
+                            "label=`{}` must be KEY=VALUE",
+                            truncate(&value)
+                        ))
                     })?;
                     filter.labels.insert(k.to_string(), v.to_string());
                 }
                 "state" => {
                     for name in value.split(',') {
-                        filter
-                            .states
-                            .push(name.parse().map_err(ApiError::bad_request)?);
+                        filter.states.push(
+                            name.parse()
+                                .map_err(|e: String| ApiError::bad_request(truncate(&e)))?,
+                        );
                     }
                 }
                 "owner" => filter.owner = Some(value.into_owned()),
@@ -494,7 +556,8 @@ impl EventFilter {
                 "check" => filter.check = Some(value.into_owned()),
                 other => {
                     return Err(ApiError::bad_request(format!(
-                        "unknown filter `{other}`: use label, state, owner, entity, check"
+                        "unknown filter `{}`: use label, state, owner, entity, check",
+                        truncate(other)
                     )));
                 }
             }
@@ -780,8 +843,9 @@ async fn report(
     for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "window" => {
-                let duration = mdd_core::parse_duration(&value)
-                    .map_err(|e| ApiError::bad_request(format!("window: {e}")))?;
+                let duration = mdd_core::parse_duration(&value).map_err(|e| {
+                    ApiError::bad_request(format!("window: {}", truncate(&e.to_string())))
+                })?;
                 if duration.is_zero() || duration > std::time::Duration::from_secs(366 * 86_400) {
                     return Err(ApiError::bad_request("window: between 1s and 366d"));
                 }
@@ -895,8 +959,8 @@ async fn create_silence(
     body: Bytes,
 ) -> ApiResult<Response> {
     let token = authorize(&shared, &headers, Role::Admin, "/api/v1/silences")?;
-    let request: SilenceRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid silence: {e}")))?;
+    let request: SilenceRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("silence", &e))?;
     let now = now_ms();
     let time = |field: &str, text: &str| {
         text.parse::<jiff::Timestamp>()
@@ -921,7 +985,7 @@ async fn create_silence(
         (Some(text), None) => Some(time("expires_at", text)?),
         (None, Some(text)) => {
             let duration = mdd_core::parse_duration(text)
-                .map_err(|e| ApiError::bad_request(format!("for: {e}")))?;
+                .map_err(|e| ApiError::bad_request(format!("for: {}", truncate(&e.to_string()))))?;
             Some(starts_at.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)))
         }
         (None, None) => None,
@@ -938,6 +1002,39 @@ async fn create_silence(
     }
     if request.reason.len() > 1024 {
         return Err(ApiError::bad_request("reason: at most 1,024 bytes"));
+    }
+    // A silence of a name that exists nowhere silences nothing, and says so now rather than
+    // leave an operator believing a page is quiet: a typo is refused.
+    if let Some(check) = &request.check {
+        let checks = shared.checks();
+        if checks.get(check).is_none() && check != crate::keepalive::KEEPALIVE_CHECK {
+            return Err(ApiError::bad_request(format!(
+                "check: `{}` is not a check of the applied spec",
+                truncate(check)
+            )));
+        }
+    }
+    if let Some(entity) = &request.entity {
+        let known = *entity == shared.config.entity
+            || shared
+                .checks()
+                .checks()
+                .iter()
+                .any(|c| c.entity.as_deref() == Some(entity.as_str()))
+            || shared.events_read().keys().any(|(_, e)| e == entity)
+            || shared
+                .store
+                .entities()
+                .await
+                .map_err(|e| ApiError::store(&e))?
+                .iter()
+                .any(|e| e.name == *entity);
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "entity: `{}` is not an entity this server knows (none reported as it, and no check names it)",
+                truncate(entity)
+            )));
+        }
     }
     let silence = mdd_core::silence::Silence {
         id: uuid::Uuid::now_v7().to_string(),
@@ -1096,7 +1193,11 @@ async fn check_results(
             v.parse::<jiff::Timestamp>()
                 .map(|t| t.as_millisecond())
                 .map_err(|e| {
-                    ApiError::bad_request(format!("{key}=`{v}` is not an RFC 3339 time: {e}"))
+                    ApiError::bad_request(format!(
+                        "{}=`{}` is not an RFC 3339 time: {e}",
+                        truncate(&key),
+                        truncate(v)
+                    ))
                 })
         };
         match key.as_ref() {
@@ -1112,7 +1213,8 @@ async fn check_results(
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown parameter `{other}`: use from, to, entity, limit"
+                    "unknown parameter `{}`: use from, to, entity, limit",
+                    truncate(other)
                 )));
             }
         }
@@ -1205,8 +1307,8 @@ async fn apply_spec(
     body: Bytes,
 ) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Admin, "/api/v1/spec")?;
-    let request: ApplyRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid apply payload: {e}")))?;
+    let request: ApplyRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("apply payload", &e))?;
     let _serialised = shared.apply_lock.lock().await;
     let current = shared.checks();
     let mut files = if request.prune {
@@ -1320,8 +1422,8 @@ async fn create_token(
     body: Bytes,
 ) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Admin, "/api/v1/tokens")?;
-    let request: TokenRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?;
+    let request: TokenRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("token request", &e))?;
     if let Some(entity) = &request.entity {
         if request.role != Role::Agent {
             return Err(ApiError::bad_request(
@@ -1395,12 +1497,15 @@ async fn agent_checks(
             "after" => after = Some(value.into_owned()),
             "wait" => {
                 wait = mdd_core::parse_duration(&value)
-                    .map_err(|e| ApiError::bad_request(format!("wait: {e}")))?
+                    .map_err(|e| {
+                        ApiError::bad_request(format!("wait: {}", truncate(&e.to_string())))
+                    })?
                     .min(MAX_WAIT);
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown parameter `{other}`: use subscriptions, after, wait"
+                    "unknown parameter `{}`: use subscriptions, after, wait",
+                    truncate(other)
                 )));
             }
         }
@@ -1459,8 +1564,8 @@ async fn agent_keepalive(
     body: Bytes,
 ) -> ApiResult<Response> {
     let token = authorize(&shared, &headers, Role::Agent, "/api/v1/agent/keepalive")?;
-    let request: KeepaliveRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid keepalive: {e}")))?;
+    let request: KeepaliveRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("keepalive", &e))?;
     if let Some(own) = token.and_then(|t| t.entity.filter(|_| t.role == Role::Agent))
         && own != request.entity
     {

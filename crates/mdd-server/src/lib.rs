@@ -507,7 +507,12 @@ pub async fn start(
         receiver,
         drain.clone(),
     ));
-    let app = api::router(Arc::clone(&shared)).merge(dashboard::router(Arc::clone(&shared)));
+    let app = api::router(Arc::clone(&shared))
+        .merge(dashboard::router(Arc::clone(&shared)))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.config.max_body,
+            api::guard,
+        ));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));

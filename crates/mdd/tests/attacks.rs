@@ -221,3 +221,112 @@ async fn an_agent_takes_the_token_file_over_the_environment_and_yaml_1_2() {
     assert_eq!(agent["labels"]["ipv6"], "off", "{agent}");
     server.stop().await;
 }
+
+/// The smaller ones: a silence of a check or entity that exists nowhere is refused; a body
+/// announced bigger than the limit is answered 413 before any of it is sent; an error never
+/// echoes input raw (nor megabytes of it); every answer says `nosniff`.
+#[tokio::test]
+async fn small_holes_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]).await;
+    let spec = "checks:\n  - { name: dns, ttl: 1h }\n  - { name: ldap, ttl: 1h, entity: ldap1 }\n";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    for (silence, field) in [
+        (
+            serde_json::json!({ "check": "dsn", "reason": "typo" }),
+            "check: `dsn` is not a check",
+        ),
+        (
+            serde_json::json!({ "entity": "nowhere", "reason": "typo" }),
+            "entity: `nowhere` is not an entity",
+        ),
+    ] {
+        let (status, body) = server.post("/api/v1/silences", &silence).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.starts_with(field)),
+            "{body}"
+        );
+    }
+    for silence in [
+        serde_json::json!({ "check": "dns", "reason": "maintenance", "for": "1h" }),
+        serde_json::json!({ "entity": "ldap1", "reason": "maintenance", "for": "1h" }),
+    ] {
+        let (status, body) = server.post("/api/v1/silences", &silence).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    // 413 at once: headers only, the body never sent.
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/results HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send headers");
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains("x-content-type-options: nosniff"),
+        "{answer}"
+    );
+
+    // Input is never echoed raw or whole.
+    let huge = format!("\u{1b}[31m<script>{}", "x".repeat(1_000_000));
+    let (status, body) = server
+        .post("/api/v1/results", &serde_json::json!({ "results": huge }))
+        .await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().expect("an error");
+    assert!(error.len() < 600, "{} bytes", error.len());
+    assert!(
+        !error.contains('\u{1b}') && error.contains("[31m<script>"),
+        "{error}"
+    );
+    let (status, body) = server
+        .get(&format!("/api/v1/events?{}=1", "\u{7}".repeat(3)))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        !body["error"].as_str().unwrap_or_default().contains('\u{7}'),
+        "{body}"
+    );
+
+    for path in [
+        "/healthz",
+        "/api/v1/events",
+        "/api/v1/nothing-here",
+        "/metrics",
+    ] {
+        let response = server
+            .http
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            response
+                .headers()
+                .get("x-content-type-options")
+                .and_then(|v| v.to_str().ok()),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    server.stop().await;
+}
