@@ -184,7 +184,7 @@ pub struct Store {
     path: PathBuf,
     /// Held (locked) for as long as any handle on the store lives: a second server on the
     /// same directory would silently diverge from the first.
-    _lock: std::sync::Arc<File>,
+    lock: std::sync::Arc<File>,
 }
 
 impl Store {
@@ -229,7 +229,7 @@ impl Store {
         Ok(Store {
             pool,
             path,
-            _lock: std::sync::Arc::new(lock),
+            lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -1014,8 +1014,10 @@ impl Store {
     }
 
     /// Waits for every connection to finish and closes the database cleanly.
+    /// Closes the database and gives up the directory's lock: another server may take it.
     pub async fn close(&self) {
         self.pool.close().await;
+        let _ = self.lock.unlock();
     }
 }
 

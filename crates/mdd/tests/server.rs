@@ -1737,7 +1737,16 @@ async fn silences_mark_events_and_end_on_their_own() {
     }
     assert!(listed.is_empty(), "resolved: {listed:?}");
 
-    // Deleting, and surviving a restart.
+    // Deleting, and surviving a restart (silences name entities that exist).
+    for (id, entity) in [("n1", "node-1"), ("n2", "node-2")] {
+        let (code, _) = server
+            .post(
+                "/api/v1/results",
+                &json!({"results": [{"id": id, "check": "ams1-dns", "entity": entity, "status": 0}]}),
+            )
+            .await;
+        assert_eq!(code, 200);
+    }
     let (_, kept, _) = mdd_client(
         &server,
         &[
