@@ -484,21 +484,41 @@ pub async fn start(
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .is_empty();
-    if !has_tokens {
-        match shared.config.admin_token.clone() {
-            Some(secret) => {
+    match (has_tokens, shared.config.admin_token.clone()) {
+        (false, Some(secret)) => {
+            shared
+                .add_token(&secret, Role::Admin, "first admin", None)
+                .await?
+        }
+        (false, None) => {
+            new_admin_token = Some(
                 shared
-                    .add_token(&secret, Role::Admin, "first admin", None)
-                    .await?
+                    .create_token(Role::Admin, "first admin", None)
+                    .await?,
+            )
+        }
+        // The store has tokens: an admin token given at start is added, not ignored. This is
+        // how an operator with only the data directory regains admin access: stop the server,
+        // start it with --admin-token-file holding a new secret.
+        (true, Some(secret)) => match shared.token(&secret) {
+            Some(known) if known.role == Role::Admin => {}
+            Some(known) => {
+                return Err(ServerError::Token(format!(
+                    "the admin token given at start is already a token of this store with the {} role (`{}`); give another secret for an admin token",
+                    known.role.as_str(),
+                    known.name
+                )));
             }
             None => {
-                new_admin_token = Some(
-                    shared
-                        .create_token(Role::Admin, "first admin", None)
-                        .await?,
-                )
+                shared
+                    .add_token(&secret, Role::Admin, "admin token given at start", None)
+                    .await?;
+                tracing::warn!(
+                    "added the admin token given at start (--admin-token-file or MDD_ADMIN_TOKEN): the store had tokens, none of them this one"
+                );
             }
-        }
+        },
+        (true, None) => {}
     }
 
     let drain = CancellationToken::new();

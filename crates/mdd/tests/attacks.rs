@@ -330,3 +330,47 @@ async fn small_holes_are_closed() {
     }
     server.stop().await;
 }
+
+/// `--admin-token-file` on a store that already has tokens is not ignored: it is added as an
+/// admin token, which is how an operator with only the data directory regains admin access.
+#[tokio::test]
+async fn admin_access_comes_back_with_only_the_data_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = TestServer::start(&data, &[]).await;
+    server.stop().await;
+    let new_secret = "mdd_recovered_admin_secret_0123456789";
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, format!("{new_secret}\n")).expect("write");
+    let server = TestServer::start(
+        &data,
+        &["--admin-token-file", file.to_str().expect("utf-8")],
+    )
+    .await;
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            Some(new_secret),
+            Some(br#"{"role": "read", "name": "made with the recovered token"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(status, 201, "the recovered token is an admin: {body}");
+    // Starting again with the same file adds nothing more.
+    server.stop().await;
+    let server = TestServer::start(
+        &data,
+        &["--admin-token-file", file.to_str().expect("utf-8")],
+    )
+    .await;
+    let (status, _) = server
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/events",
+            Some(new_secret),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
