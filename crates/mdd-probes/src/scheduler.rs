@@ -31,6 +31,59 @@ pub struct Scheduler {
     stop_all: CancellationToken,
     results: mpsc::Sender<Executed>,
     running: HashMap<String, (Check, CancellationToken)>,
+    overruns: Arc<Overruns>,
+}
+
+/// How often skipped runs are summed up in the log.
+const OVERRUN_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs skipped because the one before was still going, per check, since the last report: a
+/// machine too busy for its checks must say so once, not once per skipped run (15,000 lines in
+/// 30 s at 1,000 checks a second).
+#[derive(Debug, Default)]
+pub struct Overruns {
+    skipped: std::sync::Mutex<HashMap<String, u64>>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Overruns {
+    fn add(&self, check: &str, skipped: u64) {
+        self.total
+            .fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+        let mut map = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(check.to_string()).or_insert(0) += skipped;
+    }
+
+    /// Every run skipped since the scheduler started.
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One line for what was skipped since the last call, if anything was.
+    fn report(&self, over: Duration) {
+        let taken: HashMap<String, u64> = {
+            let mut map = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *map)
+        };
+        if taken.is_empty() {
+            return;
+        }
+        let runs: u64 = taken.values().sum();
+        let (worst, worst_runs) = taken
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(name, n)| (name.as_str(), *n))
+            .unwrap_or(("", 0));
+        tracing::warn!(
+            runs,
+            checks = taken.len(),
+            worst,
+            worst_runs,
+            "{runs} runs of {} checks were skipped in the last {}s: the run before was still going (a check slower than its interval, or a machine too busy); they are never started twice",
+            taken.len(),
+            over.as_secs()
+        );
+    }
 }
 
 impl Scheduler {
@@ -40,12 +93,32 @@ impl Scheduler {
         stop_all: CancellationToken,
         results: mpsc::Sender<Executed>,
     ) -> Scheduler {
+        let overruns = Arc::new(Overruns::default());
+        let reporting = Arc::clone(&overruns);
+        let stop = stop_all.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(OVERRUN_REPORT_EVERY);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => reporting.report(OVERRUN_REPORT_EVERY),
+                }
+            }
+            reporting.report(OVERRUN_REPORT_EVERY);
+        });
         Scheduler {
             ctx,
             stop_all,
             results,
             running: HashMap::new(),
+            overruns,
         }
+    }
+
+    /// What was skipped, for metrics.
+    pub fn overruns(&self) -> Arc<Overruns> {
+        Arc::clone(&self.overruns)
     }
 
     /// Starts checks that are new or changed and stops those that are gone or changed.
@@ -70,6 +143,7 @@ impl Scheduler {
                     check.clone(),
                     stop.clone(),
                     self.results.clone(),
+                    Arc::clone(&self.overruns),
                 ));
                 self.running.insert(name.to_string(), (check.clone(), stop));
             }
@@ -101,6 +175,7 @@ async fn run_check(
     check: Check,
     stop: CancellationToken,
     results: mpsc::Sender<Executed>,
+    overruns: Arc<Overruns>,
 ) {
     let splay = splay(&check.name, check.interval);
     let interval_ms = i64::try_from(check.interval.as_millis())
@@ -132,11 +207,7 @@ async fn run_check(
         let next = next_run(now_ms(), check.interval, splay);
         let skipped = (next - due) / interval_ms - 1;
         if skipped > 0 {
-            tracing::warn!(
-                check = check.name,
-                skipped,
-                "a run took longer than the interval; runs that fell due meanwhile were skipped, not started twice"
-            );
+            overruns.add(&check.name, u64::try_from(skipped).unwrap_or(0));
         }
         due = next;
     }
@@ -160,8 +231,24 @@ mod tests {
             check,
             tokio_util::sync::CancellationToken::new(),
             results,
+            std::sync::Arc::default(),
         );
         let size = std::mem::size_of_val(&task);
         assert!(size <= 4096, "a check's task is {size} bytes");
+    }
+
+    #[test]
+    fn skipped_runs_are_summed_up_and_reset() {
+        let overruns = super::Overruns::default();
+        overruns.add("slow", 3);
+        overruns.add("slow", 2);
+        overruns.add("other", 1);
+        assert_eq!(overruns.total(), 6);
+        overruns.report(std::time::Duration::from_secs(10));
+        assert!(
+            overruns.skipped.lock().expect("lock").is_empty(),
+            "reported once, then counting starts again"
+        );
+        assert_eq!(overruns.total(), 6, "the total stays for metrics");
     }
 }

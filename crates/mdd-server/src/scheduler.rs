@@ -54,8 +54,13 @@ pub async fn run_now(shared: &Shared, check: &Check) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// The most results of the server's own checks stored in one group.
+const MAX_BATCH: usize = 5_000;
+
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let (sender, mut executed) = mpsc::channel::<Executed>(1024);
+    // Room for several seconds of results at thousands of checks a second: a check's task
+    // never waits for storage to hand its result over.
+    let (sender, mut executed) = mpsc::channel::<Executed>(MAX_BATCH * 4);
     let mut scheduler = Scheduler::new(
         Arc::new(ProbeContext::default()),
         shutdown.child_token(),
@@ -63,10 +68,16 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     );
     let store_shared = Arc::clone(&shared);
     let storing = tokio::spawn(async move {
-        while let Some(run) = executed.recv().await {
-            let stored = stored_result(&store_shared, run);
-            if let Err(e) = store_shared.ingest(vec![stored]).await {
-                tracing::error!("cannot store a result of the server's own checks: {e}");
+        // Whatever came in while the last group was being stored goes in the next one: one
+        // commit (one fsync) for all of it, as for everyone else's results.
+        let mut batch = Vec::new();
+        while executed.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let stored: Vec<StoredResult> = batch
+                .drain(..)
+                .map(|run| stored_result(&store_shared, run))
+                .collect();
+            if let Err(e) = store_shared.ingest(stored).await {
+                tracing::error!("cannot store results of the server's own checks: {e}");
             }
         }
     });
