@@ -105,21 +105,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     // The agent runs on a single-threaded runtime: no hand-off to another thread per execution.
     probe_context.spawn_inline = true;
     let scheduler = Scheduler::new(Arc::new(probe_context), shutdown.child_token(), results_tx);
-    // Results the full spool had to drop, told to the server with every keepalive.
-    let dropped = Arc::new(AtomicU64::new(0));
+    // Results the full spool had to drop, or the server refused, told to the server with
+    // every keepalive.
+    let counters = Arc::new(Counters::default());
     let sender = tokio::spawn(send_results(
         config.clone(),
         http.clone(),
         spool,
         results_rx,
         shutdown.clone(),
-        Arc::clone(&dropped),
+        Arc::clone(&counters),
     ));
     let keepalives = tokio::spawn(send_keepalives(
         config.clone(),
         http.clone(),
         shutdown.clone(),
-        dropped,
+        counters,
     ));
     pull_checks(&config, &http, scheduler, shutdown).await;
     let _ = sender.await;
@@ -158,7 +159,7 @@ async fn send_keepalives(
     config: AgentConfig,
     http: reqwest::Client,
     shutdown: CancellationToken,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
     let url = format!(
         "{}/api/v1/agent/keepalive",
@@ -173,7 +174,8 @@ async fn send_keepalives(
             _ = tick.tick() => {}
         }
         let mut facts = facts.clone();
-        facts["spool_dropped"] = dropped.load(Ordering::Relaxed).into();
+        facts["spool_dropped"] = counters.spool_dropped.load(Ordering::Relaxed).into();
+        facts["refused_dropped"] = counters.refused_dropped.load(Ordering::Relaxed).into();
         let body = serde_json::json!({
             "entity": config.name,
             "subscriptions": config.subscriptions,
@@ -275,6 +277,15 @@ async fn pull_checks(
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|body| serde_json::from_slice(&body).map_err(|e| e.to_string())),
+            Ok(response)
+                if response.status() == reqwest::StatusCode::UNAUTHORIZED
+                    || response.status() == reqwest::StatusCode::FORBIDDEN =>
+            {
+                Err(format!(
+                    "the server does not accept this agent's token ({}); make one with `mdd token create --role agent --entity NAME`",
+                    response.status()
+                ))
+            }
             Ok(response) => Err(format!("server answered {}", response.status())),
             Err(e) => Err(mdd_probes::describe_error(&e)),
         };
@@ -346,70 +357,193 @@ async fn send_results(
     spool: Spool,
     mut results: mpsc::Receiver<Executed>,
     shutdown: CancellationToken,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
-    let sender = Sender {
+    let refused_path = config.data_dir.join("refused.jsonl");
+    let mut sender = Sender {
         url: format!("{}/api/v1/results", config.server.trim_end_matches('/')),
         token: config.token.clone(),
         http,
         spool,
-        dropped,
+        counters,
+        refused: Refused::load(refused_path),
+        paused_until: None,
+        pause: Duration::ZERO,
+        clock_offset: std::sync::atomic::AtomicI64::new(i64::MIN),
+        told_offset: std::sync::atomic::AtomicI64::new(0),
     };
-    let mut pending: Vec<String> = Vec::new();
     let mut tick = tokio::time::interval(config.flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written = 0usize;
     loop {
         tokio::select! {
             run = results.recv() => match run {
                 Some(run) => {
-                    pending.extend(to_line(&config, run));
-                    if pending.len() >= BATCH {
-                        sender.flush(&mut pending).await;
+                    // On disk before it waits for anything: a kill now loses nothing.
+                    if let Some(line) = to_line(&config, run) {
+                        sender.write(&line);
+                        written += 1;
+                    }
+                    if written >= BATCH {
+                        sender.flush().await;
+                        written = 0;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => sender.flush(&mut pending).await,
+            _ = tick.tick() => {
+                sender.flush().await;
+                written = 0;
+            }
             _ = shutdown.cancelled() => break,
         }
     }
     // Stopping: what cannot be sent now waits in the spool for the next start.
-    sender.flush(&mut pending).await;
-    if !pending.is_empty() {
-        sender.spool_pending(&mut pending);
-    }
+    sender.flush().await;
+    sender.seal();
 }
+
+/// What the agent tells the server in every keepalive about results it could not deliver.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Dropped by a full spool (the oldest go first).
+    pub spool_dropped: AtomicU64,
+    /// Refused by the server for good, and dropped.
+    pub refused_dropped: AtomicU64,
+}
+
+/// How long a result the server refuses as "unknown check" is tried again before it is
+/// dropped: the check came from the server, so an apply is racing (or another server of a
+/// cluster has not seen it yet).
+const REFUSED_RETRY_FOR: Duration = Duration::from_secs(5 * 60);
+/// The longest pause between attempts while the server refuses the agent's token.
+const MAX_AUTH_PAUSE: Duration = Duration::from_secs(60);
 
 struct Sender {
     url: String,
     token: String,
     http: reqwest::Client,
     spool: Spool,
-    dropped: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    /// Results refused as "unknown check", tried again until their time is up.
+    refused: Refused,
+    /// While the server refuses the token, nothing is sent before this.
+    paused_until: Option<tokio::time::Instant>,
+    pause: Duration,
+    /// How far the server's clock is ahead of this host's (ms), from its answers' `Date`
+    /// (`i64::MIN` until one came).
+    clock_offset: std::sync::atomic::AtomicI64,
+    /// When the clock difference was last logged (ms since the epoch, 0: never).
+    told_offset: std::sync::atomic::AtomicI64,
 }
+
+/// Past this difference between this host's clock and the server's, results are dated by the
+/// server's clock (the server refuses times more than `MAX_CLOCK_SKEW` ahead of its own).
+const CLOCK_CORRECTION_AFTER: i64 = 30_000;
 
 enum Delivery {
     Stored,
-    /// The server will never take these (e.g. their check left the spec): drop, do not retry.
-    Rejected,
+    /// Some results the server refused (400): one by one to find which.
+    Refused(String),
+    /// The token is not accepted (401, 403): wait, tell, try again later.
+    Unauthorized(reqwest::StatusCode, String),
     /// Try again later.
     Unavailable,
 }
 
+/// Results the server refused as naming an unknown check: kept beside the spool (so a
+/// restart keeps them) with the time they were first refused.
+struct Refused {
+    path: PathBuf,
+    held: Vec<(i64, String)>,
+}
+
+impl Refused {
+    fn load(path: PathBuf) -> Refused {
+        let held = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (at, line) = l.split_once(' ')?;
+                Some((at.parse().ok()?, line.to_string()))
+            })
+            .collect();
+        Refused { path, held }
+    }
+
+    fn save(&self) {
+        let text: String = self
+            .held
+            .iter()
+            .map(|(at, line)| format!("{at} {line}\n"))
+            .collect();
+        let temp = self.path.with_extension("jsonl.tmp");
+        let written = if self.held.is_empty() {
+            std::fs::remove_file(&self.path).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        } else {
+            std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, &self.path))
+        };
+        if let Err(e) = written {
+            tracing::error!(
+                "cannot keep refused results in {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
 impl Sender {
-    /// Replays the spool (oldest first, a few segments at a time), then sends what is pending;
-    /// anything the server cannot take now goes to the spool, behind what is already there.
-    async fn flush(&self, pending: &mut Vec<String>) {
-        let mut server_up = true;
+    fn write(&mut self, line: &str) {
+        if let Err(e) = self.spool.write(line) {
+            tracing::error!("cannot write a result to the spool, it is lost: {e}");
+        }
+    }
+
+    fn seal(&mut self) {
+        match self.spool.seal() {
+            Ok(0) => {}
+            Ok(dropped) => {
+                self.counters
+                    .spool_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+                tracing::error!(
+                    dropped,
+                    "the spool is full: the oldest results were dropped"
+                );
+            }
+            Err(e) => tracing::error!("cannot make the spool durable: {e}"),
+        }
+    }
+
+    /// Seals what was written (one fsync), then sends the spool oldest first, a few
+    /// segments at a time; a segment goes once the server has all of it.
+    async fn flush(&mut self) {
+        self.seal();
+        if self
+            .paused_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+        {
+            return;
+        }
+        self.retry_refused().await;
         for _ in 0..SEGMENTS_PER_FLUSH {
             match self.spool.oldest() {
                 Ok(Some((segment, lines))) => {
                     if self.deliver(&lines).await {
                         if let Err(e) = self.spool.remove(&segment) {
-                            tracing::error!("cannot remove a replayed spool segment: {e}");
+                            tracing::error!("cannot remove a delivered spool segment: {e}");
                         }
                     } else {
-                        server_up = false;
                         break;
                     }
                 }
@@ -420,60 +554,156 @@ impl Sender {
                 }
             }
         }
-        if pending.is_empty() {
-            return;
-        }
-        // New results never overtake spooled ones: while the spool holds anything, they queue behind it.
-        if server_up && self.spool.is_empty() && self.deliver(pending).await {
-            pending.clear();
-            return;
-        }
-        self.spool_pending(pending);
     }
 
-    fn spool_pending(&self, pending: &mut Vec<String>) {
-        match self.spool.append(pending) {
-            Ok(0) => {}
-            Ok(dropped) => {
-                self.dropped.fetch_add(dropped, Ordering::Relaxed);
-                tracing::error!(
-                    dropped,
-                    "the spool is full: the oldest results were dropped"
-                );
-            }
-            Err(e) => tracing::error!(
-                results = pending.len(),
-                "cannot spool results, they are lost: {e}"
-            ),
-        }
-        pending.clear();
-    }
-
-    /// Sends lines in batches; true when the server has them all (or refused some for good).
-    async fn deliver(&self, lines: &[String]) -> bool {
+    /// Sends lines in batches; true when the server has them all (or refused some for good,
+    /// or holds them for another try).
+    async fn deliver(&mut self, lines: &[String]) -> bool {
         for batch in lines.chunks(BATCH) {
             match self.post(batch).await {
                 Delivery::Stored => {}
                 Delivery::Unavailable => return false,
-                Delivery::Rejected => {
+                Delivery::Unauthorized(status, said) => {
+                    self.refused_token(status, &said);
+                    return false;
+                }
+                Delivery::Refused(_) => {
                     // One bad result must not hold back the others: send them one by one.
                     for line in batch {
                         match self.post(std::slice::from_ref(line)).await {
-                            Delivery::Unavailable => return false,
-                            Delivery::Rejected => {
-                                tracing::warn!("the server refused a result for good: {line}")
-                            }
                             Delivery::Stored => {}
+                            Delivery::Unavailable => return false,
+                            Delivery::Unauthorized(status, said) => {
+                                self.refused_token(status, &said);
+                                return false;
+                            }
+                            Delivery::Refused(why) => self.refused_one(line, &why),
                         }
                     }
                 }
             }
         }
+        self.pause = Duration::ZERO;
         true
     }
 
+    /// A result the server refused: held for another try when its check is unknown to the
+    /// server (an apply may be racing), dropped and counted otherwise.
+    fn refused_one(&mut self, line: &str, why: &str) {
+        if why.contains("unknown check") {
+            tracing::warn!(
+                "the server does not know the check of a result yet ({}); trying again for {}",
+                why.trim(),
+                mdd_core::format_duration(REFUSED_RETRY_FOR)
+            );
+            self.refused.held.push((now_ms(), line.to_string()));
+            self.refused.save();
+        } else {
+            self.counters
+                .refused_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("the server refused a result for good, it is dropped: {why}");
+        }
+    }
+
+    /// Tries the held results again; those still refused past their time are dropped and
+    /// counted.
+    async fn retry_refused(&mut self) {
+        if self.refused.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.refused.held);
+        let deadline = i64::try_from(REFUSED_RETRY_FOR.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let mut still = Vec::new();
+        for (first_refused, line) in held {
+            match self.post(std::slice::from_ref(&line)).await {
+                Delivery::Stored => {}
+                Delivery::Refused(why) if now - first_refused >= deadline => {
+                    self.counters
+                        .refused_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        "the server still refuses a result after {}, it is dropped: {why}",
+                        mdd_core::format_duration(REFUSED_RETRY_FOR)
+                    );
+                }
+                _ => still.push((first_refused, line)),
+            }
+        }
+        self.refused.held = still;
+        self.refused.save();
+    }
+
+    /// The server does not take this agent's token: say so plainly, then back off (results
+    /// keep going to the spool, which stays bounded as in an outage).
+    fn refused_token(&mut self, status: reqwest::StatusCode, said: &str) {
+        self.pause = (self.pause * 2).clamp(Duration::from_secs(1), MAX_AUTH_PAUSE);
+        self.paused_until = Some(tokio::time::Instant::now() + self.pause);
+        let what = if status == reqwest::StatusCode::FORBIDDEN {
+            "does not allow this agent's token to report these results"
+        } else {
+            "does not accept this agent's token (unknown, or revoked)"
+        };
+        tracing::error!(
+            "the server {what} ({status}: {}). Results are kept in the spool; trying again in {}. Make a token with `mdd token create --role agent --entity NAME` and give it with --token-file",
+            said.trim(),
+            mdd_core::format_duration(self.pause)
+        );
+    }
+
+    /// The server's clock from an answer's `Date`, to notice a host whose clock is off.
+    fn learn_clock(&self, response: &reqwest::Response) {
+        let Some(date) = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        let Ok(server) = jiff::fmt::rfc2822::parse(date) else {
+            return;
+        };
+        let now = now_ms();
+        let offset = server.timestamp().as_millisecond() - now;
+        self.clock_offset.store(offset, Ordering::Relaxed);
+        let due = now - self.told_offset.load(Ordering::Relaxed) > 600_000;
+        if offset.abs() > CLOCK_CORRECTION_AFTER && due {
+            self.told_offset.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                "this host's clock is {}s {} the server's: results are dated by the server's clock; fix this host's time (NTP)",
+                offset.abs() / 1000,
+                if offset < 0 { "ahead of" } else { "behind" }
+            );
+        }
+    }
+
+    /// A result line dated by the server's clock, when this host's is off by more than
+    /// `CLOCK_CORRECTION_AFTER`.
+    fn dated(&self, line: &str) -> String {
+        let offset = self.clock_offset.load(Ordering::Relaxed);
+        if offset == i64::MIN || offset.abs() <= CLOCK_CORRECTION_AFTER {
+            return line.to_string();
+        }
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(line) else {
+            return line.to_string();
+        };
+        let shifted = value["executed_at"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .and_then(|t| jiff::Timestamp::from_millisecond(t.as_millisecond() + offset).ok());
+        match shifted {
+            Some(time) => {
+                value["executed_at"] = serde_json::Value::String(time.to_string());
+                value.to_string()
+            }
+            None => line.to_string(),
+        }
+    }
+
     async fn post(&self, batch: &[String]) -> Delivery {
-        let body = format!("{{\"results\":[{}]}}", batch.join(","));
+        let lines: Vec<String> = batch.iter().map(|l| self.dated(l)).collect();
+        let body = format!("{{\"results\":[{}]}}", lines.join(","));
         let sent = self
             .http
             .post(&self.url)
@@ -482,23 +712,31 @@ impl Sender {
             .body(body)
             .send()
             .await;
+        if let Ok(response) = &sent {
+            self.learn_clock(response);
+        }
         match sent {
             Ok(r) if r.status().is_success() => Delivery::Stored,
             Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
-                let text = r.text().await.unwrap_or_default();
-                tracing::warn!("the server refused results: {text}");
-                Delivery::Rejected
+                Delivery::Refused(r.text().await.unwrap_or_default())
+            }
+            Ok(r)
+                if r.status() == reqwest::StatusCode::UNAUTHORIZED
+                    || r.status() == reqwest::StatusCode::FORBIDDEN =>
+            {
+                let status = r.status();
+                Delivery::Unauthorized(status, r.text().await.unwrap_or_default())
             }
             Ok(r) => {
                 tracing::warn!(
-                    "the server cannot take results now ({}); spooling",
+                    "the server cannot take results now ({}); they wait in the spool",
                     r.status()
                 );
                 Delivery::Unavailable
             }
             Err(e) => {
                 tracing::warn!(
-                    "cannot reach the server: {}; spooling",
+                    "cannot reach the server: {}; results wait in the spool",
                     mdd_probes::describe_error(&e)
                 );
                 Delivery::Unavailable

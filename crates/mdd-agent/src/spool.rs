@@ -1,8 +1,11 @@
-//! The offline spool: results the server could not take yet, on disk in the order they were
-//! made, in segment files of JSON lines. Appends are fsynced; a segment is deleted only after
-//! the server acknowledged all of it (resending part of one is harmless: ids make replays
-//! idempotent). Bounded: past the limit the oldest segments go, and how many results that
-//! dropped is counted so it can be reported.
+//! The spool: every result the agent makes, on disk before it waits for anything, in the
+//! order it was made, in segment files of JSON lines. A result is written to the open segment
+//! the moment it is made (a `write`, so `kill -9` of the agent loses nothing; the kernel has
+//! it); the segment is fsynced and sealed before it is sent (one fsync for everything made
+//! since the last send), and deleted only after the server acknowledged all of it (resending
+//! part of one is harmless: ids make replays idempotent). While the server is away sealed
+//! segments pile up and are replayed oldest first. Bounded: past the limit the oldest
+//! segments go, and how many results that dropped is counted so it can be reported.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
@@ -15,6 +18,8 @@ const SEGMENT_BYTES: u64 = 1024 * 1024;
 pub struct Spool {
     dir: PathBuf,
     limit: u64,
+    /// The segment results are written to now: its path, the open file and its size.
+    open: Option<(PathBuf, File, u64)>,
 }
 
 impl Spool {
@@ -23,6 +28,7 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_path_buf(),
             limit: limit.max(SEGMENT_BYTES),
+            open: None,
         })
     }
 
@@ -37,15 +43,58 @@ impl Spool {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.segments().map_or(true, |s| s.is_empty())
+        self.open.is_none() && self.segments().map_or(true, |s| s.is_empty())
     }
 
-    /// Appends results (one JSON object per line) durably. Returns how many older results had
-    /// to be dropped to stay within the limit.
-    pub fn append(&self, lines: &[String]) -> io::Result<u64> {
+    /// Writes one result (a JSON object on one line) to the open segment at once, without
+    /// waiting for the disk: on disk for the kernel, so a killed agent loses nothing. Call
+    /// [`Spool::seal`] to make what was written durable against a power cut too.
+    pub fn write(&mut self, line: &str) -> io::Result<()> {
+        if self.open.is_none() {
+            let path = match self.segments()?.last() {
+                Some(last) => self.dir.join(next_name(last)),
+                None => self.dir.join(format!("{:016}.jsonl", 1)),
+            };
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(&path)?;
+            self.open = Some((path, file, 0));
+        }
+        let Some((_, file, size)) = self.open.as_mut() else {
+            return Ok(());
+        };
+        let mut text = String::with_capacity(line.len() + 1);
+        text.push_str(line);
+        text.push('\n');
+        file.write_all(text.as_bytes())?;
+        *size += text.len() as u64;
+        if *size >= SEGMENT_BYTES {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (one fsync for all of it) and closes the open
+    /// segment, so that it can be sent; the next result starts a new one. Returns how many
+    /// older results had to be dropped to stay within the limit.
+    pub fn seal(&mut self) -> io::Result<u64> {
+        let Some((_, file, _)) = self.open.take() else {
+            return Ok(0);
+        };
+        file.sync_data()?;
+        drop(file);
+        self.enforce_limit()
+    }
+
+    /// Appends results (one JSON object per line) durably, in a segment of their own. Returns
+    /// how many older results had to be dropped to stay within the limit.
+    pub fn append(&mut self, lines: &[String]) -> io::Result<u64> {
         if lines.is_empty() {
             return Ok(0);
         }
+        let mut dropped = self.seal()?;
         let segments = self.segments()?;
         let current = match segments.last() {
             Some(last) if fs::metadata(last)?.len() < SEGMENT_BYTES => last.clone(),
@@ -69,7 +118,8 @@ impl Spool {
         }
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        self.enforce_limit()
+        dropped += self.enforce_limit()?;
+        Ok(dropped)
     }
 
     fn enforce_limit(&self) -> io::Result<u64> {
@@ -90,9 +140,11 @@ impl Spool {
         Ok(dropped)
     }
 
-    /// The oldest segment and its results. A line cut short by a crash mid-write is skipped.
+    /// The oldest sealed segment and its results. A line cut short by a crash mid-write is
+    /// skipped. Seal first to include what was written since the last seal.
     pub fn oldest(&self) -> io::Result<Option<(PathBuf, Vec<String>)>> {
-        match self.segments()?.into_iter().next() {
+        let open = self.open.as_ref().map(|(path, _, _)| path);
+        match self.segments()?.into_iter().find(|s| Some(s) != open) {
             None => Ok(None),
             Some(path) => {
                 let lines = read_lines(&path)?;
@@ -151,7 +203,7 @@ mod tests {
     #[test]
     fn keeps_order_across_segments_and_survives_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
+        let mut spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
         assert!(spool.is_empty());
         for i in 0..3000 {
             assert_eq!(spool.append(&[line(i)]).expect("append"), 0);
@@ -173,7 +225,7 @@ mod tests {
     #[test]
     fn a_full_spool_drops_the_oldest_and_counts_them() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path(), 2 * SEGMENT_BYTES).expect("open");
+        let mut spool = Spool::open(dir.path(), 2 * SEGMENT_BYTES).expect("open");
         let mut dropped = 0;
         for i in 0..5000 {
             dropped += spool.append(&[line(i)]).expect("append");
@@ -200,7 +252,7 @@ mod tests {
     #[test]
     fn a_line_cut_short_by_a_crash_is_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
+        let mut spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
         spool.append(&[line(1)]).expect("append");
         let (segment, _) = spool.oldest().expect("read").expect("segment");
         let mut file = OpenOptions::new()
@@ -211,5 +263,31 @@ mod tests {
         spool.append(&[line(2)]).expect("append");
         let (_, lines) = spool.oldest().expect("read").expect("segment");
         assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+
+    #[test]
+    fn what_is_written_is_there_at_once_and_sent_once_sealed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("open");
+        assert!(spool.is_empty());
+        spool.write(&line(1)).expect("write");
+        spool.write(&line(2)).expect("write");
+        assert!(!spool.is_empty());
+        assert!(
+            spool.oldest().expect("read").is_none(),
+            "the open segment is not sent before it is sealed"
+        );
+        // A process killed now leaves both lines in a file another start reads.
+        let reopened = Spool::open(dir.path(), 100 * 1024 * 1024).expect("reopen");
+        let (_, lines) = reopened.oldest().expect("read").expect("a segment");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(spool.seal().expect("seal"), 0);
+        let (segment, lines) = spool.oldest().expect("read").expect("sealed");
+        assert_eq!(lines.len(), 2);
+        spool.write(&line(3)).expect("write after the seal");
+        spool.remove(&segment).expect("remove");
+        spool.seal().expect("seal");
+        let (_, lines) = spool.oldest().expect("read").expect("the new segment");
+        assert!(lines[0].contains("\"r3\""), "{lines:?}");
     }
 }

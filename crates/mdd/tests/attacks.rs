@@ -428,3 +428,267 @@ async fn the_servers_own_checks_are_stored_in_groups() {
     );
     server.stop().await;
 }
+
+/// An `mdd agent` on loopback with its stderr in a file.
+struct Agent {
+    child: tokio::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(
+        server: &str,
+        token: &str,
+        subscriptions: &str,
+        data: &std::path::Path,
+        wrapper: &[&str],
+    ) -> Agent {
+        let log = data.with_extension("log");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_mdd"));
+                c
+            }
+            None => tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd")),
+        };
+        let child = command
+            .args([
+                "agent", "--server", server, "--token", token, "--name", "web1",
+            ])
+            .args(["--subscriptions", subscriptions, "--data"])
+            .arg(data)
+            .env("MDD_LOG", "warn")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn mdd agent");
+        Agent { child, log }
+    }
+
+    fn said(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn agent_token(server: &TestServer) -> String {
+    let (_, token) = server
+        .post("/api/v1/tokens", &serde_json::json!({ "role": "agent" }))
+        .await;
+    token["token"].as_str().expect("token").to_string()
+}
+
+/// `kill -9` of an agent loses no result: each is on disk the moment it is made (results used
+/// to wait up to a second in memory for the next batch: 2 to 17 of 20 checks lost one).
+#[tokio::test]
+async fn an_agent_killed_with_9_loses_no_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    // A plugin that writes down each run (its id and when) before it prints it.
+    let runs = dir.path().join("runs");
+    std::fs::create_dir(&runs).expect("runs dir");
+    let plugin = dir.path().join("check_run");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nid=$(cat /proc/sys/kernel/random/uuid)\necho \"$id $(date +%s%3N)\" >> {}/$1\necho \"OK $id\"\n",
+            runs.display()
+        ),
+    )
+    .expect("write plugin");
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut spec = String::from("defaults: { interval: 1s, timeout: 5s }\nchecks:\n");
+    for i in 0..20 {
+        spec.push_str(&format!(
+            "  - {{ name: c{i:02}, subscriptions: [web], command: [{:?}, c{i:02}] }}\n",
+            plugin.display().to_string()
+        ));
+    }
+    assert_eq!(server.apply(&[("spec.yaml", &spec)]).await.0, 200);
+    let token = agent_token(&server).await;
+    let data = dir.path().join("agent");
+    let mut agent = Agent::start(&server.url, &token, "web", &data, &[]);
+    tokio::time::sleep(Duration::from_millis(3_700)).await;
+    let _ = agent.child.kill().await; // SIGKILL
+    let killed_at = jiff::Timestamp::now().as_millisecond();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _again = Agent::start(&server.url, &token, "web", &data, &[]);
+
+    // Every run a plugin finished well before the kill is at the server.
+    let mut made: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(&runs).expect("runs") {
+        let path = entry.expect("entry").path();
+        let check = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
+        for line in std::fs::read_to_string(&path).expect("read").lines() {
+            let (id, at) = line.split_once(' ').expect("id and time");
+            if at.parse::<i64>().expect("ms") < killed_at - 200 {
+                made.push((check.clone(), id.to_string()));
+            }
+        }
+    }
+    assert!(
+        made.len() >= 40,
+        "about 3 runs of 20 checks before the kill: {}",
+        made.len()
+    );
+    let mut missing = made.clone();
+    for _ in 0..100 {
+        let mut still = Vec::new();
+        for (check, id) in &missing {
+            let (_, results) = server
+                .get(&format!(
+                    "/api/v1/checks/{check}/results?from=1970-01-01T00:00:00Z&limit=1000"
+                ))
+                .await;
+            let there = results["results"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|r| r["summary"] == format!("OK {id}")));
+            if !there {
+                still.push((check.clone(), id.clone()));
+            }
+        }
+        missing = still;
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} runs lost: {:?}",
+        missing.len(),
+        made.len(),
+        &missing[..missing.len().min(5)]
+    );
+    server.stop().await;
+}
+
+/// An agent whose token is refused says so plainly and backs off (it used to retry every
+/// second for ever); its results wait in the spool.
+#[tokio::test]
+async fn an_agent_with_a_refused_token_says_so_and_backs_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "defaults: { interval: 250ms, timeout: 1s }\nchecks:\n  - { name: tick, subscriptions: [web], command: [echo, OK] }\n";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    let data = dir.path().join("agent");
+    // It cannot fetch checks with a bad token: give it the check set as a past run left it.
+    let (_, checks) = server.get("/api/v1/agent/checks?subscriptions=web").await;
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::write(data.join("checks.json"), checks.to_string()).expect("checks");
+    let agent = Agent::start(
+        &server.url,
+        "mdd_revoked_token_0123456789abcdef",
+        "web",
+        &data,
+        &[],
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let said = agent.said();
+    let refusals = said.matches("does not accept this agent's token").count();
+    assert!(refusals >= 2, "it says why: {said}");
+    assert!(
+        said.contains("mdd token create --role agent"),
+        "and how to get a valid one: {said}"
+    );
+    // Result sends back off 1, 2, 4 s: at most 4 attempts in 8 s (it was 8).
+    let sends = said.matches("Results are kept in the spool").count();
+    assert!((2..=4).contains(&sends), "{sends} attempts in 8 s: {said}");
+    let spooled: usize = std::fs::read_dir(data.join("spool"))
+        .expect("spool")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .map(|text| text.lines().count())
+        .sum();
+    assert!(spooled >= 20, "results wait in the spool: {spooled}");
+    server.stop().await;
+}
+
+/// A result refused as "unknown check" (the check came from the server: an apply is racing)
+/// is tried again for a while, not dropped at once; a host clock two hours ahead is corrected
+/// by the server's `Date` instead of every result being refused.
+#[tokio::test]
+async fn an_agent_holds_results_of_a_racing_apply_and_corrects_its_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let with_fast = "defaults: { interval: 250ms, timeout: 1s }\nchecks:\n  - { name: fast, subscriptions: [web], command: [echo, OK fast] }\n  - { name: keep, subscriptions: [web], command: [echo, OK keep] }\n";
+    let without = "defaults: { interval: 250ms, timeout: 1s }\nchecks:\n  - { name: keep, subscriptions: [web], command: [echo, OK keep] }\n";
+    assert_eq!(server.apply(&[("spec.yaml", with_fast)]).await.0, 200);
+    let token = agent_token(&server).await;
+    let data = dir.path().join("agent");
+    let agent = Agent::start(
+        &server.url,
+        &token,
+        "web",
+        &data,
+        &["faketime", "-f", "+2h"],
+    );
+    common::wait_for_events(&server, |events| {
+        events
+            .iter()
+            .any(|e| e["check"] == "fast" && e["entity"] == "web1")
+    })
+    .await;
+    let (_, event) = server.get("/api/v1/events/fast/web1").await;
+    let executed = event["executed_at"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond())
+        .expect("a time");
+    let now = jiff::Timestamp::now().as_millisecond();
+    assert!(
+        (executed - now).abs() < 60_000,
+        "dated by the server's clock: {event}"
+    );
+    assert!(
+        agent.said().contains("ahead of the server's"),
+        "{}",
+        agent.said()
+    );
+
+    // `fast` leaves the spec while the agent has results of it in hand, and comes back.
+    for _ in 0..40 {
+        assert_eq!(server.apply(&[("spec.yaml", without)]).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        if data.join("refused.jsonl").exists() {
+            break;
+        }
+        assert_eq!(server.apply(&[("spec.yaml", with_fast)]).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        data.join("refused.jsonl").exists(),
+        "results of `fast` are held: {}",
+        agent.said()
+    );
+    assert_eq!(server.apply(&[("spec.yaml", with_fast)]).await.0, 200);
+    for _ in 0..50 {
+        if !data.join("refused.jsonl").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !data.join("refused.jsonl").exists(),
+        "held results were stored once the check came back"
+    );
+    assert!(
+        agent.said().contains("trying again for 5m"),
+        "{}",
+        agent.said()
+    );
+    assert!(!agent.said().contains("dropped"), "{}", agent.said());
+    server.stop().await;
+}
