@@ -210,7 +210,10 @@ fn client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("mdd-agent/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(90));
+        .timeout(Duration::from_secs(90))
+        // Below the server's idle timeout (30 s): the agent lets go of an idle connection
+        // before the server closes it, so a request never races that close.
+        .pool_idle_timeout(Duration::from_secs(25));
     if let Some(ca) = &config.ca {
         let pem = std::fs::read(ca).map_err(|e| {
             AgentError::Client(format!("cannot read CA file {}: {e}", ca.display()))

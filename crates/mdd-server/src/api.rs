@@ -281,7 +281,23 @@ async fn metrics(
             .collect();
         (samples, deployments)
     };
-    let text = shared.metrics.render(format, &events, &deployments);
+    let connections = crate::metrics::ConnectionSample {
+        open: shared
+            .connections
+            .open
+            .load(std::sync::atomic::Ordering::Relaxed),
+        refused: shared
+            .connections
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        timed_out: shared
+            .connections
+            .timed_out
+            .load(std::sync::atomic::Ordering::Relaxed),
+    };
+    let text = shared
+        .metrics
+        .render(format, &events, &deployments, connections);
     Ok(([(header::CONTENT_TYPE, format.content_type())], text).into_response())
 }
 

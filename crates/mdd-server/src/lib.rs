@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod deployments;
 pub mod ingest;
 pub mod keepalive;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod scheduler;
@@ -139,6 +140,8 @@ pub struct ServerConfig {
     /// durable before they are acknowledged; after a crash the results since the last
     /// checkpoint are replayed, so this bounds the replay, never what is kept.
     pub event_checkpoint_interval: Duration,
+    /// How long a connection may go without sending a whole request head.
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -153,6 +156,7 @@ impl ServerConfig {
             entity: "mdd-server".into(),
             max_body: 16 * 1024 * 1024,
             event_checkpoint_interval: Duration::from_secs(1),
+            idle_timeout: listen::IDLE,
         }
     }
 }
@@ -203,6 +207,8 @@ pub struct Shared {
     pub deliveries: notify::DeliveryLog,
     /// The outage before this start: it does not count against checks' ttls.
     pub outage: mdd_core::event::Outage,
+    /// Connections open, refused at the bound, and closed for sending nothing.
+    pub connections: Arc<listen::Connections>,
 }
 
 impl Shared {
@@ -440,6 +446,7 @@ pub async fn start(
         .iter()
         .map(|n| (n.handler.clone(), n.check.clone(), n.entity.clone()))
         .collect();
+    let max_connections = listen::raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -476,6 +483,7 @@ pub async fn start(
         apply_lock: tokio::sync::Mutex::new(()),
         checks_changed: tokio::sync::Notify::new(),
         outage,
+        connections: Arc::default(),
     });
 
     let mut new_admin_token = None;
@@ -564,13 +572,15 @@ pub async fn start(
     };
     let serve_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP server failed: {e}");
-        }
+        listen::serve(
+            listener,
+            app,
+            max_connections,
+            serve_shared.config.idle_timeout,
+            Arc::clone(&serve_shared.connections),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         let _ = scheduler.await;
         let _ = housekeeping.await;

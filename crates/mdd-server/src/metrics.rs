@@ -99,6 +99,14 @@ pub struct EventSample {
     pub executed_at: Option<i64>,
 }
 
+/// The HTTP connections as a scrape sees them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectionSample {
+    pub open: u64,
+    pub refused: u64,
+    pub timed_out: u64,
+}
+
 /// One deployment as a scrape sees it.
 pub struct DeploymentSample {
     pub name: String,
@@ -232,8 +240,23 @@ impl Metrics {
         format: Format,
         events: &[EventSample],
         deployments: &[DeploymentSample],
+        connections: ConnectionSample,
     ) -> String {
-        let scrape = self.scrape_registry(events, deployments);
+        let mut scrape = self.scrape_registry(events, deployments);
+        let open = Gauge::<i64>::default();
+        open.set(i64::try_from(connections.open).unwrap_or(i64::MAX));
+        scrape.register("http_connections_open", "HTTP connections open now", open);
+        let refused = ConstCounter::new(connections.refused);
+        scrape.register_collector(Box::new(OneCounter {
+            name: "http_connections_refused",
+            help: "Connections closed at once because as many as the server takes were open",
+            counter: refused,
+        }));
+        scrape.register_collector(Box::new(OneCounter {
+            name: "http_connections_timed_out",
+            help: "Connections closed for sending no whole request within the idle timeout",
+            counter: ConstCounter::new(connections.timed_out),
+        }));
         let mut out = String::new();
         let encoded = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
             .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut out, &scrape))
@@ -331,6 +354,25 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// A counter whose value is read at the scrape.
+#[derive(Debug)]
+struct OneCounter {
+    name: &'static str,
+    help: &'static str,
+    counter: ConstCounter,
+}
+
+impl Collector for OneCounter {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.counter.encode(encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            self.counter.metric_type(),
+        )?)
     }
 }
 
@@ -532,9 +574,19 @@ mod tests {
             green: 1,
             total: 2,
         }];
-        let first = metrics.render(Format::Text, &[sample(State::Passing)], &deployments);
+        let first = metrics.render(
+            Format::Text,
+            &[sample(State::Passing)],
+            &deployments,
+            ConnectionSample::default(),
+        );
         assert!(first.contains("mdd_check_state{check=\"dns\",entity=\"e1\",state=\"passing\"} 1"));
-        let second = metrics.render(Format::Text, &[sample(State::Failing)], &deployments);
+        let second = metrics.render(
+            Format::Text,
+            &[sample(State::Failing)],
+            &deployments,
+            ConnectionSample::default(),
+        );
         assert!(
             second.contains("mdd_check_state{check=\"dns\",entity=\"e1\",state=\"passing\"} 0"),
             "{second}"
@@ -552,7 +604,12 @@ mod tests {
         );
         assert!(second.contains("mdd_build_info{version="));
         assert!(!second.contains("# EOF"));
-        let gone = metrics.render(Format::OpenMetrics, &[], &deployments);
+        let gone = metrics.render(
+            Format::OpenMetrics,
+            &[],
+            &deployments,
+            ConnectionSample::default(),
+        );
         assert!(!gone.contains("check=\"dns\""), "{gone}");
         assert!(gone.ends_with("# EOF\n"));
     }

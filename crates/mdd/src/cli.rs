@@ -261,6 +261,10 @@ pub struct ServerArgs {
     /// How often changed events are checkpointed (results are always durable at once).
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", hide = true)]
     pub event_checkpoint_interval: Duration,
+    /// How long a connection may go without sending a whole request (idle, or trickling its
+    /// headers) before it is closed.
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub idle_timeout: Duration,
 }
 
 /// Every setting can come from a flag, an environment variable or the `--config` file, in

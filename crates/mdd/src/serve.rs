@@ -53,6 +53,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     config.retention = args.retention;
     config.entity = args.name.clone();
     config.event_checkpoint_interval = args.event_checkpoint_interval;
+    config.idle_timeout = args.idle_timeout;
 
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -692,3 +692,105 @@ async fn an_agent_holds_results_of_a_racing_apply_and_corrects_its_clock() {
     assert!(!agent.said().contains("dropped"), "{}", agent.said());
     server.stop().await;
 }
+
+/// Raises this test process' own open-files limit: it opens more sockets than 1,024.
+fn raise_own_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+}
+
+/// About a thousand sockets that send nothing took the server down under the usual soft
+/// limit of 1,024 open files: `/healthz` and result posts timed out. The server raises its
+/// limit, closes connections that send nothing (or trickle their headers) after its idle
+/// timeout, and keeps answering.
+#[tokio::test]
+async fn idle_and_slow_connections_cannot_take_the_server_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Started as a service manager would start it: with the usual soft limit of 1,024.
+    let server = TestServer::start_wrapped(
+        &["sh", "-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\""],
+        dir.path(),
+        &["--idle-timeout", "2s"],
+    )
+    .await
+    .expect("server starts");
+    let spec = "checks:\n  - { name: cron, ttl: 1h }\n";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..1_100 {
+        idle.push(
+            tokio::net::TcpStream::connect(&address)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Still answering, promptly, with 1,100 sockets open that sent nothing.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let health = http.get(format!("{}/healthz", server.url)).send().await;
+    assert!(health.is_ok_and(|r| r.status() == 200), "healthz answers");
+    let posted = http
+        .post(format!("{}/api/v1/results", server.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(r#"{"results": [{"id": "r1", "check": "cron", "status": 0}]}"#)
+        .send()
+        .await;
+    assert!(posted.is_ok_and(|r| r.status() == 200), "results are taken");
+
+    // One that trickles its headers, a byte every 300 ms.
+    let mut trickle = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let trickler = tokio::spawn(async move {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n".iter() {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    });
+    // After the idle timeout the sockets that sent nothing are closed by the server.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let mut closed = 0;
+    for stream in idle.iter_mut().take(50) {
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50, "idle connections are closed by the server");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), trickler)
+            .await
+            .expect("the trickler ends")
+            .expect("joined"),
+        "a connection trickling its headers is cut off"
+    );
+    let (_, metrics) = {
+        let text = http
+            .get(format!("{}/metrics", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        ((), text)
+    };
+    assert!(
+        metrics.contains("mdd_http_connections_timed_out_total"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
