@@ -3,6 +3,7 @@
 //! only to 127.0.0.1, is bounded in time, and stops by itself.
 
 mod agent_bench;
+mod big_bench;
 mod dashboard_bench;
 mod ingest_bench;
 mod notify_bench;
@@ -29,6 +30,8 @@ enum Bench {
     Dashboard(dashboard_bench::DashboardArgs),
     /// Ingestion with 5 webhook handlers and 10% of results changing state, against none.
     Notify(notify_bench::NotifyArgs),
+    /// Deployment pages and /docs of 1,000 to 50,000 checks, and ingestion while they render.
+    Big(big_bench::BigArgs),
 }
 
 /// Every whole-process benchmark measures a release build: refuse to start without one.
@@ -46,5 +49,6 @@ fn main() -> Result<()> {
         Bench::Agent(args) => agent_bench::run(args),
         Bench::Dashboard(args) => dashboard_bench::run(args),
         Bench::Notify(args) => notify_bench::run(args),
+        Bench::Big(args) => big_bench::run(args),
     }
 }
