@@ -92,7 +92,11 @@ async fn page_time(http: &reqwest::Client, url: &str, n: usize) -> Result<Durati
 
 /// Result posts of one small batch back to back (and `/healthz` between them) for `seconds`:
 /// their p99s.
-async fn latencies(http: &reqwest::Client, url: &str, seconds: u64) -> Result<(Duration, Duration)> {
+async fn latencies(
+    http: &reqwest::Client,
+    url: &str,
+    seconds: u64,
+) -> Result<(Duration, Duration)> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let (mut posts, mut health) = (Vec::new(), Vec::new());
     let mut n = 0u64;
@@ -115,7 +119,11 @@ async fn latencies(http: &reqwest::Client, url: &str, seconds: u64) -> Result<(D
             bail!("a result post failed: {}", response.status());
         }
         let started = Instant::now();
-        http.get(format!("{url}/healthz")).send().await?.bytes().await?;
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
         health.push(started.elapsed());
     }
     let p99 = |mut v: Vec<Duration>| {
@@ -174,7 +182,11 @@ async fn run_async(args: BigArgs) -> Result<()> {
     let mut renderers = Vec::new();
     for i in 0..10 {
         let (http, url, rendering) = (http.clone(), url.clone(), Arc::clone(&rendering));
-        let page = if i % 2 == 0 { "/deployments/big" } else { "/docs" };
+        let page = if i % 2 == 0 {
+            "/deployments/big"
+        } else {
+            "/docs"
+        };
         renderers.push(tokio::spawn(async move {
             while rendering.load(Ordering::Relaxed) {
                 let _ = page_time(&http, &format!("{url}{page}"), 1).await;

@@ -57,22 +57,18 @@ fn spec() -> Spec {
 fn markdown_with_live_states() {
     let spec = spec();
     let live = live();
-    let doc = Document {
-        spec: &spec,
-        live: Some(&live),
-        source: Some("http://127.0.0.1:7700 at 2026-11-26 10:00 UTC".into()),
-    };
+    let doc = Document::new(
+        &spec,
+        Some(&live),
+        Some("http://127.0.0.1:7700 at 2026-11-26 10:00 UTC".into()),
+    );
     insta::assert_snapshot!(doc.render(Format::Markdown));
 }
 
 #[test]
 fn why_it_matters_follows_the_chain_and_the_deployments() {
     let spec = spec();
-    let doc = Document {
-        spec: &spec,
-        live: None,
-        source: None,
-    };
+    let doc = Document::new(&spec, None, None);
     let check = |name: &str| {
         spec.checks
             .iter()
@@ -93,11 +89,7 @@ fn why_it_matters_follows_the_chain_and_the_deployments() {
 fn html_escapes_everything_it_shows_and_draws_the_graph() {
     let spec = spec();
     let live = live();
-    let doc = Document {
-        spec: &spec,
-        live: Some(&live),
-        source: None,
-    };
+    let doc = Document::new(&spec, Some(&live), None);
     let html = doc.render(Format::Html);
     assert!(!html.contains("<script>alert"), "escaped");
     assert!(

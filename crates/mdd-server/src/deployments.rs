@@ -94,6 +94,7 @@ pub async fn update(shared: &Shared) {
     if changed.is_empty() && removed.is_empty() {
         return;
     }
+    shared.changed();
     if let Err(e) = shared
         .store
         .save_deployment_tracks(&changed, &removed, now)

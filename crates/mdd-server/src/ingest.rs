@@ -276,6 +276,10 @@ async fn write_group(
         .unwrap_or(0)
         .min(crate::notify::OCCURRENCES_WATCHED);
     let mut notices = Vec::new();
+    // Pages show outputs too: any stored result changes what they show.
+    if !staged.is_empty() {
+        shared.changed();
+    }
     {
         let mut cache = shared.events_write();
         for (key, cached) in staged {

@@ -209,6 +209,9 @@ pub struct Shared {
     pub outage: mdd_core::event::Outage,
     /// Connections open, refused at the bound, and closed for sending nothing.
     pub connections: Arc<listen::Connections>,
+    /// Goes up whenever what pages show changes (a state, a spec, a track, a silence): an
+    /// open dashboard tab asks "anything new?" for the price of comparing it.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -225,6 +228,17 @@ impl Shared {
         }
     }
 
+    /// What pages show has changed.
+    pub fn changed(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times what pages show has changed since the start.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn checks(&self) -> Arc<CheckSet> {
         Arc::clone(&self.checks.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -232,6 +246,7 @@ impl Shared {
     pub fn set_checks(&self, checks: CheckSet) {
         let revision = checks.revision;
         *self.checks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(checks);
+        self.changed();
         self.checks_changed.notify_waiters();
         self.revision.send_replace(revision);
     }
@@ -484,6 +499,7 @@ pub async fn start(
         checks_changed: tokio::sync::Notify::new(),
         outage,
         connections: Arc::default(),
+        version: std::sync::atomic::AtomicU64::new(0),
     });
 
     let mut new_admin_token = None;

@@ -68,6 +68,7 @@ pub async fn sweep(shared: &Shared) {
     match shared.store.delete_silences(&ended).await {
         Ok(_) => {
             shared.silences_write().retain(|s| !ended.contains(&s.id));
+            shared.changed();
             tracing::info!(count = ended.len(), "silences ended");
         }
         Err(e) => tracing::warn!("cannot end silences (will retry): {e}"),
@@ -116,6 +117,7 @@ pub async fn add(shared: &Shared, silence: Silence) -> Result<(), AddError> {
         .save_silence(&silence.id, &body, silence.expires_at)
         .await?;
     shared.silences_write().push(silence);
+    shared.changed();
     Ok(())
 }
 
@@ -126,5 +128,6 @@ pub async fn end(shared: &Shared, id: &str) -> Result<bool, mdd_storage::StoreEr
         .delete_silences(std::slice::from_ref(&id.to_string()))
         .await?;
     shared.silences_write().retain(|s| s.id != id);
+    shared.changed();
     Ok(deleted > 0)
 }

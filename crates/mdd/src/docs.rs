@@ -61,11 +61,7 @@ pub fn docs(args: DocsArgs) -> Result<u8> {
             jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
         )
     });
-    let document = Document {
-        spec: &spec,
-        live: live.as_ref(),
-        source,
-    };
+    let document = Document::new(&spec, live.as_ref(), source);
     let text = document.render(match args.format {
         DocsFormat::Md => Format::Markdown,
         DocsFormat::Html => Format::Html,

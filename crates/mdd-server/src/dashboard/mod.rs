@@ -208,9 +208,57 @@ macro_rules! require_reader {
     };
 }
 
+/// How long a page may be answered "not modified" while nothing it shows changed: times it
+/// shows (ages, settle countdowns, staleness) move on their own.
+const FRESH_FOR_MS: i64 = 15_000;
+
+/// A page's version for this viewer: what the server shows, the time bucket, and the viewer's
+/// session (a page carries its form token). A browser that has it is told "not modified".
+fn etag(dash: &Dashboard, headers: &HeaderMap) -> String {
+    let viewer = dash.viewer(headers);
+    let session = viewer.csrf.as_deref().unwrap_or("-");
+    format!(
+        "\"{}-{}-{}\"",
+        dash.shared.version(),
+        now_ms() / FRESH_FOR_MS,
+        &session[..session.len().min(12)]
+    )
+}
+
+/// Draws a page off the async workers (a page of 50,000 checks takes a while; ingestion and
+/// the API must not wait for it), unless the browser already has this version of it.
+async fn page(
+    dash: &Dashboard,
+    headers: &HeaderMap,
+    draw: impl FnOnce(&Shared) -> Response + Send + 'static,
+) -> Response {
+    let tag = etag(dash, headers);
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == tag);
+    let mut response = if known {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let shared = Arc::clone(&dash.shared);
+        match tokio::task::spawn_blocking(move || draw(&shared)).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::error!("drawing a page failed: {e}");
+                render(pages::message("Not drawn", "This page could not be drawn."))
+                    .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
 async fn overview(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     require_reader!(dash, headers, "/");
-    render(pages::overview(&dash.shared))
+    page(&dash, &headers, |shared| render(pages::overview(shared))).await
 }
 
 async fn deployment(
@@ -219,12 +267,15 @@ async fn deployment(
     Path(name): Path<String>,
 ) -> Response {
     require_reader!(dash, headers, format!("/deployments/{name}"));
-    match pages::deployment(&dash.shared, &name) {
-        Some(page) => render(page),
-        None => not_found(&format!(
-            "There is no deployment `{name}` in the applied spec."
-        )),
-    }
+    page(&dash, &headers, move |shared| {
+        match pages::deployment(shared, &name) {
+            Some(page) => render(page),
+            None => not_found(&format!(
+                "There is no deployment `{name}` in the applied spec."
+            )),
+        }
+    })
+    .await
 }
 
 async fn check(
@@ -418,12 +469,18 @@ async fn events(
         None => "/events".to_string(),
     };
     require_reader!(dash, headers, path);
-    render(pages::events(&dash.shared, query.as_deref().unwrap_or("")))
+    page(&dash, &headers, move |shared| {
+        render(pages::events(shared, query.as_deref().unwrap_or("")))
+    })
+    .await
 }
 
 async fn docs(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     require_reader!(dash, headers, "/docs");
-    html(StatusCode::OK, pages::docs(&dash.shared))
+    page(&dash, &headers, |shared| {
+        html(StatusCode::OK, pages::docs(shared))
+    })
+    .await
 }
 
 async fn report(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
@@ -433,7 +490,12 @@ async fn report(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Re
 
 async fn handlers(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     require_reader!(dash, headers, "/handlers");
-    render(pages::handlers(&dash.shared))
+    // Deliveries are not a change of what the other pages show: this one is always drawn.
+    let shared = Arc::clone(&dash.shared);
+    match tokio::task::spawn_blocking(move || render(pages::handlers(&shared))).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn login_form(RawQuery(query): RawQuery) -> Response {
