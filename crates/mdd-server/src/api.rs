@@ -229,7 +229,7 @@ async fn metrics(
     );
     let checks = shared.checks();
     let (events, deployments) = {
-        let events = shared.events_read();
+        let events = shared.events_snapshot();
         let tracks = shared.deployments_read();
         let clock = shared.clock();
         let mut resolver = StateResolver::new(&checks, &events, clock);
@@ -725,7 +725,7 @@ async fn get_event(
         "/api/v1/events/{check}/{entity}",
     )?;
     let checks = shared.checks();
-    let events = shared.events_read();
+    let events = shared.events_snapshot();
     let Some(cached) = events.get(&(check.clone(), entity.clone())) else {
         return Err(ApiError::not_found(format!(
             "no event for check `{}` on entity `{}`",
@@ -759,7 +759,7 @@ pub async fn breakage_report(
     let checks = shared.checks();
     let context = report_context(shared, &checks);
     let per_check = {
-        let events = shared.events_read();
+        let events = shared.events_snapshot();
         let has_event = |check: &str, entity: &str| {
             events.contains_key(&(check.to_string(), entity.to_string()))
         };

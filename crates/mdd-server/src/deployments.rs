@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checks::CheckSet;
 use crate::view::{Clock, StateResolver, timestamp};
-use crate::{CachedEvent, EventKey, Shared};
+use crate::{CachedEvent, Shared};
 
 /// How often tracks are brought up to date.
 const EVERY: Duration = Duration::from_secs(1);
@@ -63,7 +63,7 @@ pub async fn update(shared: &Shared) {
     let now = clock.now;
     let checks = shared.checks();
     let current = {
-        let events = shared.events_read();
+        let events = shared.events_snapshot();
         check_states(&checks, &events, clock)
     };
     let (changed, removed) = {
@@ -108,7 +108,7 @@ pub async fn update(shared: &Shared) {
 /// The state of every check that has events: the worst over its entities.
 pub fn check_states(
     checks: &CheckSet,
-    events: &BTreeMap<EventKey, CachedEvent>,
+    events: &crate::Events,
     clock: Clock,
 ) -> HashMap<String, CheckNow> {
     let mut resolver = StateResolver::new(checks, events, clock);
@@ -120,7 +120,7 @@ pub fn check_states(
 fn check_states_with<'a>(
     resolver: &mut StateResolver<'a>,
     checks: &'a CheckSet,
-    events: &'a BTreeMap<EventKey, CachedEvent>,
+    events: &'a crate::Events,
 ) -> HashMap<String, CheckNow> {
     let mut per_check: HashMap<String, CheckNow> = HashMap::new();
     for cached in events.values() {
@@ -171,7 +171,7 @@ fn selected_states(
 }
 
 /// No events, for resolving checks that have none.
-static EMPTY: BTreeMap<EventKey, CachedEvent> = BTreeMap::new();
+static EMPTY: crate::Events = BTreeMap::new();
 
 /// The checks whose labels match the deployment's selector (all of them for an empty one).
 pub fn selected<'a>(
@@ -258,7 +258,7 @@ pub struct RegressionView {
 /// The live view of deployments: worked out from the events as they are now and the tracks.
 pub struct Views<'a> {
     checks: &'a CheckSet,
-    events: &'a BTreeMap<EventKey, CachedEvent>,
+    events: &'a crate::Events,
     tracks: &'a Tracks,
     now: i64,
     resolver: StateResolver<'a>,
@@ -272,7 +272,7 @@ pub struct Views<'a> {
 impl<'a> Views<'a> {
     pub fn new(
         checks: &'a CheckSet,
-        events: &'a BTreeMap<EventKey, CachedEvent>,
+        events: &'a crate::Events,
         tracks: &'a Tracks,
         clock: Clock,
     ) -> Views<'a> {
@@ -354,7 +354,7 @@ impl<'a> Views<'a> {
                 state: state.as_str(),
             });
         }
-        (worst, entities, blocked_by, worst_event)
+        (worst, entities, blocked_by, worst_event.map(|e| &**e))
     }
 
     pub fn summary(&mut self, deployment: &'a Deployment) -> Summary {

@@ -105,7 +105,7 @@ async fn mark_alive(shared: &Shared) {
 /// Ingestion and the replay at start share it, so both give the same events.
 /// Also returns the incidents opened and closed and the flaps started on the way, in order.
 pub fn apply_results(
-    cache: &std::collections::BTreeMap<EventKey, CachedEvent>,
+    cache: &crate::Events,
     results: &[&StoredResult],
     checks: &crate::checks::CheckSet,
     outage: Outage,
@@ -127,7 +127,7 @@ pub fn apply_results(
         let cached = match staged.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match cache.get(e.key()) {
-                Some(existing) => e.insert(existing.clone()),
+                Some(existing) => e.insert(CachedEvent::clone(existing)),
                 None => {
                     created = true;
                     e.insert(CachedEvent::new(
@@ -210,7 +210,7 @@ pub async fn checkpoint(
         dirty
             .iter()
             .filter_map(|key| cache.get(key))
-            .filter_map(CachedEvent::to_row)
+            .filter_map(|cached| cached.to_row())
             .collect()
     };
     match shared.store.checkpoint_events(&rows).await {
@@ -285,7 +285,7 @@ async fn write_group(
         for (key, cached) in staged {
             dirty.insert(key.clone());
             let notice = watching.then(|| cached.clone());
-            let previous = cache.insert(key, cached);
+            let previous = cache.insert(key, Arc::new(cached));
             if let Some(event) = notice {
                 // Back from stale is a change too, even with the same status: handlers that
                 // were told it went stale hear that it reports again.

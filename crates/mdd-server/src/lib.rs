@@ -42,6 +42,11 @@ use crate::ingest::{IngestJob, IngestOutcome};
 /// (check, entity)
 pub type EventKey = (String, String);
 
+/// The events, by (check, entity). Each is shared: a page or a scrape takes them all in a
+/// moment under the lock (a reference each) and works on its copy without it, so the writer
+/// never waits for a page of 50,000 checks.
+pub type Events = BTreeMap<EventKey, Arc<CachedEvent>>;
+
 /// An event as the server keeps it: the state machine's event plus the output of the result
 /// that made it, so reads need no join.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,7 +187,7 @@ pub enum ServerError {
 pub struct Shared {
     pub store: Store,
     checks: RwLock<Arc<CheckSet>>,
-    events: RwLock<BTreeMap<EventKey, CachedEvent>>,
+    events: RwLock<Events>,
     tokens: RwLock<Vec<TokenEntry>>,
     ingest: mpsc::Sender<IngestJob>,
     pub metrics: metrics::Metrics,
@@ -285,11 +290,21 @@ impl Shared {
         self.deployments.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn events_read(&self) -> RwLockReadGuard<'_, BTreeMap<EventKey, CachedEvent>> {
+    pub fn events_read(&self) -> RwLockReadGuard<'_, Events> {
         self.events.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn events_write(&self) -> RwLockWriteGuard<'_, BTreeMap<EventKey, CachedEvent>> {
+    /// Every event as it is now, taken in a moment under the lock (a reference each) and
+    /// indexed without it: for pages, scrapes and sweeps over all of them, which then hold up
+    /// neither ingestion nor each other, however long they take.
+    pub fn events_snapshot(&self) -> Events {
+        let all: Vec<Arc<CachedEvent>> = self.events_read().values().cloned().collect();
+        all.into_iter()
+            .map(|e| ((e.event.check.clone(), e.event.entity.clone()), e))
+            .collect()
+    }
+
+    fn events_write(&self) -> RwLockWriteGuard<'_, Events> {
         self.events.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -621,7 +636,7 @@ async fn load_events(
     store: &Store,
     checks: &CheckSet,
     outage: mdd_core::event::Outage,
-) -> Result<BTreeMap<EventKey, CachedEvent>, ServerError> {
+) -> Result<Events, ServerError> {
     let checkpoint = store.load_event_checkpoint().await?;
     let mut events = BTreeMap::new();
     for row in checkpoint.events {
@@ -630,7 +645,7 @@ async fn load_events(
                 path: store.path().to_path_buf(),
                 detail: format!("event {}/{}: {e}", row.check, row.entity),
             })?;
-        events.insert((row.check, row.entity), cached);
+        events.insert((row.check, row.entity), Arc::new(cached));
     }
     let mut after = checkpoint.through_rowid;
     let mut replayed = std::collections::HashSet::new();
@@ -642,7 +657,7 @@ async fn load_events(
         let (staged, incidents) = ingest::apply_results(&events, &results, checks, outage);
         for (key, cached) in staged {
             replayed.insert(key.clone());
-            events.insert(key, cached);
+            events.insert(key, Arc::new(cached));
         }
         // Recorded again if they already were: harmless, and what a crash may have lost.
         store.record_incidents(&incidents).await?;
@@ -660,6 +675,7 @@ async fn load_events(
                 "the stored event is dated {} (a wrong clock); it counts as of now",
                 view::timestamp(cached.event.executed_at)
             );
+            let cached = Arc::make_mut(cached);
             cached.event.executed_at = now;
             for entry in &mut cached.event.history {
                 entry.executed_at = entry.executed_at.min(now);
@@ -675,7 +691,7 @@ async fn load_events(
         let rows: Vec<mdd_storage::EventRow> = replayed
             .iter()
             .filter_map(|key| events.get(key))
-            .filter_map(CachedEvent::to_row)
+            .filter_map(|cached| cached.to_row())
             .collect();
         store.checkpoint_events(&rows).await?;
     }

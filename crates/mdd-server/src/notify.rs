@@ -410,7 +410,7 @@ fn lane_of(check: &str, entity: &str) -> usize {
 fn catch_up(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
     let checks = shared.checks();
     let events: Vec<CachedEvent> = {
-        let events = shared.events_read();
+        let events = shared.events_snapshot();
         // Records of events that are gone, or of handlers that no longer apply, are dropped.
         let stale: Vec<OpenKey> = told
             .open
@@ -444,7 +444,7 @@ fn catch_up(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                 cached.event.status != Status::Ok
                     || remembered.contains(&(check.as_str(), entity.as_str()))
             })
-            .map(|(_, cached)| cached.clone())
+            .map(|(_, cached)| CachedEvent::clone(cached))
             .collect()
     };
     for event in events {
@@ -470,12 +470,7 @@ fn absent_entity(shared: &Shared) -> &str {
 
 /// Whether a handler's record is about a check that had no event at all when it went stale
 /// (and still has none on the entity it was told under).
-fn is_absent_record(
-    shared: &Shared,
-    events: &std::collections::BTreeMap<crate::EventKey, CachedEvent>,
-    check: &str,
-    entity: &str,
-) -> bool {
+fn is_absent_record(shared: &Shared, events: &crate::Events, check: &str, entity: &str) -> bool {
     entity == absent_entity(shared)
         && !events.contains_key(&(check.to_string(), entity.to_string()))
 }
@@ -507,7 +502,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
     let mut looked_at: Vec<(Notice, i64, String)> = Vec::new();
     let mut resolved_absent: Vec<OpenKey> = Vec::new();
     {
-        let events = shared.events_read();
+        let events = shared.events_snapshot();
         let mut resolver = StateResolver::new(&checks, &events, clock);
         let agents = crate::checks::AgentSubscriptions::of(shared);
         for check in checks.checks() {
@@ -517,7 +512,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             let mine: Vec<&CachedEvent> = events
                 .range((check.name.clone(), String::new())..)
                 .take_while(|((name, _), _)| *name == check.name)
-                .map(|(_, e)| e)
+                .map(|(_, e)| &**e)
                 .collect();
             if mine.is_empty() {
                 let resolved = resolver.absent(check);
@@ -701,7 +696,7 @@ fn decide(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>
                 events
                     .range((c.name.clone(), String::new())..)
                     .take_while(|((name, _), _)| *name == c.name)
-                    .map(|(_, e)| e.clone())
+                    .map(|(_, e)| CachedEvent::clone(e))
                     .collect::<Vec<_>>()
             })
             .filter(|e| e.event.status != Status::Ok)

@@ -2,14 +2,12 @@
 //! mark them (and notifications skip them). Expired silences, and `until_resolved` ones whose
 //! events all pass again, end on their own.
 
-use std::collections::BTreeMap;
-
 use mdd_core::State;
 use mdd_core::silence::{Silence, Target};
 
 use crate::checks::CheckSet;
 use crate::view::StateResolver;
-use crate::{CachedEvent, EventKey, Shared, now_ms};
+use crate::{Shared, now_ms};
 
 /// Reads the stored silences; one that cannot be read is skipped (and said).
 pub async fn load(store: &mdd_storage::Store) -> Result<Vec<Silence>, mdd_storage::StoreError> {
@@ -78,7 +76,7 @@ pub async fn sweep(shared: &Shared) {
 fn resolved(
     silence: &Silence,
     checks: &CheckSet,
-    events: &BTreeMap<EventKey, CachedEvent>,
+    events: &crate::Events,
     clock: crate::view::Clock,
 ) -> bool {
     if !silence.until_resolved || !silence.is_active(clock.now) {

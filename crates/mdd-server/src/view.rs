@@ -8,8 +8,8 @@ use mdd_core::State;
 use mdd_core::event::Outage;
 use serde::Serialize;
 
+use crate::CachedEvent;
 use crate::checks::CheckSet;
-use crate::{CachedEvent, EventKey};
 
 /// What the server knows of time when it works out states: now, and its last outage (time it
 /// was down does not count against ttls).
@@ -46,7 +46,7 @@ pub struct Resolved {
 /// life of one request.
 pub struct StateResolver<'a> {
     checks: &'a CheckSet,
-    events: &'a BTreeMap<EventKey, CachedEvent>,
+    events: &'a crate::Events,
     clock: Clock,
     memo: FastMap<(&'a str, &'a str), Resolved>,
 }
@@ -59,11 +59,7 @@ struct Dependency {
 }
 
 impl<'a> StateResolver<'a> {
-    pub fn new(
-        checks: &'a CheckSet,
-        events: &'a BTreeMap<EventKey, CachedEvent>,
-        clock: Clock,
-    ) -> StateResolver<'a> {
+    pub fn new(checks: &'a CheckSet, events: &'a crate::Events, clock: Clock) -> StateResolver<'a> {
         StateResolver {
             checks,
             events,
@@ -230,7 +226,7 @@ impl<'a> StateResolver<'a> {
             .events
             .range((dep.to_string(), String::new())..)
             .take_while(|((check, _), _)| check == dep)
-            .map(|(_, e)| e)
+            .map(|(_, e)| &**e)
             .collect();
         if events.is_empty() {
             // Never reported: it blocks from the start.

@@ -34,6 +34,9 @@ pub struct Dashboard {
     shared: Arc<Shared>,
     /// Session id → the session. Kept in memory: a restart signs everyone out.
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// Pages drawn at once: half the cores (at least one). Ten tabs on a deployment of 50,000
+    /// checks wait their turn instead of taking every core from ingestion and the API.
+    drawing: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone)]
@@ -63,9 +66,11 @@ impl Viewer {
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let state = Dashboard {
         shared,
         sessions: Arc::new(Mutex::new(HashMap::new())),
+        drawing: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
     };
     Router::new()
         .route("/", get(overview))
@@ -241,6 +246,9 @@ async fn page(
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let shared = Arc::clone(&dash.shared);
+        let Ok(_turn) = dash.drawing.acquire().await else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
         match tokio::task::spawn_blocking(move || draw(&shared)).await {
             Ok(response) => response,
             Err(e) => {

@@ -167,7 +167,7 @@ fn deployment_row(summary: &deployments::Summary) -> DeploymentRow {
 
 pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
     let checks = shared.checks();
-    let events = shared.events_read();
+    let events = shared.events_snapshot();
     let tracks = shared.deployments_read();
     let now = now_ms();
     // One view for the whole page: states worked out for the totals are reused by the
@@ -266,12 +266,18 @@ struct DeploymentPage {
 pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::Error>> {
     let checks = shared.checks();
     let deployment = checks.spec.deployments.iter().find(|d| d.name == name)?;
-    let events = shared.events_read();
-    let tracks = shared.deployments_read();
     let now = now_ms();
-    let mut views = Views::new(&checks, &events, &tracks, shared.clock_at(now))
-        .with_agents(crate::checks::AgentSubscriptions::of(shared));
-    let detail = views.detail(deployment);
+    // What the page needs of the live state, taken under the locks and nothing more: the
+    // drawing below runs without them, so ingestion never waits for a page.
+    let agents = crate::checks::AgentSubscriptions::of(shared);
+    let (detail, track) = {
+        let events = shared.events_snapshot();
+        let tracks = shared.deployments_read();
+        let mut views =
+            Views::new(&checks, &events, &tracks, shared.clock_at(now)).with_agents(agents);
+        (views.detail(deployment), tracks.get(name).cloned())
+    };
+    let track = track.as_ref();
     let check_href = |name: &str| format!("/checks/{}", encode(name));
     let state_of = |text: &str| text.parse::<State>().unwrap_or(State::Unknown);
 
@@ -373,7 +379,6 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
         String::new()
     };
 
-    let track = tracks.get(name);
     let started_at = track.map_or(now, |t| t.started_at);
     let mut green = 0usize;
     let mut points = Vec::new();
@@ -511,7 +516,7 @@ pub async fn check(
         let mine: Vec<&CachedEvent> = events
             .range((config.name.clone(), String::new())..)
             .take_while(|((c, _), _)| *c == config.name)
-            .map(|(_, e)| e)
+            .map(|(_, e)| &**e)
             .collect();
         for (i, cached) in mine.iter().enumerate() {
             let resolved = resolver.resolve(cached, Some(&config));
@@ -812,7 +817,7 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
         .collect();
     let needle = text.to_lowercase();
     let checks = shared.checks();
-    let events = shared.events_read();
+    let events = shared.events_snapshot();
     let silences = shared.silences_read();
     let now = now_ms();
     let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
@@ -912,6 +917,9 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
             }
         })
         .collect();
+    // The page is drawn without the locks.
+    drop(silences);
+    drop(events);
     let link = |to: usize| {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (key, value) in [
@@ -957,7 +965,7 @@ pub fn docs(shared: &Shared) -> String {
     let checks = shared.checks();
     let now = now_ms();
     let states = {
-        let events = shared.events_read();
+        let events = shared.events_snapshot();
         deployments::check_states(&checks, &events, shared.clock_at(now))
     };
     let live: BTreeMap<String, mdd_docs::Live> = states
