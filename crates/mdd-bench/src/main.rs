@@ -4,9 +4,11 @@
 
 mod agent_bench;
 mod big_bench;
+mod connections_bench;
 mod dashboard_bench;
 mod ingest_bench;
 mod notify_bench;
+mod server_checks_bench;
 mod verify_bench;
 
 use anyhow::Result;
@@ -32,6 +34,10 @@ enum Bench {
     Notify(notify_bench::NotifyArgs),
     /// Deployment pages and /docs of 1,000 to 50,000 checks, and ingestion while they render.
     Big(big_bench::BigArgs),
+    /// 1,000 and 2,000 server-side checks every second: on time, CPU against a spawn loop.
+    ServerChecks(server_checks_bench::ServerChecksArgs),
+    /// 10,000 idle sockets and 10,000 long-polls: /healthz and result posts against none.
+    Connections(connections_bench::ConnectionsArgs),
 }
 
 /// Every whole-process benchmark measures a release build: refuse to start without one.
@@ -50,5 +56,7 @@ fn main() -> Result<()> {
         Bench::Dashboard(args) => dashboard_bench::run(args),
         Bench::Notify(args) => notify_bench::run(args),
         Bench::Big(args) => big_bench::run(args),
+        Bench::ServerChecks(args) => server_checks_bench::run(args),
+        Bench::Connections(args) => connections_bench::run(args),
     }
 }
