@@ -403,7 +403,7 @@ async fn send_results(
     }
     // Stopping: what cannot be sent now waits in the spool for the next start.
     sender.flush().await;
-    sender.seal();
+    sender.seal().await;
 }
 
 /// What the agent tells the server in every keepalive about results it could not deliver.
@@ -512,8 +512,19 @@ impl Sender {
         }
     }
 
-    fn seal(&mut self) {
-        match self.spool.seal() {
+    /// Makes what was written durable without holding up the one thread the agent runs on:
+    /// the fsync (tens of ms on a busy disk) happens on the blocking pool while the checks go
+    /// on running; nothing of the segment is sent before it is done.
+    async fn seal(&mut self) {
+        if let Some(file) = self.spool.close_open() {
+            let synced = tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            if let Err(e) = synced {
+                tracing::error!("cannot make the spool durable: {e}");
+            }
+        }
+        match self.spool.sealed() {
             Ok(0) => {}
             Ok(dropped) => {
                 self.counters
@@ -531,7 +542,7 @@ impl Sender {
     /// Seals what was written (one fsync), then sends the spool oldest first, a few
     /// segments at a time; a segment goes once the server has all of it.
     async fn flush(&mut self) {
-        self.seal();
+        self.seal().await;
         if self
             .paused_until
             .is_some_and(|until| tokio::time::Instant::now() < until)

@@ -80,11 +80,22 @@ impl Spool {
     /// segment, so that it can be sent; the next result starts a new one. Returns how many
     /// older results had to be dropped to stay within the limit.
     pub fn seal(&mut self) -> io::Result<u64> {
-        let Some((_, file, _)) = self.open.take() else {
-            return Ok(0);
-        };
-        file.sync_data()?;
-        drop(file);
+        if let Some(file) = self.close_open() {
+            file.sync_data()?;
+        }
+        self.enforce_limit()
+    }
+
+    /// Closes the open segment for writing (the next result starts a new one) and hands over
+    /// its file, to be made durable where waiting for the disk holds nobody up; then call
+    /// [`Spool::sealed`].
+    pub fn close_open(&mut self) -> Option<File> {
+        self.open.take().map(|(_, file, _)| file)
+    }
+
+    /// After the file from [`Spool::close_open`] is synced: keeps the spool within its limit.
+    /// Returns how many older results had to be dropped.
+    pub fn sealed(&self) -> io::Result<u64> {
         self.enforce_limit()
     }
 

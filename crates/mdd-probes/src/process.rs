@@ -59,6 +59,19 @@ pub struct Finished {
 /// grace for pipes), whatever the program does: never reads stdin, prints forever, forks and
 /// leaves children behind, or hangs.
 pub async fn run(run: Run<'_>) -> Finished {
+    run_inner(run).await
+}
+
+/// Spawns in flight at once on the blocking pool, for the whole process: twice the cores.
+fn spawn_turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
+async fn run_inner(run: Run<'_>) -> Finished {
     let mut finished = Finished {
         ended: Ended::Lost(String::new()),
         stdout: Captured::default(),
@@ -96,6 +109,10 @@ pub async fn run(run: Run<'_>) -> Finished {
     let spawned = if run.spawn_inline {
         spawn()
     } else {
+        // A few spawns at a time: thousands of checks falling due together would otherwise
+        // each take a blocking thread (hundreds of them), and the threads that store results
+        // would get a sliver of the cores (inserts of a second at 2,000 checks a second).
+        let _turn = spawn_turns().acquire().await;
         tokio::task::spawn_blocking(spawn)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))

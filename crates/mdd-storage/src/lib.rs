@@ -18,7 +18,7 @@ use mdd_core::Status;
 use mdd_core::perfdata::PerfDatum;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "mdd.db";
@@ -213,7 +213,10 @@ impl Store {
             // 64 MiB of page cache per connection: result inserts touch several B-trees at
             // random places (ids, checks), and a miss costs a read.
             .pragma("cache_size", "-65536")
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // sqlx logs a slow statement with its whole text: a group insert is megabytes of
+            // placeholders. Slowness shows in `mdd_ingest_commit_seconds` instead.
+            .disable_statement_logging();
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
