@@ -794,3 +794,76 @@ async fn idle_and_slow_connections_cannot_take_the_server_down() {
     );
     server.stop().await;
 }
+
+/// Drawing a large deployment's page never holds up ingestion: a result posted while the
+/// page of 10,000 checks is being drawn is acknowledged before the page arrives (the page held
+/// the events' lock for as long as it took, and the writer waited for it).
+#[tokio::test]
+async fn a_large_page_being_drawn_holds_up_no_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]).await;
+    let n = 10_000;
+    let mut spec = String::from(
+        "deployments:\n  - { name: big, selector: { dc: big }, settle: 1h }\nchecks:\n",
+    );
+    for i in 0..n {
+        let depends = if i < 50 {
+            String::new()
+        } else {
+            format!(", depends_on: [c{}]", i % 50)
+        };
+        spec.push_str(&format!(
+            "  - {{ name: c{i}, owner: t{}, labels: {{ dc: big }}, ttl: 1h{depends} }}\n",
+            i % 20
+        ));
+    }
+    let (status, body) = server.apply(&[("spec.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let results: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|i| serde_json::json!({ "id": format!("r{i}"), "check": format!("c{i}"), "entity": "e1", "status": i % 3 }))
+            .collect();
+        let (status, body) = server
+            .post(
+                "/api/v1/results",
+                &serde_json::json!({ "results": results }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let page = {
+        let (http, url, order) = (server.http.clone(), server.url.clone(), order.clone());
+        tokio::spawn(async move {
+            let text = http
+                .get(format!("{url}/deployments/big"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("page")
+                .text()
+                .await
+                .expect("text");
+            order.lock().expect("lock").push("page");
+            text.len()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, _) = server
+        .post(
+            "/api/v1/results",
+            &serde_json::json!({ "results": [{ "id": "during", "check": "c1", "entity": "e1", "status": 0 }] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    order.lock().expect("lock").push("result");
+    let weight = page.await.expect("page task");
+    assert!(weight > 1_000_000, "the whole page: {weight} bytes");
+    assert_eq!(
+        *order.lock().expect("lock"),
+        ["result", "page"],
+        "the result was acknowledged while the page was still being drawn"
+    );
+    server.stop().await;
+}
