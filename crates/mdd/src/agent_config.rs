@@ -105,16 +105,21 @@ pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
             ),
         },
     };
-    let name = match args.name.or(file.name) {
-        Some(name) => name,
-        None => nix::unistd::gethostname()
-            .context("cannot read this host's name; pass --name")?
-            .to_string_lossy()
-            .into_owned(),
+    let (name, from) = match (args.name, file.name) {
+        (Some(name), _) => (name, "--name".to_string()),
+        (None, Some(name)) => (name, format!("{}: name", path.display())),
+        (None, None) => (
+            nix::unistd::gethostname()
+                .context("cannot read this host's name; pass --name")?
+                .to_string_lossy()
+                .into_owned(),
+            "this host's name".to_string(),
+        ),
     };
     if !mdd_core::spec::is_valid_entity_name(&name) {
+        let name = mdd_core::terminal::printable(&name);
         bail!(
-            "`{name}` cannot be an entity name: use letters, digits, `.`, `_` and `-` (pass --name)"
+            "{from}: `{name}` cannot be an entity name: use letters, digits, `.`, `_` and `-` (pass --name)"
         );
     }
     let data = args
@@ -126,7 +131,21 @@ pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
         .subscriptions
         .or(file.subscriptions)
         .unwrap_or_default();
-    config.ca = args.ca.or(file.ca);
+    // A CA file that cannot be read is said now, naming where it was given, rather than when
+    // the agent first connects.
+    config.ca = match (args.ca, file.ca) {
+        (Some(ca), _) => {
+            std::fs::metadata(&ca)
+                .with_context(|| format!("--ca: cannot read {}", ca.display()))?;
+            Some(ca)
+        }
+        (None, Some(ca)) => {
+            std::fs::metadata(&ca)
+                .with_context(|| format!("{}: ca: cannot read {}", path.display(), ca.display()))?;
+            Some(ca)
+        }
+        (None, None) => None,
+    };
     config.spool_limit = args
         .spool_limit_mib
         .or(file.spool_limit_mib)
