@@ -867,3 +867,68 @@ async fn a_large_page_being_drawn_holds_up_no_result() {
     );
     server.stop().await;
 }
+
+/// An open dashboard tab does not keep a core busy: while nothing a page shows changes, the
+/// live script's look is answered "not modified" without drawing the page again.
+#[tokio::test]
+async fn an_open_tab_is_told_not_modified_while_nothing_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]).await;
+    let spec =
+        "deployments:\n  - { name: dc1, settle: 1h }\nchecks:\n  - { name: cron, ttl: 1h }\n";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    let get = |tag: Option<String>| {
+        let server = &server;
+        async move {
+            let mut request = server
+                .http
+                .get(format!("{}/deployments/dc1", server.url))
+                .bearer_auth(ADMIN);
+            if let Some(tag) = tag {
+                request = request.header("if-none-match", tag);
+            }
+            let response = request.send().await.expect("page");
+            let tag = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (
+                response.status().as_u16(),
+                tag,
+                response.text().await.expect("body"),
+            )
+        }
+    };
+    let (status, tag, body) = get(None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("dc1"));
+    let tag = tag.expect("an ETag");
+    // The tracker looks once a second; let it settle, then ask with what we have.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // (A page's version also turns over every 15 s, so that ages it shows move on: ask again
+    // if that happened between the two looks.)
+    let (mut status, mut settled, mut again, mut body) = (0, String::new(), None, String::new());
+    for _ in 0..3 {
+        settled = get(None).await.1.expect("an ETag");
+        (status, again, body) = get(Some(settled.clone())).await;
+        if status == 304 {
+            break;
+        }
+    }
+    assert_eq!(status, 304, "nothing changed: {tag} then {settled}");
+    assert!(body.is_empty());
+    assert_eq!(again.as_deref(), Some(settled.as_str()));
+    let (status, _) = server
+        .post(
+            "/api/v1/results",
+            &serde_json::json!({ "results": [{ "id": "r1", "check": "cron", "entity": "e1", "status": 2 }] }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, changed, body) = get(Some(settled.clone())).await;
+    assert_eq!(status, 200, "a result changed what the page shows");
+    assert!(body.contains("cron"));
+    assert_ne!(changed.as_deref(), Some(settled.as_str()));
+    server.stop().await;
+}
