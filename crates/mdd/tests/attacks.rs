@@ -452,6 +452,9 @@ impl Agent {
             }
             None => tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd")),
         };
+        // Its own process group, killed whole when the test ends: a wrapper (faketime) may
+        // run the agent as its child rather than in its place.
+        command.process_group(0);
         let child = command
             .args([
                 "agent", "--server", server, "--token", token, "--name", "web1",
@@ -476,6 +479,17 @@ impl Agent {
 
     fn said(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
