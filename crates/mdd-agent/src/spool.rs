@@ -18,8 +18,11 @@ const SEGMENT_BYTES: u64 = 1024 * 1024;
 pub struct Spool {
     dir: PathBuf,
     limit: u64,
-    /// The segment results are written to now: its path, the open file and its size.
-    open: Option<(PathBuf, File, u64)>,
+    /// The segment results are written to now: its path, the open file, its size, and its
+    /// lines (kept to send it without reading it back).
+    open: Option<(PathBuf, File, u64, Vec<String>)>,
+    /// The lines of the segment sealed last, while it waits to be sent.
+    sealed: Option<(PathBuf, Vec<String>)>,
 }
 
 impl Spool {
@@ -29,6 +32,7 @@ impl Spool {
             dir: dir.to_path_buf(),
             limit: limit.max(SEGMENT_BYTES),
             open: None,
+            sealed: None,
         })
     }
 
@@ -60,9 +64,9 @@ impl Spool {
                 .append(true)
                 .read(true)
                 .open(&path)?;
-            self.open = Some((path, file, 0));
+            self.open = Some((path, file, 0, Vec::new()));
         }
-        let Some((_, file, size)) = self.open.as_mut() else {
+        let Some((_, file, size, lines)) = self.open.as_mut() else {
             return Ok(());
         };
         let mut text = String::with_capacity(line.len() + 1);
@@ -70,6 +74,7 @@ impl Spool {
         text.push('\n');
         file.write_all(text.as_bytes())?;
         *size += text.len() as u64;
+        lines.push(line.to_string());
         if *size >= SEGMENT_BYTES {
             self.seal()?;
         }
@@ -90,7 +95,9 @@ impl Spool {
     /// its file, to be made durable where waiting for the disk holds nobody up; then call
     /// [`Spool::sealed`].
     pub fn close_open(&mut self) -> Option<File> {
-        self.open.take().map(|(_, file, _)| file)
+        let (path, file, _, lines) = self.open.take()?;
+        self.sealed = Some((path, lines));
+        Some(file)
     }
 
     /// After the file from [`Spool::close_open`] is synced: keeps the spool within its limit.
@@ -154,17 +161,30 @@ impl Spool {
     /// The oldest sealed segment and its results. A line cut short by a crash mid-write is
     /// skipped. Seal first to include what was written since the last seal.
     pub fn oldest(&self) -> io::Result<Option<(PathBuf, Vec<String>)>> {
-        let open = self.open.as_ref().map(|(path, _, _)| path);
+        let open = self.open.as_ref().map(|(path, _, _, _)| path);
         match self.segments()?.into_iter().find(|s| Some(s) != open) {
             None => Ok(None),
             Some(path) => {
+                // The segment just sealed is in memory still: no need to read it back.
+                if let Some((sealed, lines)) = &self.sealed
+                    && *sealed == path
+                {
+                    return Ok(Some((path, lines.clone())));
+                }
                 let lines = read_lines(&path)?;
                 Ok(Some((path, lines)))
             }
         }
     }
 
-    pub fn remove(&self, segment: &Path) -> io::Result<()> {
+    pub fn remove(&mut self, segment: &Path) -> io::Result<()> {
+        if self
+            .sealed
+            .as_ref()
+            .is_some_and(|(path, _)| path == segment)
+        {
+            self.sealed = None;
+        }
         fs::remove_file(segment)
     }
 }
@@ -223,7 +243,7 @@ mod tests {
         for i in 0..3000 {
             assert_eq!(spool.append(&[line(i)]).expect("append"), 0);
         }
-        let spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("reopen");
+        let mut spool = Spool::open(dir.path(), 100 * 1024 * 1024).expect("reopen");
         let mut seen = Vec::new();
         while let Some((segment, lines)) = spool.oldest().expect("read") {
             seen.extend(lines);
