@@ -11,6 +11,7 @@
 //! Owns the agent's side of the protocol and the spool. Must not know how the server stores
 //! things; talks to it only over the documented API.
 
+mod enroll;
 mod spool;
 
 use std::path::PathBuf;
@@ -24,14 +25,23 @@ use mdd_probes::scheduler::{Executed, Scheduler};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use enroll::{TOKEN_FILE, credentials};
 pub use spool::Spool;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// The server's base URL, like `http://127.0.0.1:7700`.
     pub server: String,
-    /// An agent token.
-    pub token: String,
+    /// An agent token (None: enroll with `enroll_token`, or let the client certificate say
+    /// who the agent is).
+    pub token: Option<String>,
+    /// An enrollment token, presented once when the data directory holds no token of its own.
+    pub enroll_token: Option<String>,
+    /// A client certificate and its key (PEM files), for servers that take them instead of
+    /// tokens (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// What to tell the operator when the server refuses the token.
+    pub token_hint: String,
     /// The entity this agent reports as.
     pub name: String,
     pub subscriptions: Vec<String>,
@@ -55,10 +65,18 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(server: String, token: String, name: String, data_dir: PathBuf) -> AgentConfig {
+    pub fn new(
+        server: String,
+        token: Option<String>,
+        name: String,
+        data_dir: PathBuf,
+    ) -> AgentConfig {
         AgentConfig {
             server,
             token,
+            enroll_token: None,
+            client_cert: None,
+            token_hint: "make a token with `mdd token create --role agent --entity NAME` and give it with --token-file, or enroll with --enroll-token (`mdd token create --role enroll`)".into(),
             name,
             subscriptions: Vec::new(),
             data_dir,
@@ -83,6 +101,18 @@ pub enum AgentError {
     },
     #[error("cannot set up the connection to the server: {0}")]
     Client(String),
+    #[error("{0}")]
+    Enroll(String),
+    #[error("stopped before the agent could start")]
+    Stopped,
+}
+
+/// Adds the agent's token, when it has one (a client certificate may stand for it).
+fn authed(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }
 
 /// The most results one request carries.
@@ -92,8 +122,10 @@ const SEGMENTS_PER_FLUSH: usize = 4;
 /// How long the server may hold a long-poll open.
 const POLL_WAIT: &str = "30s";
 
-/// Runs until `shutdown`; then sends (or spools) what it has and returns.
-pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+/// Runs until `shutdown`; then sends (or spools) what it has and returns. Settles the
+/// agent's token first (see [`credentials`]).
+pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    credentials(&mut config, &shutdown).await?;
     let spool_dir = config.data_dir.join("spool");
     let spool = Spool::open(&spool_dir, config.spool_limit).map_err(|error| AgentError::Spool {
         path: spool_dir.clone(),
@@ -187,9 +219,7 @@ async fn send_keepalives(
             "deregister": config.deregister,
         })
         .to_string();
-        let sent = http
-            .post(&url)
-            .bearer_auth(&config.token)
+        let sent = authed(http.post(&url), config.token.as_deref())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .timeout(config.keepalive_every.max(Duration::from_secs(1)))
@@ -221,6 +251,26 @@ fn client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| AgentError::Client(format!("CA file {}: {e}", ca.display())))?;
         builder = builder.tls_certs_only(certs);
+    }
+    if let Some((cert, key)) = &config.client_cert {
+        let mut pem = std::fs::read(cert).map_err(|e| {
+            AgentError::Client(format!(
+                "cannot read the certificate {}: {e}",
+                cert.display()
+            ))
+        })?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).map_err(|e| {
+            AgentError::Client(format!("cannot read the key {}: {e}", key.display()))
+        })?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            AgentError::Client(format!(
+                "the certificate {} and key {} do not make a client identity: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+        builder = builder.identity(identity);
     }
     builder
         .build()
@@ -269,7 +319,7 @@ async fn pull_checks(
         if let Some(v) = &version {
             url.push_str(&format!("&after={v}"));
         }
-        let request = http.get(&url).bearer_auth(&config.token).send();
+        let request = authed(http.get(&url), config.token.as_deref()).send();
         let answer = tokio::select! {
             _ = shutdown.cancelled() => return,
             answer = request => answer,
@@ -285,8 +335,9 @@ async fn pull_checks(
                     || response.status() == reqwest::StatusCode::FORBIDDEN =>
             {
                 Err(format!(
-                    "the server does not accept this agent's token ({}); make one with `mdd token create --role agent --entity NAME`",
-                    response.status()
+                    "the server does not accept this agent's credentials ({}); {}",
+                    response.status(),
+                    config.token_hint
                 ))
             }
             Ok(response) => Err(format!("server answered {}", response.status())),
@@ -366,6 +417,7 @@ async fn send_results(
     let mut sender = Sender {
         url: format!("{}/api/v1/results", config.server.trim_end_matches('/')),
         token: config.token.clone(),
+        token_hint: config.token_hint.clone(),
         http,
         spool,
         counters,
@@ -424,7 +476,8 @@ const MAX_AUTH_PAUSE: Duration = Duration::from_secs(60);
 
 struct Sender {
     url: String,
-    token: String,
+    token: Option<String>,
+    token_hint: String,
     http: reqwest::Client,
     spool: Spool,
     counters: Arc<Counters>,
@@ -660,9 +713,10 @@ impl Sender {
             "does not accept this agent's token (unknown, or revoked)"
         };
         tracing::error!(
-            "the server {what} ({status}: {}). Results are kept in the spool; trying again in {}. Make a token with `mdd token create --role agent --entity NAME` and give it with --token-file",
+            "the server {what} ({status}: {}). Results are kept in the spool; trying again in {}. {}",
             said.trim(),
-            mdd_core::format_duration(self.pause)
+            mdd_core::format_duration(self.pause),
+            self.token_hint
         );
     }
 
@@ -718,10 +772,7 @@ impl Sender {
     async fn post(&self, batch: &[String]) -> Delivery {
         let lines: Vec<String> = batch.iter().map(|l| self.dated(l)).collect();
         let body = format!("{{\"results\":[{}]}}", lines.join(","));
-        let sent = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.token)
+        let sent = authed(self.http.post(&self.url), self.token.as_deref())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()

@@ -96,7 +96,13 @@ pub fn router(shared: AppState) -> Router {
                 .post(apply_spec)
                 .layer(DefaultBodyLimit::max(MAX_SPEC_BODY)),
         )
-        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(revoke_token))
+        .route(
+            "/api/v1/entities/{name}",
+            axum::routing::delete(delete_entity),
+        )
+        .route("/api/v1/agent/enroll", post(enroll))
         .route("/api/v1/agent/checks", get(agent_checks))
         .route("/api/v1/agent/keepalive", post(agent_keepalive))
         .layer(DefaultBodyLimit::max(max_body))
@@ -183,8 +189,21 @@ fn authorize(
             "a token is required: send `Authorization: Bearer <token>` (mdd --token or MDD_TOKEN)",
         ));
     };
+    let now = now_ms();
     match shared.token(secret) {
-        Some(token) if token.role.allows(needed) => Ok(Some(token)),
+        Some(token) if token.expired(now) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "this token expired at {}; make another with `mdd token create`",
+                timestamp(token.expires_at.unwrap_or(now))
+            ),
+        )),
+        Some(token) if token.role.allows(needed) => {
+            token
+                .last_used
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            Ok(Some(token))
+        }
         Some(token) => {
             tracing::warn!(
                 route,
@@ -230,7 +249,7 @@ async fn metrics(
     let checks = shared.checks();
     let (events, deployments) = {
         let events = shared.events_snapshot();
-        let tracks = shared.deployments_read();
+        let tracks = shared.deployments_snapshot();
         let clock = shared.clock();
         let mut resolver = StateResolver::new(&checks, &events, clock);
         let mut samples: Vec<crate::metrics::EventSample> = events
@@ -613,7 +632,8 @@ async fn list_events(
     authorize(&shared, &headers, Role::Read, "/api/v1/events")?;
     let filter = EventFilter::parse(query.as_deref())?;
     let checks = shared.checks();
-    let events = shared.events_read();
+    // A snapshot: listing 50,000 events must not hold the lock the writer needs.
+    let events = shared.events_snapshot();
     let now = now_ms();
     let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
     let silences = shared.silences_read();
@@ -816,7 +836,7 @@ fn report_context(
     shared: &Shared,
     checks: &CheckSet,
 ) -> BTreeMap<String, mdd_core::incident::CheckContext> {
-    let tracks = shared.deployments_read();
+    let tracks = shared.deployments_snapshot();
     let mut context: BTreeMap<String, mdd_core::incident::CheckContext> = checks
         .checks()
         .iter()
@@ -1113,8 +1133,8 @@ async fn list_deployments(
 ) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Read, "/api/v1/deployments")?;
     let checks = shared.checks();
-    let events = shared.events_read();
-    let tracks = shared.deployments_read();
+    let events = shared.events_snapshot();
+    let tracks = shared.deployments_snapshot();
     let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock());
     let list: Vec<crate::deployments::Summary> = checks
         .spec
@@ -1138,8 +1158,8 @@ async fn get_deployment(
             truncate(&name)
         )));
     };
-    let events = shared.events_read();
-    let tracks = shared.deployments_read();
+    let events = shared.events_snapshot();
+    let tracks = shared.deployments_snapshot();
     let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock())
         .with_agents(crate::checks::AgentSubscriptions::of(&shared));
     Ok(Json(views.detail(deployment)).into_response())
@@ -1430,6 +1450,17 @@ struct TokenRequest {
     /// For agent tokens: the only entity it may report for.
     #[serde(default)]
     entity: Option<String>,
+    /// How long it lives, like `24h` (default: for ever).
+    #[serde(default)]
+    expires: Option<String>,
+    /// Enrollment tokens: how many agents may enroll with it (default: any number).
+    #[serde(default)]
+    uses: Option<u32>,
+    /// Enrollment tokens: subscriptions and labels the agents that enroll get.
+    #[serde(default)]
+    subscriptions: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 async fn create_token(
@@ -1453,14 +1484,223 @@ async fn create_token(
             )));
         }
     }
-    let secret = shared
-        .create_token(request.role, &request.name, request.entity.as_deref())
+    let enrolling = request.role == Role::Enroll;
+    if !enrolling
+        && (request.uses.is_some()
+            || !request.subscriptions.is_empty()
+            || !request.labels.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "uses, subscriptions and labels are for enrollment tokens (role enroll)",
+        ));
+    }
+    if request.uses == Some(0) {
+        return Err(ApiError::bad_request("uses: at least 1"));
+    }
+    for subscription in &request.subscriptions {
+        if !valid_name(subscription) {
+            return Err(ApiError::bad_request(format!(
+                "subscriptions: `{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+                truncate(subscription)
+            )));
+        }
+    }
+    let now = now_ms();
+    let expires_at = match &request.expires {
+        Some(text) => {
+            let lives = mdd_core::parse_duration(text).map_err(|e| {
+                ApiError::bad_request(format!("expires: {}", truncate(&e.to_string())))
+            })?;
+            if lives.is_zero() {
+                return Err(ApiError::bad_request("expires: more than 0"));
+            }
+            Some(now.saturating_add(i64::try_from(lives.as_millis()).unwrap_or(i64::MAX)))
+        }
+        None => None,
+    };
+    let (secret, id) = shared
+        .create_token_with(crate::NewToken {
+            role: request.role,
+            name: request.name.clone(),
+            entity: request.entity.clone(),
+            expires_at,
+            uses: request.uses.map(i64::from),
+            grants: crate::auth::Grants {
+                subscriptions: request.subscriptions.clone(),
+                labels: request.labels.clone(),
+            },
+        })
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "token": secret, "role": request.role, "name": request.name, "entity": request.entity,
+            "token": secret, "id": id, "role": request.role, "name": request.name,
+            "entity": request.entity, "expires_at": expires_at.map(timestamp),
+            "uses": request.uses, "subscriptions": request.subscriptions, "labels": request.labels,
+        })),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/tokens` (admin): every token, without its secret (which is never stored).
+async fn list_tokens(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Admin, "/api/v1/tokens")?;
+    let now = now_ms();
+    let list: Vec<serde_json::Value> = shared
+        .token_list()
+        .iter()
+        .map(|t| {
+            let used = t.last_used.load(std::sync::atomic::Ordering::Relaxed);
+            json!({
+                "id": t.id, "name": t.name, "role": t.role, "entity": t.entity,
+                "created_at": timestamp(t.created_at),
+                "last_used_at": (used > 0).then(|| timestamp(used)),
+                "expires_at": t.expires_at.map(timestamp),
+                "expired": t.expired(now),
+                "uses_left": t.uses_left,
+                "subscriptions": t.grants.subscriptions, "labels": t.grants.labels,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": list })).into_response())
+}
+
+/// `DELETE /api/v1/tokens/{id}` (admin): refused from the next request on, dashboard sessions
+/// signed in with it included. Agents it enrolled keep their own tokens.
+async fn revoke_token(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Admin, "/api/v1/tokens/{id}")?;
+    if shared
+        .revoke_token(&id)
+        .await
+        .map_err(|e| ApiError::store(&e))?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(format!("no token `{}`", truncate(&id))))
+    }
+}
+
+/// `DELETE /api/v1/entities/{name}` (admin): the entity and its events go (its results stay
+/// until retention); an agent still running under that name registers it again.
+async fn delete_entity(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&shared, &headers, Role::Admin, "/api/v1/entities/{name}")?;
+    let known = shared
+        .store
+        .entities()
+        .await
+        .map_err(|e| ApiError::store(&e))?
+        .iter()
+        .any(|e| e.name == name)
+        || shared.events_read().keys().any(|(_, e)| *e == name);
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "no entity `{}`",
+            truncate(&name)
+        )));
+    }
+    shared.keepalives().remove(&name);
+    shared
+        .forget_entity(&name)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    shared.changed();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    /// The entity to register: the agent's host name by default.
+    name: String,
+    /// Subscriptions and labels the agent asks for besides what the token grants.
+    #[serde(default)]
+    subscriptions: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/agent/enroll` (enrollment token): registers the agent's entity and answers
+/// with an agent token bound to it, which the agent keeps and uses from then on.
+async fn enroll(
+    AxumState(shared): AxumState<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let Some(token) = authorize(&shared, &headers, Role::Enroll, "/api/v1/agent/enroll")? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "an enrollment token is required",
+        ));
+    };
+    let request: EnrollRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("enrollment", &e))?;
+    if !valid_name(&request.name) {
+        return Err(ApiError::bad_request(format!(
+            "name: `{}` must be 1 to {MAX_NAME} of A-Z a-z 0-9 . _ - :",
+            truncate(&request.name)
+        )));
+    }
+    if token.uses_left.is_some_and(|n| n <= 0) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this enrollment token has no use left; make another with `mdd token create --role enroll`",
+        ));
+    }
+    // A name held by an agent alive now is refused: two hosts would report as one.
+    let now = now_ms();
+    let live = shared.keepalives().get(&request.name).is_some_and(|w| {
+        w.reported == mdd_core::Status::Ok && (now - w.last) as f64 <= w.info.warning_s * 1000.0
+    });
+    if live {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "an agent alive now already reports as `{}`: give this host another --name, or delete the entity first (mdd entity delete {})",
+                truncate(&request.name),
+                truncate(&request.name)
+            ),
+        ));
+    }
+    let secret = shared
+        .enroll(&token, &request.name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let Some(secret) = secret else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this enrollment token has no use left; make another with `mdd token create --role enroll`",
+        ));
+    };
+    let mut subscriptions = token.grants.subscriptions.clone();
+    for s in request.subscriptions {
+        if !subscriptions.contains(&s) {
+            subscriptions.push(s);
+        }
+    }
+    let mut labels = request.labels;
+    labels.extend(token.grants.labels.clone());
+    tracing::info!(
+        entity = request.name,
+        enrolled_with = token.name,
+        "an agent enrolled"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": secret, "entity": request.name,
+            "subscriptions": subscriptions, "labels": labels,
         })),
     )
         .into_response())

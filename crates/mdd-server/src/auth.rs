@@ -4,9 +4,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// What a token may do.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read the API.
@@ -15,6 +13,8 @@ pub enum Role {
     Agent,
     /// Everything: apply specs, create tokens.
     Admin,
+    /// Only enroll an agent (`POST /api/v1/agent/enroll`), which gets a token of its own.
+    Enroll,
 }
 
 impl Role {
@@ -23,6 +23,7 @@ impl Role {
             Role::Read => "read",
             Role::Agent => "agent",
             Role::Admin => "admin",
+            Role::Enroll => "enroll",
         }
     }
 
@@ -31,14 +32,35 @@ impl Role {
             "read" => Some(Role::Read),
             "agent" => Some(Role::Agent),
             "admin" => Some(Role::Admin),
+            "enroll" => Some(Role::Enroll),
             _ => None,
         }
     }
 
-    /// Whether this role may do what `needed` allows.
+    /// Read < agent < admin; an enrollment token enrolls and does nothing else, and nothing
+    /// else enrolls.
     pub fn allows(self, needed: Role) -> bool {
-        self >= needed
+        let rank = |role: Role| match role {
+            Role::Read => 0,
+            Role::Agent => 1,
+            Role::Admin => 2,
+            Role::Enroll => 3,
+        };
+        match (self, needed) {
+            (Role::Enroll, Role::Enroll) => true,
+            (Role::Enroll, _) | (_, Role::Enroll) => false,
+            (have, want) => rank(have) >= rank(want),
+        }
     }
+}
+
+/// What an enrollment token grants the agents that enroll with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grants {
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +71,22 @@ pub struct TokenEntry {
     pub name: String,
     /// An agent token bound to an entity reports only for it (and its checks' proxy entities).
     pub entity: Option<String>,
+    pub created_at: i64,
+    /// Refused after this (ms).
+    pub expires_at: Option<i64>,
+    /// Enrollment tokens: uses left (None: any number).
+    pub uses_left: Option<i64>,
+    pub grants: Grants,
+    /// When it was last used (ms), shared by every copy of the entry; written to the store
+    /// now and then.
+    pub last_used: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl TokenEntry {
+    /// Whether it is past its expiry at `now`.
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
 }
 
 pub fn hash(secret: &str) -> [u8; 32] {
@@ -96,6 +134,11 @@ mod tests {
             role: Role::Agent,
             name: "agent".into(),
             entity: None,
+            created_at: 0,
+            expires_at: None,
+            uses_left: None,
+            grants: Grants::default(),
+            last_used: Default::default(),
         }];
         assert_eq!(find(&tokens, &a).map(|t| t.id.as_str()), Some("t1"));
         assert!(find(&tokens, &b).is_none());
@@ -108,5 +151,11 @@ mod tests {
         assert!(Role::Agent.allows(Role::Read));
         assert!(!Role::Read.allows(Role::Agent));
         assert!(!Role::Agent.allows(Role::Admin));
+        assert!(Role::Enroll.allows(Role::Enroll));
+        assert!(!Role::Enroll.allows(Role::Read), "enrolling is all it does");
+        assert!(
+            !Role::Admin.allows(Role::Enroll),
+            "enrolling takes an enrollment token"
+        );
     }
 }

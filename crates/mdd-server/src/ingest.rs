@@ -8,7 +8,9 @@
 //! every job of the group with the error and changes nothing.
 //!
 //! Events are derived from results, so they are written as a checkpoint once a second rather
-//! than with every group; a start after a crash replays the results after the checkpoint.
+//! than with every group; a start after a crash replays the results after the checkpoint. The
+//! checkpoint is taken between groups (so its sequence number is exactly what the events
+//! include) and written beside the writer: a checkpoint of 10,000 events never holds up an ack.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +33,29 @@ pub struct IngestJob {
     pub reply: oneshot::Sender<Result<IngestOutcome, Arc<StoreError>>>,
 }
 
+/// What the writer is asked to do, in order.
+pub enum WriterJob {
+    Results(IngestJob),
+    /// Drops an entity's events, from memory and the store, such that no replay brings them
+    /// back: done by the writer, between groups, after a checkpoint of everything before.
+    ForgetEntity {
+        entity: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// Incident changes recorded per transaction: small enough that a group commit waiting for
+/// SQLite's write lock waits little.
+const INCIDENTS_PER_TRANSACTION: usize = 500;
+
+/// What a checkpoint took from the writer, given back when it could not be written.
+struct Unwritten {
+    dirty: HashSet<EventKey>,
+    incidents: Vec<IncidentChange>,
+}
+
+type Checkpointing = tokio::task::JoinHandle<Result<(), Unwritten>>;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IngestOutcome {
     /// Results stored by this request.
@@ -42,7 +67,7 @@ pub struct IngestOutcome {
 /// Runs until `drain` is cancelled and every job sent before that has been answered.
 pub async fn run_writer(
     shared: Arc<Shared>,
-    mut jobs: mpsc::Receiver<IngestJob>,
+    mut jobs: mpsc::Receiver<WriterJob>,
     drain: tokio_util::sync::CancellationToken,
 ) {
     let mut closing = false;
@@ -50,45 +75,223 @@ pub async fn run_writer(
     // Incident changes wait for the checkpoint like events do: a crash loses none of them,
     // because the replay of the results after the checkpoint makes them again.
     let mut incidents: Vec<IncidentChange> = Vec::new();
+    let mut checkpointing: Option<Checkpointing> = None;
     let mut tick = tokio::time::interval(shared.config.event_checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut alive = tokio::time::interval(ALIVE_EVERY);
     alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A job taken while gathering a group that does not belong in it.
+    let mut held: Option<WriterJob> = None;
     loop {
-        let next = tokio::select! {
-            job = jobs.recv() => job,
-            _ = tick.tick() => {
-                checkpoint(&shared, &mut dirty, &mut incidents).await;
-                continue;
-            }
-            _ = alive.tick() => {
-                mark_alive(&shared).await;
-                continue;
-            }
-            _ = drain.cancelled(), if !closing => {
-                // No new jobs from now on; the ones already queued are still written.
-                jobs.close();
-                closing = true;
-                continue;
-            }
+        let next = match held.take() {
+            Some(job) => Some(job),
+            None => tokio::select! {
+                job = jobs.recv() => job,
+                _ = tick.tick() => {
+                    // One checkpoint at a time: a slow one makes the next wait, and the
+                    // events it would have written stay dirty until then.
+                    if checkpointing.as_ref().is_none_or(|task| task.is_finished()) {
+                        finish(&mut checkpointing, &mut dirty, &mut incidents).await;
+                        checkpointing = begin_checkpoint(&shared, &mut dirty, &mut incidents).await;
+                    }
+                    continue;
+                }
+                _ = alive.tick() => {
+                    mark_alive(&shared).await;
+                    continue;
+                }
+                _ = drain.cancelled(), if !closing => {
+                    // No new jobs from now on; the ones already queued are still written.
+                    jobs.close();
+                    closing = true;
+                    continue;
+                }
+            },
         };
-        let Some(first) = next else { break };
+        let first = match next {
+            None => break,
+            Some(WriterJob::ForgetEntity { entity, reply }) => {
+                finish(&mut checkpointing, &mut dirty, &mut incidents).await;
+                let done = forget_entity(&shared, &entity, &mut dirty, &mut incidents).await;
+                let _ = reply.send(done);
+                continue;
+            }
+            Some(WriterJob::Results(job)) => job,
+        };
         let mut size = first.results.len();
         let mut group = vec![first];
         while size < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(job) => {
+                Ok(WriterJob::Results(job)) => {
                     size += job.results.len();
                     group.push(job);
+                }
+                Ok(other) => {
+                    held = Some(other);
+                    break;
                 }
                 Err(_) => break,
             }
         }
         write_group(&shared, group, &mut dirty, &mut incidents).await;
     }
-    checkpoint(&shared, &mut dirty, &mut incidents).await;
+    finish(&mut checkpointing, &mut dirty, &mut incidents).await;
+    if let Some(last) = begin_checkpoint(&shared, &mut dirty, &mut incidents).await {
+        checkpointing = Some(last);
+        finish(&mut checkpointing, &mut dirty, &mut incidents).await;
+    }
     mark_alive(&shared).await;
     tracing::debug!("ingestion writer drained and stopped");
+}
+
+/// Waits for the checkpoint being written, if any, and takes back what it could not write.
+async fn finish(
+    checkpointing: &mut Option<Checkpointing>,
+    dirty: &mut HashSet<EventKey>,
+    incidents: &mut Vec<IncidentChange>,
+) {
+    let Some(task) = checkpointing.take() else {
+        return;
+    };
+    let unwritten = match task.await {
+        Ok(Ok(())) => return,
+        Ok(Err(unwritten)) => unwritten,
+        Err(e) => {
+            // Its keys are lost with it; the next start replays from the last checkpoint
+            // written, so nothing acknowledged is lost, only replayed.
+            tracing::error!("the event checkpoint task failed: {e}");
+            return;
+        }
+    };
+    dirty.extend(unwritten.dirty);
+    // Its incident changes happened before the ones gathered since: they go first.
+    let later = std::mem::replace(incidents, unwritten.incidents);
+    incidents.extend(later);
+}
+
+/// Takes what the next checkpoint writes (the dirty events as they are now, the incident
+/// changes so far, and the sequence number of the newest stored result, which is exactly what
+/// those events include because the writer is between groups) and writes it in a task of its
+/// own. Nothing to write, or the sequence number unreadable: no task, nothing taken.
+async fn begin_checkpoint(
+    shared: &Arc<Shared>,
+    dirty: &mut HashSet<EventKey>,
+    incidents: &mut Vec<IncidentChange>,
+) -> Option<Checkpointing> {
+    if dirty.is_empty() && incidents.is_empty() {
+        return None;
+    }
+    let taken = match take_checkpoint(shared, dirty, incidents).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            tracing::warn!("cannot write the event checkpoint (will retry): {e}");
+            return None;
+        }
+    };
+    let shared = Arc::clone(shared);
+    Some(tokio::spawn(async move {
+        write_checkpoint(&shared, taken)
+            .await
+            .map_err(|(unwritten, e)| {
+                tracing::warn!("cannot write the event checkpoint (will retry): {e}");
+                unwritten
+            })
+    }))
+}
+
+/// One checkpoint's worth, taken from the writer.
+struct Taken {
+    keys: HashSet<EventKey>,
+    changes: Vec<IncidentChange>,
+    events: Vec<Arc<CachedEvent>>,
+    through: i64,
+}
+
+async fn take_checkpoint(
+    shared: &Shared,
+    dirty: &mut HashSet<EventKey>,
+    incidents: &mut Vec<IncidentChange>,
+) -> Result<Taken, StoreError> {
+    let through = shared.store.newest_result_seq().await?;
+    let keys = std::mem::take(dirty);
+    let events: Vec<Arc<CachedEvent>> = {
+        let cache = shared.events_read();
+        keys.iter()
+            .filter_map(|key| cache.get(key).cloned())
+            .collect()
+    };
+    Ok(Taken {
+        keys,
+        changes: std::mem::take(incidents),
+        events,
+        through,
+    })
+}
+
+async fn write_checkpoint(shared: &Shared, taken: Taken) -> Result<(), (Unwritten, StoreError)> {
+    let Taken {
+        keys,
+        changes,
+        events,
+        through,
+    } = taken;
+    // Incidents first: if the events' checkpoint then fails, the replay makes them again,
+    // which is harmless (recording is idempotent).
+    for (n, chunk) in changes.chunks(INCIDENTS_PER_TRANSACTION).enumerate() {
+        if let Err(e) = shared.store.record_incidents(chunk).await {
+            let unwritten = Unwritten {
+                dirty: keys,
+                incidents: changes[n * INCIDENTS_PER_TRANSACTION..].to_vec(),
+            };
+            return Err((unwritten, e));
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    // Encoding 10,000 events takes a while: off the async workers.
+    let rows = tokio::task::spawn_blocking(move || {
+        events
+            .iter()
+            .filter_map(|cached| cached.to_row())
+            .collect::<Vec<EventRow>>()
+    })
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        // A bug, not a condition: the task's failure is logged by `finish`, and the events
+        // it would have written are replayed by the next start.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let written = shared.store.checkpoint_events_through(&rows, through).await;
+    written.map_err(|e| {
+        let unwritten = Unwritten {
+            dirty: keys,
+            incidents: Vec::new(),
+        };
+        (unwritten, e)
+    })
+}
+
+/// Checkpoints everything first, so that the results already stored for `entity` are behind
+/// the checkpoint and no replay makes its events again; then drops them.
+async fn forget_entity(
+    shared: &Arc<Shared>,
+    entity: &str,
+    dirty: &mut HashSet<EventKey>,
+    incidents: &mut Vec<IncidentChange>,
+) -> Result<(), StoreError> {
+    let taken = take_checkpoint(shared, dirty, incidents).await?;
+    if let Err((unwritten, e)) = write_checkpoint(shared, taken).await {
+        dirty.extend(unwritten.dirty);
+        let later = std::mem::replace(incidents, unwritten.incidents);
+        incidents.extend(later);
+        return Err(e);
+    }
+    shared.store.delete_entity(entity).await?;
+    shared.events_write().retain(|(_, e), _| e != entity);
+    dirty.retain(|(_, e)| e != entity);
+    Ok(())
 }
 
 /// How often the server records that it is up: the next start counts the time after the last
@@ -185,38 +388,6 @@ pub fn apply_results(
         }
     }
     (staged, changes)
-}
-
-/// Writes the events changed since the last checkpoint. On failure they stay dirty and the
-/// next checkpoint tries again; results are already safe, so nothing is lost meanwhile.
-pub async fn checkpoint(
-    shared: &Shared,
-    dirty: &mut HashSet<EventKey>,
-    incidents: &mut Vec<IncidentChange>,
-) {
-    // Incidents first: if the events' checkpoint then fails, the replay makes them again,
-    // which is harmless (recording is idempotent).
-    if !incidents.is_empty() {
-        match shared.store.record_incidents(incidents).await {
-            Ok(()) => incidents.clear(),
-            Err(e) => tracing::warn!("cannot record incidents (will retry): {e}"),
-        }
-    }
-    if dirty.is_empty() {
-        return;
-    }
-    let rows: Vec<EventRow> = {
-        let cache = shared.events_read();
-        dirty
-            .iter()
-            .filter_map(|key| cache.get(key))
-            .filter_map(|cached| cached.to_row())
-            .collect()
-    };
-    match shared.store.checkpoint_events(&rows).await {
-        Ok(_) => dirty.clear(),
-        Err(e) => tracing::warn!("cannot write the event checkpoint (will retry): {e}"),
-    }
 }
 
 async fn write_group(

@@ -22,7 +22,7 @@ pub mod scheduler;
 pub mod silences;
 pub mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Role, TokenEntry};
 use crate::checks::CheckSet;
-use crate::ingest::{IngestJob, IngestOutcome};
+use crate::ingest::{IngestJob, IngestOutcome, WriterJob};
 
 /// (check, entity)
 pub type EventKey = (String, String);
@@ -189,7 +189,7 @@ pub struct Shared {
     checks: RwLock<Arc<CheckSet>>,
     events: RwLock<Events>,
     tokens: RwLock<Vec<TokenEntry>>,
-    ingest: mpsc::Sender<IngestJob>,
+    ingest: mpsc::Sender<WriterJob>,
     pub metrics: metrics::Metrics,
     pub config: ServerConfig,
     /// Serialises applies, so two concurrent applies cannot lose each other's files.
@@ -262,11 +262,22 @@ impl Shared {
         self.keepalives.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Removes an entity and its events, from the store and from memory.
+    /// Removes an entity and its events, from the store and from memory; the writer does it,
+    /// between groups, so that no checkpoint or replay brings them back.
     pub async fn forget_entity(&self, entity: &str) -> Result<(), StoreError> {
-        self.store.delete_entity(entity).await?;
-        self.events_write().retain(|(_, e), _| e != entity);
-        Ok(())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Corrupt {
+            path: self.store.path().to_path_buf(),
+            detail: "the ingestion writer has stopped".into(),
+        };
+        self.ingest
+            .send(WriterJob::ForgetEntity {
+                entity: entity.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// A receiver that wakes when a new check set is applied.
@@ -284,6 +295,13 @@ impl Shared {
 
     pub fn deployments_read(&self) -> RwLockReadGuard<'_, deployments::Tracks> {
         self.deployments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of every deployment's track, for work that takes a while (pages, views): the
+    /// tracker's once-a-second write must never wait for a page, since it waits on an async
+    /// worker and whatever is queued behind it waits too.
+    pub fn deployments_snapshot(&self) -> deployments::Tracks {
+        self.deployments_read().clone()
     }
 
     fn deployments_write(&self) -> RwLockWriteGuard<'_, deployments::Tracks> {
@@ -326,7 +344,7 @@ impl Shared {
             })
         };
         self.ingest
-            .send(IngestJob { results, reply })
+            .send(WriterJob::Results(IngestJob { results, reply }))
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
@@ -339,35 +357,171 @@ impl Shared {
         name: &str,
         entity: Option<&str>,
     ) -> Result<String, ServerError> {
-        let secret = auth::new_secret().map_err(|e| ServerError::Token(e.to_string()))?;
-        self.add_token(&secret, role, name, entity).await?;
-        Ok(secret)
+        self.create_token_with(NewToken {
+            role,
+            name: name.to_string(),
+            entity: entity.map(str::to_string),
+            ..NewToken::default()
+        })
+        .await
+        .map(|(secret, _)| secret)
     }
 
-    async fn add_token(
-        &self,
-        secret: &str,
-        role: Role,
-        name: &str,
-        entity: Option<&str>,
-    ) -> Result<(), ServerError> {
-        let hash = auth::hash(secret);
-        let id = uuid::Uuid::now_v7().to_string();
-        self.store
-            .create_token(&id, &hash, role.as_str(), name, now_ms(), entity)
-            .await?;
-        self.tokens
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(TokenEntry {
-                hash,
-                id,
-                role,
-                name: name.to_string(),
-                entity: entity.map(str::to_string),
-            });
-        Ok(())
+    /// Creates a token with everything a token can say; returns the secret and its id.
+    pub async fn create_token_with(&self, new: NewToken) -> Result<(String, String), ServerError> {
+        let secret = auth::new_secret().map_err(|e| ServerError::Token(e.to_string()))?;
+        let id = self.add_token(&secret, new).await?;
+        Ok((secret, id))
     }
+
+    async fn add_token(&self, secret: &str, new: NewToken) -> Result<String, ServerError> {
+        let hash = auth::hash(secret);
+        let (entry, record) = token_entry(hash, new);
+        self.store.create_token(&hash, &record).await?;
+        let id = entry.id.clone();
+        self.tokens_write().push(entry);
+        Ok(id)
+    }
+
+    fn tokens_write(&self) -> RwLockWriteGuard<'_, Vec<TokenEntry>> {
+        self.tokens.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every token, without secrets: for `GET /api/v1/tokens`.
+    pub fn token_list(&self) -> Vec<TokenEntry> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether a token with this id still exists (a dashboard session lives as long as the
+    /// token it was signed in with).
+    pub fn token_exists(&self, id: &str) -> bool {
+        let now = now_ms();
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|t| t.id == id && !t.expired(now))
+    }
+
+    /// Revokes a token now: it is refused from the next request on. False if none has the id.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let deleted = self.store.delete_token(id).await?;
+        let mut tokens = self.tokens_write();
+        let before = tokens.len();
+        tokens.retain(|t| t.id != id);
+        Ok(deleted || tokens.len() != before)
+    }
+
+    /// Enrolls an agent with an enrollment token: one use of it makes an agent token bound to
+    /// `entity`, stored and in force at once. None when the enrollment token has no use left.
+    pub async fn enroll(
+        &self,
+        enroll: &TokenEntry,
+        entity: &str,
+    ) -> Result<Option<String>, ServerError> {
+        let secret = auth::new_secret().map_err(|e| ServerError::Token(e.to_string()))?;
+        let hash = auth::hash(&secret);
+        let (entry, record) = token_entry(
+            hash,
+            NewToken {
+                role: Role::Agent,
+                name: format!("{entity} (enrolled with {})", enroll.name),
+                entity: Some(entity.to_string()),
+                ..NewToken::default()
+            },
+        );
+        if !self.store.enroll(&enroll.id, &hash, &record).await? {
+            return Ok(None);
+        }
+        let mut tokens = self.tokens_write();
+        for token in tokens.iter_mut().filter(|t| t.id == enroll.id) {
+            token.uses_left = token.uses_left.map(|n| n - 1);
+        }
+        tokens.push(entry);
+        Ok(Some(secret))
+    }
+
+    /// Writes when tokens were last used, for those used since the last time.
+    pub async fn save_token_uses(&self, written: &mut HashMap<String, i64>) {
+        let used: Vec<(String, i64)> = self
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.last_used.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .filter(|(id, at)| *at > 0 && written.get(id) != Some(at))
+            .collect();
+        if used.is_empty() {
+            return;
+        }
+        match self.store.token_uses(&used).await {
+            Ok(()) => written.extend(used),
+            Err(e) => tracing::warn!("cannot record when tokens were used: {e}"),
+        }
+    }
+}
+
+/// What a new token is.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub role: Role,
+    pub name: String,
+    pub entity: Option<String>,
+    pub expires_at: Option<i64>,
+    pub uses: Option<i64>,
+    pub grants: auth::Grants,
+}
+
+impl Default for NewToken {
+    fn default() -> NewToken {
+        NewToken {
+            role: Role::Read,
+            name: String::new(),
+            entity: None,
+            expires_at: None,
+            uses: None,
+            grants: auth::Grants::default(),
+        }
+    }
+}
+
+fn token_entry(hash: [u8; 32], new: NewToken) -> (TokenEntry, mdd_storage::TokenRecord) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let created_at = now_ms();
+    let grants = (new.grants != auth::Grants::default())
+        .then(|| serde_json::to_string(&new.grants).unwrap_or_default());
+    let record = mdd_storage::TokenRecord {
+        id: id.clone(),
+        role: new.role.as_str().to_string(),
+        name: new.name.clone(),
+        created_at,
+        entity: new.entity.clone(),
+        last_used_at: None,
+        expires_at: new.expires_at,
+        uses_left: new.uses,
+        grants,
+    };
+    let entry = TokenEntry {
+        hash,
+        id,
+        role: new.role,
+        name: new.name,
+        entity: new.entity,
+        created_at,
+        expires_at: new.expires_at,
+        uses_left: new.uses,
+        grants: new.grants,
+        last_used: Default::default(),
+    };
+    (entry, record)
 }
 
 pub fn now_ms() -> i64 {
@@ -462,6 +616,17 @@ pub async fn start(
                 role: Role::parse(&record.role)?,
                 name: record.name,
                 entity: record.entity,
+                created_at: record.created_at,
+                expires_at: record.expires_at,
+                uses_left: record.uses_left,
+                grants: record
+                    .grants
+                    .as_deref()
+                    .and_then(|g| serde_json::from_str(g).ok())
+                    .unwrap_or_default(),
+                last_used: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+                    record.last_used_at.unwrap_or(0),
+                )),
             })
         })
         .collect();
@@ -526,8 +691,15 @@ pub async fn start(
     match (has_tokens, shared.config.admin_token.clone()) {
         (false, Some(secret)) => {
             shared
-                .add_token(&secret, Role::Admin, "first admin", None)
-                .await?
+                .add_token(
+                    &secret,
+                    NewToken {
+                        role: Role::Admin,
+                        name: "first admin".into(),
+                        ..NewToken::default()
+                    },
+                )
+                .await?;
         }
         (false, None) => {
             new_admin_token = Some(
@@ -550,7 +722,14 @@ pub async fn start(
             }
             None => {
                 shared
-                    .add_token(&secret, Role::Admin, "admin token given at start", None)
+                    .add_token(
+                        &secret,
+                        NewToken {
+                            role: Role::Admin,
+                            name: "admin token given at start".into(),
+                            ..NewToken::default()
+                        },
+                    )
                     .await?;
                 tracing::warn!(
                     "added the admin token given at start (--admin-token-file or MDD_ADMIN_TOKEN): the store had tokens, none of them this one"
@@ -574,6 +753,7 @@ pub async fn start(
         ));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
+    let token_uses = tokio::spawn(token_uses_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
     // Notifications run on a thread of their own: a storm of deliveries then never queues
@@ -615,6 +795,7 @@ pub async fn start(
         shutdown.cancel();
         let _ = scheduler.await;
         let _ = housekeeping.await;
+        let _ = token_uses.await;
         let _ = watchdog.await;
         let _ = progress.await;
         let _ = tokio::task::spawn_blocking(move || notifier.join()).await;
@@ -696,6 +877,19 @@ async fn load_events(
         store.checkpoint_events(&rows).await?;
     }
     Ok(events)
+}
+
+/// Records when tokens were last used, every 30 s and at the end (not on every request).
+async fn token_uses_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut written = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        shared.save_token_uses(&mut written).await;
+    }
+    shared.save_token_uses(&mut written).await;
 }
 
 /// Deletes results older than the retention, hourly.

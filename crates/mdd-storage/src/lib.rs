@@ -113,7 +113,7 @@ pub struct SpecRevision {
     pub files: Vec<SpecFile>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenRecord {
     pub id: String,
     pub role: String,
@@ -121,6 +121,13 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// The only entity an agent token may report for, when it is bound to one.
     pub entity: Option<String>,
+    pub last_used_at: Option<i64>,
+    /// After this it is refused.
+    pub expires_at: Option<i64>,
+    /// Enrollment tokens: how many more agents may enroll with it (None: any number).
+    pub uses_left: Option<i64>,
+    /// Enrollment tokens: what enrolled agents get (JSON), as the server wrote it.
+    pub grants: Option<String>,
 }
 
 /// The latest state of a (check, entity) pair as stored: the fields queries filter on, and the
@@ -185,9 +192,17 @@ pub struct Store {
     /// Held (locked) for as long as any handle on the store lives: a second server on the
     /// same directory would silently diverge from the first.
     lock: std::sync::Arc<File>,
+    /// Taken by every write, in turn. SQLite has one writer; left to its busy handler, a
+    /// writer retrying with back-off loses to one taking the lock again at once (a group
+    /// commit waited 300 ms behind a checkpoint's transactions). A queue is fair.
+    writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
+    async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
     /// Opens (creating if needed) the store in `dir` and brings its schema up to date.
     pub async fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|error| StoreError::DataDir {
@@ -233,6 +248,7 @@ impl Store {
             pool,
             path,
             lock: std::sync::Arc::new(lock),
+            writes: std::sync::Arc::default(),
         })
     }
 
@@ -247,6 +263,7 @@ impl Store {
     /// Writes a group in one transaction; when this returns Ok, all of it is on disk. Returns
     /// the ids that were new (a result whose id is already stored is left as it was).
     pub async fn commit(&self, commit: Commit<'_>) -> Result<HashSet<String>, StoreError> {
+        let _turn = self.write_turn().await;
         let mut inserted = HashSet::with_capacity(commit.results.len());
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for chunk in commit.results.chunks(RESULT_ROWS_PER_INSERT) {
@@ -303,10 +320,36 @@ impl Store {
         Ok(inserted)
     }
 
+    /// The sequence number of the newest stored result (0 for none): what the events include
+    /// once every result up to it has been folded into them.
+    pub async fn newest_result_seq(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT coalesce(max(rowid), 0) FROM results")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?
+            .try_get(0)
+            .map_err(|e| self.err(e))
+    }
+
     /// Writes the events that changed since the last checkpoint, and records that the stored
-    /// events now include every result up to the newest stored. Call it from the single writer,
-    /// between group commits, so that "newest stored" is exactly what the events include.
+    /// events now include every result up to the newest stored. Call it only while nothing
+    /// else stores results (at start), so that "newest stored" is exactly what they include.
     pub async fn checkpoint_events(&self, events: &[EventRow]) -> Result<i64, StoreError> {
+        let through = self.newest_result_seq().await?;
+        self.checkpoint_events_through(events, through).await?;
+        Ok(through)
+    }
+
+    /// Writes `events` and records, in the same transaction, that the stored events include
+    /// every result up to sequence number `through` (from [`Store::newest_result_seq`], taken
+    /// when the events were). Results stored meanwhile are replayed after a crash; the
+    /// recorded sequence never goes backwards.
+    pub async fn checkpoint_events_through(
+        &self,
+        events: &[EventRow],
+        through: i64,
+    ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for chunk in events.chunks(EVENT_ROWS_PER_UPSERT) {
             let mut query = QueryBuilder::<Sqlite>::new(
@@ -331,23 +374,22 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e))?;
         }
-        let row = sqlx::query(
-            "INSERT INTO checkpoints (name, value) SELECT 'events', coalesce(max(rowid), 0) FROM results WHERE true
-             -- `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value
-             RETURNING value",
+        sqlx::query(
+            "INSERT INTO checkpoints (name, value) VALUES ('events', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
         )
-        .fetch_one(&mut *tx)
+        .bind(through)
+        .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let through: i64 = row.try_get(0).map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(through)
+        Ok(())
     }
 
     /// Records that the server was up at `at` (ms), so that the next start knows how long it
     /// was down.
     pub async fn mark_alive(&self, at: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO checkpoints (name, value) VALUES ('alive', ?1)
              ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
@@ -538,6 +580,7 @@ impl Store {
         info: &str,
         at: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO entities (name, first_seen, last_seen, info, last_keepalive) VALUES (?1, ?2, ?2, ?3, ?2)
              ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),
@@ -555,6 +598,7 @@ impl Store {
     /// Removes an entity and its events (a `deregister` agent that went away). Its results stay
     /// until retention removes them.
     pub async fn delete_entity(&self, name: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for sql in [
             "DELETE FROM events WHERE entity = ?1",
@@ -573,6 +617,7 @@ impl Store {
     /// Events keep pointing at their last result, which retention never removes, and results
     /// not yet in an event checkpoint are never removed either.
     pub async fn prune_results(&self, before: i64) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "DELETE FROM results WHERE received_at < ?1
              AND id NOT IN (SELECT last_result_id FROM events)
@@ -593,6 +638,7 @@ impl Store {
         removed: &[String],
         at: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for (name, track) in tracks {
             sqlx::query(
@@ -639,6 +685,7 @@ impl Store {
         body: &str,
         expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO silences (id, body, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
@@ -654,6 +701,7 @@ impl Store {
 
     /// Deletes silences by id; returns how many there were.
     pub async fn delete_silences(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let mut deleted = 0;
         for id in ids {
@@ -686,6 +734,7 @@ impl Store {
         &self,
         changes: &[mdd_core::incident::IncidentChange],
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         use mdd_core::incident::IncidentChange;
         if changes.is_empty() {
             return Ok(());
@@ -778,6 +827,7 @@ impl Store {
         resolved: &[(String, String, String)],
         keep_per_handler: usize,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         if deliveries.is_empty() && notified.is_empty() && resolved.is_empty() {
             return Ok(());
         }
@@ -923,6 +973,7 @@ impl Store {
 
     /// Stores a new spec revision and returns its number.
     pub async fn apply_spec(&self, files: &[SpecFile], applied_at: i64) -> Result<i64, StoreError> {
+        let _turn = self.write_turn().await;
         let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             detail: format!("cannot encode the spec: {e}"),
@@ -969,24 +1020,22 @@ impl Store {
         }))
     }
 
-    pub async fn create_token(
-        &self,
-        id: &str,
-        hash: &[u8],
-        role: &str,
-        name: &str,
-        created_at: i64,
-        entity: Option<&str>,
-    ) -> Result<(), StoreError> {
+    /// Stores a token: its hash (never the secret) and its record.
+    pub async fn create_token(&self, hash: &[u8], token: &TokenRecord) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
-            "INSERT INTO tokens (id, hash, role, name, created_at, entity) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO tokens (id, hash, role, name, created_at, entity, expires_at, uses_left, grants)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
-        .bind(id)
+        .bind(&token.id)
         .bind(hash)
-        .bind(role)
-        .bind(name)
-        .bind(created_at)
-        .bind(entity)
+        .bind(&token.role)
+        .bind(&token.name)
+        .bind(token.created_at)
+        .bind(&token.entity)
+        .bind(token.expires_at)
+        .bind(token.uses_left)
+        .bind(&token.grants)
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -995,10 +1044,12 @@ impl Store {
 
     /// Every token's hash with its record, for the server to check tokens against in memory.
     pub async fn tokens(&self) -> Result<Vec<(Vec<u8>, TokenRecord)>, StoreError> {
-        let rows = sqlx::query("SELECT hash, id, role, name, created_at, entity FROM tokens")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = sqlx::query(
+            "SELECT hash, id, role, name, created_at, entity, last_used_at, expires_at, uses_left, grants FROM tokens",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| {
                 let get = |e: sqlx::Error| self.err(e);
@@ -1010,14 +1061,87 @@ impl Store {
                         name: row.try_get(3).map_err(get)?,
                         created_at: row.try_get(4).map_err(get)?,
                         entity: row.try_get(5).map_err(get)?,
+                        last_used_at: row.try_get(6).map_err(get)?,
+                        expires_at: row.try_get(7).map_err(get)?,
+                        uses_left: row.try_get(8).map_err(get)?,
+                        grants: row.try_get(9).map_err(get)?,
                     },
                 ))
             })
             .collect()
     }
 
-    /// Waits for every connection to finish and closes the database cleanly.
-    /// Closes the database and gives up the directory's lock: another server may take it.
+    /// Removes a token; false if there was none with that id.
+    pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records when tokens were last used, in one transaction.
+    pub async fn token_uses(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for (id, at) in used {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Takes one use of an enrollment token and stores the agent token it makes, in one
+    /// transaction: false (and nothing stored) when it has no use left.
+    pub async fn enroll(
+        &self,
+        enroll_id: &str,
+        agent_hash: &[u8],
+        agent: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let taken = sqlx::query(
+            "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1 AND (uses_left IS NULL OR uses_left > 0)",
+        )
+        .bind(enroll_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        if taken.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO tokens (id, hash, role, name, created_at, entity, expires_at, uses_left, grants)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(&agent.id)
+        .bind(agent_hash)
+        .bind(&agent.role)
+        .bind(&agent.name)
+        .bind(agent.created_at)
+        .bind(&agent.entity)
+        .bind(agent.expires_at)
+        .bind(agent.uses_left)
+        .bind(&agent.grants)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
         let _ = self.lock.unlock();

@@ -152,13 +152,20 @@ async fn spec_revisions_and_tokens() {
     let latest = store.latest_spec().await.expect("spec").expect("some");
     assert_eq!((latest.revision, latest.files), (2, files));
 
+    let record = |id: &str, role: &str| TokenRecord {
+        id: id.into(),
+        role: role.into(),
+        name: "first".into(),
+        created_at: 7,
+        ..TokenRecord::default()
+    };
     store
-        .create_token("t1", &[1, 2, 3], "admin", "first", 7, None)
+        .create_token(&[1, 2, 3], &record("t1", "admin"))
         .await
         .expect("token");
     assert!(
         store
-            .create_token("t2", &[1, 2, 3], "read", "dup", 8, None)
+            .create_token(&[1, 2, 3], &record("t2", "read"))
             .await
             .is_err(),
         "hashes are unique"
@@ -167,6 +174,35 @@ async fn spec_revisions_and_tokens() {
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].0, [1, 2, 3]);
     assert_eq!(tokens[0].1.role, "admin");
+
+    // An enrollment token with one use: the first enrollment takes it, the second finds none.
+    let mut enroll = record("e1", "enroll");
+    enroll.uses_left = Some(1);
+    store
+        .create_token(&[9], &enroll)
+        .await
+        .expect("enroll token");
+    let mut agent = record("a1", "agent");
+    agent.entity = Some("web1".into());
+    assert!(store.enroll("e1", &[10], &agent).await.expect("enroll"));
+    let mut second = record("a2", "agent");
+    second.entity = Some("web2".into());
+    assert!(
+        !store
+            .enroll("e1", &[11], &second)
+            .await
+            .expect("no use left")
+    );
+    store.token_uses(&[("a1".into(), 42)]).await.expect("uses");
+    let tokens = store.tokens().await.expect("tokens");
+    let a1 = tokens.iter().find(|(_, t)| t.id == "a1").expect("a1");
+    assert_eq!(a1.1.last_used_at, Some(42));
+    assert!(
+        tokens.iter().all(|(_, t)| t.id != "a2"),
+        "nothing stored for a refused enrollment"
+    );
+    assert!(store.delete_token("a1").await.expect("delete"));
+    assert!(!store.delete_token("a1").await.expect("delete again"));
 }
 
 #[tokio::test]

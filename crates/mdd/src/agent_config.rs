@@ -17,6 +17,10 @@ struct AgentFile {
     server: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    enroll_token: Option<String>,
+    enroll_token_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
     name: Option<String>,
     subscriptions: Option<Vec<String>>,
     labels: Option<BTreeMap<String, String>>,
@@ -39,9 +43,16 @@ impl AgentFile {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // Relative paths in the file mean relative to the file, wherever the agent is started.
         let folder = path.parent().unwrap_or(Path::new("."));
-        for relative in [&mut file.token_file, &mut file.data, &mut file.ca]
-            .into_iter()
-            .flatten()
+        for relative in [
+            &mut file.token_file,
+            &mut file.enroll_token_file,
+            &mut file.cert,
+            &mut file.key,
+            &mut file.data,
+            &mut file.ca,
+        ]
+        .into_iter()
+        .flatten()
         {
             if relative.is_relative() {
                 *relative = folder.join(&*relative);
@@ -91,20 +102,44 @@ pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
+    // No token at all is settled when the agent starts: one kept from an earlier enrollment,
+    // an enrollment now, or a client certificate (`mdd_agent::credentials`).
     let token = match (args.token, &args.token_file, from_env) {
-        (Some(token), _, _) => token,
-        (None, Some(token_file), _) => read_token(token_file)?,
-        (None, None, Some(token)) => token,
+        (Some(token), _, _) => Some(token),
+        (None, Some(token_file), _) => Some(read_token(token_file)?),
+        (None, None, Some(token)) => Some(token),
         (None, None, None) => match (file.token, &file.token_file) {
-            (Some(token), _) => token,
-            (None, Some(token_file)) => {
-                read_token(token_file).with_context(|| format!("{}: token_file", path.display()))?
-            }
-            (None, None) => bail!(
-                "no token: pass --token or --token-file (or MDD_TOKEN, or `token_file:` in --config)"
+            (Some(token), _) => Some(token),
+            (None, Some(token_file)) => Some(
+                read_token(token_file)
+                    .with_context(|| format!("{}: token_file", path.display()))?,
             ),
+            (None, None) => None,
         },
     };
+    let enroll_token = match (args.enroll_token, &args.enroll_token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(file)) => Some(read_token(file)?),
+        (None, None) => match (file.enroll_token, &file.enroll_token_file) {
+            (Some(token), _) => Some(token.trim().to_string()),
+            (None, Some(token_file)) => Some(
+                read_token(token_file)
+                    .with_context(|| format!("{}: enroll_token_file", path.display()))?,
+            ),
+            (None, None) => None,
+        },
+    }
+    .filter(|t| !t.is_empty());
+    let client_cert = match (args.cert, args.key, file.cert, file.key) {
+        (Some(cert), Some(key), _, _) => Some((cert, key)),
+        (None, None, Some(cert), Some(key)) => Some((cert, key)),
+        (None, None, Some(_), None) => bail!("{}: cert needs key", path.display()),
+        (None, None, None, Some(_)) => bail!("{}: key needs cert", path.display()),
+        _ => None,
+    };
+    for file in client_cert.iter().flat_map(|(c, k)| [c, k]) {
+        std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?;
+    }
     let (name, from) = match (args.name, file.name) {
         (Some(name), _) => (name, "--name".to_string()),
         (None, Some(name)) => (name, format!("{}: name", path.display())),
@@ -127,6 +162,8 @@ pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
         .or(file.data)
         .unwrap_or_else(|| PathBuf::from("mdd-agent-data"));
     let mut config = mdd_agent::AgentConfig::new(server, token, name, data);
+    config.enroll_token = enroll_token;
+    config.client_cert = client_cert;
     config.subscriptions = args
         .subscriptions
         .or(file.subscriptions)

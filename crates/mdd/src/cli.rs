@@ -53,6 +53,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List and forget entities (agents, proxy entities).
+    #[command(subcommand)]
+    Entity(EntityCommand),
     /// Follow deployments: how many of their checks are green, what still blocks, who owns it.
     #[command(subcommand)]
     Deploy(DeployCommand),
@@ -285,6 +288,21 @@ pub struct AgentArgs {
     /// A file holding the agent token (keeps it out of `ps` and shell history).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// An enrollment token (`mdd token create --role enroll`): presented once, when the data
+    /// directory holds no token of the agent's own; the token the server answers with is kept
+    /// there (`agent-token.json`, private) and used from then on.
+    #[arg(long, env = "MDD_ENROLL_TOKEN", conflicts_with = "enroll_token_file")]
+    pub enroll_token: Option<String>,
+    /// A file holding the enrollment token.
+    #[arg(long, value_name = "FILE")]
+    pub enroll_token_file: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that take one instead of a token (mutual TLS);
+    /// its name is the entity the agent may report for. Needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// The entity name this agent reports as [default: the host name].
     #[arg(long, env = "MDD_AGENT_NAME")]
     pub name: Option<String>,
@@ -376,7 +394,8 @@ pub struct StatusArgs {
 pub enum TokenCommand {
     /// Create a token; its secret is printed once and never stored.
     Create {
-        /// admin, agent or read.
+        /// admin, agent, read, or enroll (an agent presents it once, with --enroll-token, and
+        /// gets a token of its own bound to its entity).
         #[arg(long)]
         role: String,
         /// A note to recognise it by.
@@ -385,6 +404,52 @@ pub enum TokenCommand {
         /// For agent tokens: the only entity it may report for (and its checks' proxy entities).
         #[arg(long)]
         entity: Option<String>,
+        /// How long it lives, like 24h (default: for ever). Agents enrolled with an enrollment
+        /// token keep working after it expires.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Enrollment tokens: how many agents may enroll with it.
+        #[arg(long, value_name = "N")]
+        uses: Option<u32>,
+        /// Enrollment tokens: subscriptions the agents that enroll get, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        subscriptions: Vec<String>,
+        /// Enrollment tokens: labels the agents that enroll get, comma separated.
+        #[arg(long, value_delimiter = ',', value_parser = parse_label, value_name = "KEY=VALUE")]
+        labels: Vec<(String, String)>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every token: id, name, role, entity, created, last used, expiry (never a secret).
+    List {
+        /// The server's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a token now: refused from the next request on, dashboard sessions included.
+    Revoke {
+        /// Its id (from `mdd token list`).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntityCommand {
+    /// Every entity the server knows: agents and the entities results named.
+    List {
+        /// The server's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Forget an entity: it and its events go; its results stay until retention.
+    Delete {
+        name: String,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Result(args) => serve::result(args),
         cli::Command::Status(args) => serve::status(args),
         cli::Command::Token(command) => serve::token(command),
+        cli::Command::Entity(command) => serve::entity(command),
         cli::Command::Deploy(command) => deploy::deploy(command),
         cli::Command::Demo(args) => demo::demo(args),
         cli::Command::Docs(args) => docs::docs(args),

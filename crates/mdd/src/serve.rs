@@ -105,7 +105,7 @@ async fn handle_signals(shared: std::sync::Arc<mdd_server::Shared>, shutdown: Ca
 }
 
 pub fn agent(args: crate::cli::AgentArgs) -> Result<u8> {
-    let config = crate::agent_config::agent_config(args)?;
+    let mut config = crate::agent_config::agent_config(args)?;
     // One thread does it all: an agent runs a few plugins a second and must stay small; a single
     // thread has no cross-thread wake-ups, no per-thread malloc arenas.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -115,6 +115,11 @@ pub fn agent(args: crate::cli::AgentArgs) -> Result<u8> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::verify::stop_on_signal(shutdown.clone()));
+        match mdd_agent::credentials(&mut config, &shutdown).await {
+            Ok(()) => {}
+            Err(mdd_agent::AgentError::Stopped) => return Ok(exit::OK),
+            Err(e) => return Err(e.into()),
+        }
         eprintln!(
             "mdd: agent {} for {} with subscriptions [{}], spool in {}",
             config.name,
@@ -376,14 +381,175 @@ pub fn token(command: TokenCommand) -> Result<u8> {
             role,
             name,
             entity,
+            expires,
+            uses,
+            subscriptions,
+            labels,
             client,
         } => {
             let http = Client::new(&client.server, client.token.clone())?;
-            let body = json!({ "role": role, "name": name, "entity": entity });
+            let labels: std::collections::BTreeMap<String, String> = labels.into_iter().collect();
+            let body = json!({
+                "role": role, "name": name, "entity": entity, "expires": expires, "uses": uses,
+                "subscriptions": subscriptions, "labels": labels,
+            });
             let answer: serde_json::Value =
                 runtime()?.block_on(http.post("/api/v1/tokens", &body))?;
             println!("{}", answer["token"].as_str().unwrap_or_default());
+            if role == "enroll" {
+                eprintln!(
+                    "mdd: on each host, put this in /etc/mdd/agent.yaml (or pass --enroll-token):\n  server: {}\n  enroll_token: {}",
+                    client.server,
+                    answer["token"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        TokenCommand::List { json, client } => {
+            let http = Client::new(&client.server, client.token.clone())?;
+            let answer: serde_json::Value = runtime()?.block_on(http.get("/api/v1/tokens"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer["tokens"])?);
+                return Ok(exit::OK);
+            }
+            let rows: Vec<[String; 7]> = answer["tokens"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let text = |key: &str| {
+                        mdd_core::terminal::printable(t[key].as_str().unwrap_or("-")).into_owned()
+                    };
+                    let time = |key: &str| {
+                        t[key]
+                            .as_str()
+                            .map(|s| s.chars().take(19).collect::<String>().replace('T', " "))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    let mut role = text("role");
+                    if t["expired"] == true {
+                        role.push_str(" (expired)");
+                    } else if let Some(left) = t["uses_left"].as_i64() {
+                        role.push_str(&format!(" ({left} uses left)"));
+                    }
+                    [
+                        text("id"),
+                        text("name"),
+                        role,
+                        text("entity"),
+                        time("created_at"),
+                        time("last_used_at"),
+                        time("expires_at"),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "ROLE",
+                        "ENTITY",
+                        "CREATED (UTC)",
+                        "LAST USED",
+                        "EXPIRES"
+                    ],
+                    &rows
+                )
+            );
+            Ok(exit::OK)
+        }
+        TokenCommand::Revoke { id, client } => {
+            let http = Client::new(&client.server, client.token.clone())?;
+            runtime()?.block_on(http.delete(&format!("/api/v1/tokens/{}", encode(&id))))?;
+            println!("revoked {id}");
             Ok(exit::OK)
         }
     }
+}
+
+pub fn entity(command: crate::cli::EntityCommand) -> Result<u8> {
+    use crate::cli::EntityCommand;
+    match command {
+        EntityCommand::List { json, client } => {
+            let http = Client::new(&client.server, client.token.clone())?;
+            let answer: serde_json::Value = runtime()?.block_on(http.get("/api/v1/entities"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer["entities"])?);
+                return Ok(exit::OK);
+            }
+            let rows: Vec<[String; 4]> = answer["entities"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let time = |key: &str| {
+                        e[key]
+                            .as_str()
+                            .map(|s| s.chars().take(19).collect::<String>().replace('T', " "))
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    let subscriptions = e["agent"]["subscriptions"]
+                        .as_array()
+                        .map(|list| {
+                            list.iter()
+                                .filter_map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_else(|| "(no agent)".into());
+                    [
+                        mdd_core::terminal::printable(e["name"].as_str().unwrap_or_default())
+                            .into_owned(),
+                        time("last_seen"),
+                        time("last_keepalive"),
+                        mdd_core::terminal::printable(&subscriptions).into_owned(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    &["NAME", "LAST SEEN (UTC)", "LAST KEEPALIVE", "SUBSCRIPTIONS"],
+                    &rows
+                )
+            );
+            Ok(exit::OK)
+        }
+        EntityCommand::Delete { name, client } => {
+            let http = Client::new(&client.server, client.token.clone())?;
+            runtime()?.block_on(http.delete(&format!("/api/v1/entities/{}", encode(&name))))?;
+            println!("deleted {name}: its events are gone, its results stay until retention");
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Columns padded to their widest cell, the last one as it is.
+fn table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
 }

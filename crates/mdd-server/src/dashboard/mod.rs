@@ -41,6 +41,8 @@ pub struct Dashboard {
 
 #[derive(Clone)]
 struct Session {
+    /// The token signed in with: the session ends when it is revoked or expires.
+    token_id: String,
     role: Role,
     /// The name of the token signed in with: the creator of what this session writes.
     name: String,
@@ -104,7 +106,10 @@ impl Dashboard {
         if let Some(id) = session_cookie(headers) {
             let now = now_ms();
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.retain(|_, session| session.expires_at > now);
+            let shared = &self.shared;
+            sessions.retain(|_, session| {
+                session.expires_at > now && shared.token_exists(&session.token_id)
+            });
             if let Some(session) = sessions.get(id) {
                 return Viewer {
                     role: Some(session.role),
@@ -117,7 +122,11 @@ impl Dashboard {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(token) = bearer.and_then(|secret| self.shared.token(secret.trim())) {
+        let now = now_ms();
+        if let Some(token) = bearer
+            .and_then(|secret| self.shared.token(secret.trim()))
+            .filter(|t| !t.expired(now) && t.role != Role::Enroll)
+        {
             return Viewer {
                 role: Some(token.role),
                 name: token.name,
@@ -541,7 +550,12 @@ async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
             _ => {}
         }
     }
-    let Some(entry) = dash.shared.token(&token) else {
+    let now = now_ms();
+    let Some(entry) = dash
+        .shared
+        .token(&token)
+        .filter(|t| !t.expired(now) && t.role != Role::Enroll)
+    else {
         return render(pages::login(&next, Some("That token is not valid.")))
             .with_status(StatusCode::UNAUTHORIZED);
     };
@@ -562,6 +576,7 @@ async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
         .insert(
             id.clone(),
             Session {
+                token_id: entry.id.clone(),
                 role: entry.role,
                 name: entry.name.clone(),
                 expires_at: now_ms() + SESSION_MS,

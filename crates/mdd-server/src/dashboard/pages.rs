@@ -168,7 +168,7 @@ fn deployment_row(summary: &deployments::Summary) -> DeploymentRow {
 pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
     let checks = shared.checks();
     let events = shared.events_snapshot();
-    let tracks = shared.deployments_read();
+    let tracks = shared.deployments_snapshot();
     let now = now_ms();
     // One view for the whole page: states worked out for the totals are reused by the
     // deployments' summaries.
@@ -272,7 +272,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
     let agents = crate::checks::AgentSubscriptions::of(shared);
     let (detail, track) = {
         let events = shared.events_snapshot();
-        let tracks = shared.deployments_read();
+        let tracks = shared.deployments_snapshot();
         let mut views =
             Views::new(&checks, &events, &tracks, shared.clock_at(now)).with_agents(agents);
         (views.detail(deployment), tracks.get(name).cloned())
@@ -694,7 +694,7 @@ struct EntitiesPage {
 
 pub async fn entities(shared: &Shared) -> Result<String, askama::Error> {
     let records = shared.store.entities().await.unwrap_or_default();
-    let events = shared.events_read();
+    let events = shared.events_snapshot();
     let now = now_ms();
     let rows = records
         .into_iter()
