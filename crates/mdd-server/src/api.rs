@@ -184,6 +184,24 @@ fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(secret) = secret else {
+        // Mutual TLS: a verified client certificate stands for an agent bound to its name,
+        // as an entity-bound agent token does. Only the listener sets this header.
+        if let Some(name) = headers
+            .get(crate::listen::CLIENT_CERTIFICATE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|name| valid_name(name))
+        {
+            if !Role::Agent.allows(needed) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "a client certificate authenticates an agent; this needs a token with the {} role",
+                        needed.as_str()
+                    ),
+                ));
+            }
+            return Ok(Some(crate::auth::TokenEntry::for_certificate(name)));
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "a token is required: send `Authorization: Bearer <token>` (mdd --token or MDD_TOKEN)",

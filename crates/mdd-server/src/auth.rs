@@ -83,6 +83,23 @@ pub struct TokenEntry {
 }
 
 impl TokenEntry {
+    /// What a verified client certificate named `entity` may do: what an agent token bound
+    /// to that entity may.
+    pub fn for_certificate(entity: &str) -> TokenEntry {
+        TokenEntry {
+            hash: [0; 32],
+            id: format!("certificate:{entity}"),
+            role: Role::Agent,
+            name: format!("client certificate {entity}"),
+            entity: Some(entity.to_string()),
+            created_at: 0,
+            expires_at: None,
+            uses_left: None,
+            grants: Grants::default(),
+            last_used: std::sync::Arc::default(),
+        }
+    }
+
     /// Whether it is past its expiry at `now`.
     pub fn expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|at| now >= at)

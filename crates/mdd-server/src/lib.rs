@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod scheduler;
 pub mod silences;
+pub mod tls;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -147,6 +148,8 @@ pub struct ServerConfig {
     pub event_checkpoint_interval: Duration,
     /// How long a connection may go without sending a whole request head.
     pub idle_timeout: Duration,
+    /// Serve HTTPS with these files (and mutual TLS with `client_ca`); plain HTTP without.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -162,6 +165,7 @@ impl ServerConfig {
             max_body: 16 * 1024 * 1024,
             event_checkpoint_interval: Duration::from_secs(1),
             idle_timeout: listen::IDLE,
+            tls: None,
         }
     }
 }
@@ -170,6 +174,8 @@ impl ServerConfig {
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -214,6 +220,8 @@ pub struct Shared {
     pub outage: mdd_core::event::Outage,
     /// Connections open, refused at the bound, and closed for sending nothing.
     pub connections: Arc<listen::Connections>,
+    /// The TLS configuration in use, when the server speaks HTTPS.
+    pub tls: Option<Arc<tls::Tls>>,
     /// Goes up whenever what pages show changes (a state, a spec, a track, a silence): an
     /// open dashboard tab asks "anything new?" for the price of comparing it.
     version: std::sync::atomic::AtomicU64,
@@ -641,6 +649,14 @@ pub async fn start(
         .iter()
         .map(|n| (n.handler.clone(), n.check.clone(), n.entity.clone()))
         .collect();
+    // Bad TLS files stop the start before anything listens.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::load(files.clone())?)),
+        None => None,
+    };
+    if let Some(warning) = exposure_warning(config.listen, tls.is_some()) {
+        tracing::warn!("{warning}");
+    }
     let max_connections = listen::raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -679,6 +695,7 @@ pub async fn start(
         checks_changed: tokio::sync::Notify::new(),
         outage,
         connections: Arc::default(),
+        tls: tls.clone(),
         version: std::sync::atomic::AtomicU64::new(0),
     });
 
@@ -781,11 +798,15 @@ pub async fn start(
             })
             .map_err(ServerError::Runtime)?
     };
+    if let Some(tls) = &tls {
+        tokio::spawn(Arc::clone(tls).watch(shutdown.clone()));
+    }
     let serve_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
         listen::serve(
             listener,
             app,
+            tls,
             max_connections,
             serve_shared.config.idle_timeout,
             Arc::clone(&serve_shared.connections),
@@ -809,6 +830,13 @@ pub async fn start(
         writer,
         drain,
     })
+}
+
+/// What an operator must hear about listening on `listen` without TLS: nothing on loopback.
+pub fn exposure_warning(listen: SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !listen.ip().is_loopback()).then(|| format!(
+        "listening on {listen} without TLS: API tokens, dashboard sign-ins, results and the spec cross the network in clear text, readable and alterable by anyone on the path; give --tls-cert and --tls-key (or put a TLS proxy in front and listen on loopback)"
+    ))
 }
 
 /// The stored event checkpoint, brought up to date with the results stored after it (what a
@@ -934,4 +962,24 @@ pub async fn reload_specs(shared: &Shared) -> Result<checks::SpecDiff, String> {
         .map_err(|e| e.to_string())?;
     shared.set_checks(candidate);
     Ok(diff)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listening_beyond_loopback_without_tls_is_said() {
+        let warn = |addr: &str, tls| super::exposure_warning(addr.parse().expect("addr"), tls);
+        let said = warn("0.0.0.0:7700", false).expect("a warning");
+        assert!(
+            said.contains("0.0.0.0:7700") && said.contains("clear text"),
+            "{said}"
+        );
+        assert!(said.contains("--tls-cert"), "{said}");
+        assert!(warn("[::]:7700", false).is_some());
+        assert!(warn("10.1.2.3:7700", false).is_some());
+        assert!(warn("0.0.0.0:7700", true).is_none());
+        assert!(warn("127.0.0.1:7700", false).is_none());
+        assert!(warn("127.0.0.2:7700", false).is_none());
+        assert!(warn("[::1]:7700", false).is_none());
+    }
 }

@@ -157,6 +157,9 @@ pub struct DocsArgs {
     /// A read token for the server.
     #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A PEM file of CAs to trust for an https server instead of the system's.
+    #[arg(long, env = "MDD_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "md")]
     pub format: DocsFormat,
     /// Write here (atomically) instead of standard output.
@@ -236,16 +239,26 @@ pub struct ClientArgs {
     /// An API token (admin for apply and token, agent for result, read for status).
     #[arg(long, env = "MDD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A PEM file of CAs to trust for an https server instead of the system's.
+    #[arg(long, env = "MDD_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
+/// Every setting can come from a flag, an environment variable or the `--config` file, in
+/// that order of precedence; the defaults are in `server_config`.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Address to listen on. Loopback by default: expose it on purpose.
-    #[arg(long, env = "MDD_LISTEN", default_value = "127.0.0.1:7700")]
-    pub listen: std::net::SocketAddr,
-    /// Data directory (SQLite database inside).
-    #[arg(long, env = "MDD_DATA", default_value = "mdd-data")]
-    pub data: PathBuf,
+    /// A YAML file with any of the settings below (`listen: …`, `tls: {cert: …, key: …}`,
+    /// `spec: [a.yaml]`); flags and environment variables override it.
+    #[arg(long, env = "MDD_SERVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7700]. Loopback by default: expose it on
+    /// purpose, with TLS.
+    #[arg(long, env = "MDD_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Data directory (SQLite database inside) [default: mdd-data].
+    #[arg(long, env = "MDD_DATA")]
+    pub data: Option<PathBuf>,
     /// Spec files to load at start and again on SIGHUP.
     #[arg(long = "spec", value_name = "SPEC")]
     pub specs: Vec<PathBuf>,
@@ -255,19 +268,30 @@ pub struct ServerArgs {
     /// A file holding the first admin token, instead of letting mdd make one (also MDD_ADMIN_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// How long results are kept.
-    #[arg(long, value_parser = parse_duration, default_value = "14d", value_name = "DURATION")]
-    pub retention: Duration,
-    /// Entity name for the checks the server runs itself.
-    #[arg(long, default_value = "mdd-server")]
-    pub name: String,
+    /// How long results are kept [default: 14d].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub retention: Option<Duration>,
+    /// Entity name for the checks the server runs itself [default: mdd-server].
+    #[arg(long)]
+    pub name: Option<String>,
     /// How often changed events are checkpointed (results are always durable at once).
-    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", hide = true)]
-    pub event_checkpoint_interval: Duration,
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", hide = true)]
+    pub event_checkpoint_interval: Option<Duration>,
     /// How long a connection may go without sending a whole request (idle, or trickling its
-    /// headers) before it is closed.
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub idle_timeout: Duration,
+    /// headers, or its TLS handshake) before it is closed [default: 30s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); read again on SIGHUP and when
+    /// the file changes. Needs --tls-key.
+    #[arg(long, env = "MDD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "MDD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: agents may present a client certificate signed by these CAs (PEM) instead
+    /// of a token; its name (first DNS name, else common name) is the entity it reports for.
+    #[arg(long, env = "MDD_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Every setting can come from a flag, an environment variable or the `--config` file, in

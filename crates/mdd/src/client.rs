@@ -32,13 +32,32 @@ impl std::fmt::Display for ServerSaid {
 impl std::error::Error for ServerSaid {}
 
 impl Client {
-    pub fn new(server: &str, token: Option<String>) -> Result<Client> {
-        let http = reqwest::Client::builder()
+    /// A client for the server, token and CA of a command's arguments.
+    pub fn from_args(args: &crate::cli::ClientArgs) -> Result<Client> {
+        Client::new(&args.server, args.token.clone(), args.ca.as_deref())
+    }
+
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("mdd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot set up the HTTP client")?;
+            .user_agent(concat!("mdd/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("--ca: cannot read {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--ca: {} is not a PEM certificate file", ca.display()))?;
+            if certs.is_empty() {
+                bail!("--ca: {} holds no certificate", ca.display());
+            }
+            // The CAs given, and only those: a server certificate from anyone else is refused.
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Client {
             base: server.trim_end_matches('/').to_string(),
             token,

@@ -66,7 +66,7 @@ pub fn deploy(command: DeployCommand) -> Result<u8> {
     runtime.block_on(async move {
         match command {
             DeployCommand::List(args) => {
-                let client = Client::new(&args.client.server, args.client.token.clone())?;
+                let client = Client::from_args(&args.client)?;
                 let answer: serde_json::Value = client.get("/api/v1/deployments").await?;
                 if args.format == DeployFormat::Json {
                     println!("{}", serde_json::to_string_pretty(&answer["deployments"])?);
@@ -78,7 +78,7 @@ pub fn deploy(command: DeployCommand) -> Result<u8> {
                 Ok(exit::OK)
             }
             DeployCommand::Status(args) => {
-                let client = Client::new(&args.client.server, args.client.token.clone())?;
+                let client = Client::from_args(&args.client)?;
                 let (raw, detail) = fetch(&client, &args.name).await?;
                 if args.format == DeployFormat::Json {
                     println!("{}", serde_json::to_string_pretty(&raw)?);
@@ -111,7 +111,7 @@ async fn fetch(client: &Client, name: &str) -> Result<(serde_json::Value, Detail
 }
 
 async fn watch(args: crate::cli::DeployWatchArgs) -> Result<u8> {
-    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let client = Client::from_args(&args.client)?;
     let started = Instant::now();
     let terminal = console::Term::stdout().is_term() && args.format == DeployFormat::Text;
     let mut last_line = String::new();

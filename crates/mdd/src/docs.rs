@@ -17,7 +17,7 @@ pub fn docs(args: DocsArgs) -> Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     let client = match &args.server {
-        Some(server) => Some(Client::new(server, args.token.clone())?),
+        Some(server) => Some(Client::new(server, args.token.clone(), args.ca.as_deref())?),
         None => None,
     };
     let mut texts = Vec::new();

@@ -9,6 +9,7 @@ mod docs;
 mod progress;
 mod report;
 mod serve;
+mod server_config;
 mod silence;
 mod spec_name;
 mod verify;

@@ -80,7 +80,7 @@ pub fn report(args: ReportArgs) -> Result<u8> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let client = Client::from_args(&args.client)?;
     let path = match &args.window {
         Some(window) => format!("/api/v1/report?window={}", crate::serve::encode(window)),
         None => "/api/v1/report".to_string(),

@@ -3,8 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use mdd_server::ServerConfig;
+use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -20,56 +19,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn server(args: ServerArgs) -> Result<u8> {
-    let admin_token = match &args.admin_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("MDD_ADMIN_TOKEN")
-            .ok()
-            .map(|t| t.trim().to_string()),
+    let crate::server_config::Settings { config } = crate::server_config::server_settings(args)?;
+    let data = config.data_dir.clone();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
-        bail!("the admin token must be at least 16 characters");
-    }
-    let mut config = ServerConfig::new(args.data.clone());
-    config.listen = args.listen;
-    config.specs = args
-        .specs
-        .iter()
-        .map(|path| {
-            let name = crate::spec_name::spec_name(path)
-                .with_context(|| format!("cannot read spec {}", path.display()))?;
-            Ok(mdd_server::SpecPath {
-                name,
-                path: path.clone(),
-            })
-        })
-        .collect::<Result<_>>()?;
-    config.public_read = args.public_read;
-    config.admin_token = admin_token;
-    config.retention = args.retention;
-    config.entity = args.name.clone();
-    config.event_checkpoint_interval = args.event_checkpoint_interval;
-    config.idle_timeout = args.idle_timeout;
-
     runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let running = mdd_server::start(config, shutdown.clone())
             .await
             .context("cannot start the server")?;
+        // The address a client on this host reaches it by: 0.0.0.0 is not one.
+        let mut reach = running.addr;
+        if reach.ip().is_unspecified() {
+            reach.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         if let Some(secret) = &running.new_admin_token {
             eprintln!(
                 "mdd: created the first admin token. It is shown once and stored only as a hash:"
             );
             eprintln!("  {secret}");
+            eprintln!("mdd: to use it from this shell (mdd apply, mdd status, mdd token …):");
+            eprintln!("  export MDD_SERVER={scheme}://{reach} MDD_TOKEN={secret}");
         }
         eprintln!(
-            "mdd: serving on http://{} with data in {}",
+            "mdd: serving on {scheme}://{} with data in {}",
             running.addr,
-            args.data.display()
+            data.display()
         );
         tokio::spawn(handle_signals(running.shared.clone(), shutdown));
         running.finished().await;
@@ -78,7 +56,8 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     })
 }
 
-/// SIGINT/SIGTERM stop the server gracefully; SIGHUP reloads the --spec files.
+/// SIGINT/SIGTERM stop the server gracefully; SIGHUP reloads the --spec files and the TLS
+/// certificate.
 async fn handle_signals(shared: std::sync::Arc<mdd_server::Shared>, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -92,13 +71,21 @@ async fn handle_signals(shared: std::sync::Arc<mdd_server::Shared>, shutdown: Ca
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => match mdd_server::reload_specs(&shared).await {
-                Ok(diff) => tracing::info!(
-                    added = diff.added.len(), changed = diff.changed.len(), removed = diff.removed.len(),
-                    "reloaded the spec files"
-                ),
-                Err(errors) => tracing::error!("spec files not reloaded, nothing changed:\n{errors}"),
-            },
+            _ = hup.recv() => {
+                if let Some(tls) = &shared.tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                        Err(e) => tracing::error!("TLS certificate not reloaded, the one in use stays: {e}"),
+                    }
+                }
+                match mdd_server::reload_specs(&shared).await {
+                    Ok(diff) => tracing::info!(
+                        added = diff.added.len(), changed = diff.changed.len(), removed = diff.removed.len(),
+                        "reloaded the spec files"
+                    ),
+                    Err(errors) => tracing::error!("spec files not reloaded, nothing changed:\n{errors}"),
+                }
+            }
         }
     }
     shutdown.cancel();
@@ -166,7 +153,7 @@ pub fn apply(args: ApplyArgs) -> Result<u8> {
             .with_context(|| format!("cannot read spec {}", path.display()))?;
         files.push(json!({ "file": name, "text": text }));
     }
-    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let client = Client::from_args(&args.client)?;
     let body = json!({ "files": files, "dry_run": args.dry_run, "prune": args.prune });
     let answer: Result<ApplyAnswer> = runtime()?.block_on(client.post("/api/v1/spec", &body));
     match answer {
@@ -251,7 +238,7 @@ pub fn result(args: ResultArgs) -> Result<u8> {
             "output": args.output, "executed_at": jiff::Timestamp::now().to_string(),
         }]
     });
-    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let client = Client::from_args(&args.client)?;
     let answer: serde_json::Value = runtime()?.block_on(client.post("/api/v1/results", &body))?;
     let stored = answer["stored"].as_u64().unwrap_or(0);
     println!(
@@ -263,7 +250,7 @@ pub fn result(args: ResultArgs) -> Result<u8> {
 }
 
 pub fn status(args: StatusArgs) -> Result<u8> {
-    let client = Client::new(&args.client.server, args.client.token.clone())?;
+    let client = Client::from_args(&args.client)?;
     let mut query: Vec<String> = Vec::new();
     for (k, v) in &args.labels {
         query.push(format!("label={}", encode(&format!("{k}={v}"))));
@@ -387,7 +374,7 @@ pub fn token(command: TokenCommand) -> Result<u8> {
             labels,
             client,
         } => {
-            let http = Client::new(&client.server, client.token.clone())?;
+            let http = Client::from_args(&client)?;
             let labels: std::collections::BTreeMap<String, String> = labels.into_iter().collect();
             let body = json!({
                 "role": role, "name": name, "entity": entity, "expires": expires, "uses": uses,
@@ -406,7 +393,7 @@ pub fn token(command: TokenCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         TokenCommand::List { json, client } => {
-            let http = Client::new(&client.server, client.token.clone())?;
+            let http = Client::from_args(&client)?;
             let answer: serde_json::Value = runtime()?.block_on(http.get("/api/v1/tokens"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer["tokens"])?);
@@ -461,7 +448,7 @@ pub fn token(command: TokenCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         TokenCommand::Revoke { id, client } => {
-            let http = Client::new(&client.server, client.token.clone())?;
+            let http = Client::from_args(&client)?;
             runtime()?.block_on(http.delete(&format!("/api/v1/tokens/{}", encode(&id))))?;
             println!("revoked {id}");
             Ok(exit::OK)
@@ -473,7 +460,7 @@ pub fn entity(command: crate::cli::EntityCommand) -> Result<u8> {
     use crate::cli::EntityCommand;
     match command {
         EntityCommand::List { json, client } => {
-            let http = Client::new(&client.server, client.token.clone())?;
+            let http = Client::from_args(&client)?;
             let answer: serde_json::Value = runtime()?.block_on(http.get("/api/v1/entities"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer["entities"])?);
@@ -518,7 +505,7 @@ pub fn entity(command: crate::cli::EntityCommand) -> Result<u8> {
             Ok(exit::OK)
         }
         EntityCommand::Delete { name, client } => {
-            let http = Client::new(&client.server, client.token.clone())?;
+            let http = Client::from_args(&client)?;
             runtime()?.block_on(http.delete(&format!("/api/v1/entities/{}", encode(&name))))?;
             println!("deleted {name}: its events are gone, its results stay until retention");
             Ok(exit::OK)

@@ -14,7 +14,7 @@ pub fn silence(command: SilenceCommand) -> Result<u8> {
     runtime.block_on(async move {
         match command {
             SilenceCommand::Add(args) => {
-                let client = Client::new(&args.client.server, args.client.token.clone())?;
+                let client = Client::from_args(&args.client)?;
                 let labels: serde_json::Map<String, serde_json::Value> = args
                     .labels
                     .into_iter()
@@ -35,7 +35,7 @@ pub fn silence(command: SilenceCommand) -> Result<u8> {
                 Ok(exit::OK)
             }
             SilenceCommand::List(args) => {
-                let client = Client::new(&args.client.server, args.client.token.clone())?;
+                let client = Client::from_args(&args.client)?;
                 let answer: serde_json::Value = client.get("/api/v1/silences").await?;
                 let list = answer["silences"].as_array().cloned().unwrap_or_default();
                 if args.json {
@@ -76,7 +76,7 @@ pub fn silence(command: SilenceCommand) -> Result<u8> {
                 Ok(exit::OK)
             }
             SilenceCommand::Delete(args) => {
-                let client = Client::new(&args.client.server, args.client.token.clone())?;
+                let client = Client::from_args(&args.client)?;
                 client
                     .delete(&format!(
                         "/api/v1/silences/{}",

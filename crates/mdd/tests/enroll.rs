@@ -4,82 +4,15 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ADMIN, TestServer, mdd_client, wait_for_events};
+use common::{ADMIN, Agent, TestServer, mdd_client, wait_for_events};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const SPEC: &str = "defaults: { interval: 250ms, timeout: 2s }
 checks:
   - { name: web-up, subscriptions: [web], command: [echo, 'OK - web'] }
 ";
-
-/// An agent process; its stderr lines are collected for the assertions on what it says.
-struct Agent {
-    child: Child,
-    said: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Agent {
-    fn start(server: &TestServer, data: &Path, args: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mdd"))
-            .args(["agent", "--server", &server.url, "--data"])
-            .arg(data)
-            .args(args)
-            .env("MDD_LOG", "info")
-            .env_remove("MDD_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0)
-            .spawn()
-            .expect("spawn mdd agent");
-        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let keep = std::sync::Arc::clone(&said);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut said = keep.lock().unwrap_or_else(|p| p.into_inner());
-                said.push_str(&line);
-                said.push('\n');
-            }
-        });
-        Agent { child, said }
-    }
-
-    fn said(&self) -> String {
-        self.said.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Waits for the agent to exit by itself; its exit code and what it said.
-    async fn exits(mut self) -> (Option<i32>, String) {
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("the agent exits by itself")
-            .expect("wait");
-        // The reader may be a line behind the exit.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        (status.code(), self.said())
-    }
-
-    async fn wait_until_said(&self, text: &str) {
-        for _ in 0..200 {
-            if self.said().contains(text) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the agent never said {text:?}; it said:\n{}", self.said());
-    }
-
-    async fn kill9(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
 
 /// `mdd token create …` as an operator runs it; the secret it prints.
 async fn make_token(server: &TestServer, args: &[&str]) -> String {

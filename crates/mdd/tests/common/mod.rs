@@ -15,6 +15,8 @@ pub struct TestServer {
     pub child: Child,
     pub url: String,
     pub http: reqwest::Client,
+    /// The CA file its certificate is from, when it serves HTTPS (see `with_ca`).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl TestServer {
@@ -83,7 +85,20 @@ impl TestServer {
             child,
             url,
             http: reqwest::Client::new(),
+            ca: None,
         })
+    }
+
+    /// For a server on HTTPS: its requests, and `mdd_client`'s, trust the CA in `ca`.
+    pub fn with_ca(mut self, ca: &Path) -> TestServer {
+        let pem = std::fs::read(ca).expect("CA file");
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).expect("CA PEM");
+        self.http = reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .build()
+            .expect("client");
+        self.ca = Some(ca.to_path_buf());
+        self
     }
 
     pub async fn call(
@@ -153,6 +168,74 @@ impl TestServer {
         let _ = self.child.kill().await;
     }
 }
+/// An agent process; its stderr lines are collected for the assertions on what it says.
+pub struct Agent {
+    child: Child,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Agent {
+    pub fn start(server: &TestServer, data: &Path, args: &[&str]) -> Agent {
+        Agent::start_at(&server.url, data, args)
+    }
+
+    /// An agent for the server at `url` (e.g. a proxy in front of one).
+    pub fn start_at(url: &str, data: &Path, args: &[&str]) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mdd"))
+            .args(["agent", "--server", url, "--data"])
+            .arg(data)
+            .args(args)
+            .env("MDD_LOG", "info")
+            .env_remove("MDD_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0)
+            .spawn()
+            .expect("spawn mdd agent");
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let keep = std::sync::Arc::clone(&said);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut said = keep.lock().unwrap_or_else(|p| p.into_inner());
+                said.push_str(&line);
+                said.push('\n');
+            }
+        });
+        Agent { child, said }
+    }
+
+    pub fn said(&self) -> String {
+        self.said.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for the agent to exit by itself; its exit code and what it said.
+    pub async fn exits(mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the agent exits by itself")
+            .expect("wait");
+        // The reader may be a line behind the exit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status.code(), self.said())
+    }
+
+    pub async fn wait_until_said(&self, text: &str) {
+        for _ in 0..200 {
+            if self.said().contains(text) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the agent never said {text:?}; it said:\n{}", self.said());
+    }
+
+    pub async fn kill9(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// Waits until `pred` holds for the events list, or panics with the last list after 20 s.
 pub async fn wait_for_events(server: &TestServer, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut last = Vec::new();
@@ -172,13 +255,15 @@ pub async fn wait_for_events(server: &TestServer, pred: impl Fn(&[Value]) -> boo
 
 /// Runs an `mdd` client command against `server` with the admin token.
 pub async fn mdd_client(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mdd"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mdd"));
+    command
         .args(args)
         .env("MDD_SERVER", &server.url)
-        .env("MDD_TOKEN", ADMIN)
-        .output()
-        .await
-        .expect("run mdd");
+        .env("MDD_TOKEN", ADMIN);
+    if let Some(ca) = &server.ca {
+        command.env("MDD_CA", ca);
+    }
+    let out = command.output().await.expect("run mdd");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
