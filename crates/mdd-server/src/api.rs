@@ -1402,7 +1402,8 @@ async fn apply_spec(
     };
     let candidate = candidate.dated_after(Some(&current), now_ms());
     let diff = SpecDiff::between(&current, &candidate);
-    let warnings = crate::checks::AgentSubscriptions::of(&shared).warnings(&candidate);
+    let mut warnings = crate::checks::AgentSubscriptions::of(&shared).warnings(&candidate);
+    warnings.extend(crate::signing::secret_warnings(&candidate.spec.handlers));
     let files_changed = candidate.files != current.files;
     let mut revision = current.revision;
     if files_changed {

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod scheduler;
+pub mod signing;
 pub mod silences;
 pub mod tls;
 pub mod view;
@@ -955,6 +956,9 @@ pub async fn reload_specs(shared: &Shared) -> Result<checks::SpecDiff, String> {
         .map_err(|e| e.to_string())?
         .dated_after(Some(&current), now_ms());
     let diff = checks::SpecDiff::between(&current, &candidate);
+    for warning in signing::secret_warnings(&candidate.spec.handlers) {
+        tracing::warn!("{warning}");
+    }
     candidate.revision = shared
         .store
         .apply_spec(&candidate.files_for_storage(), now_ms())

@@ -314,6 +314,9 @@ impl Told {
 }
 
 struct Job {
+    /// The notification's id: the same in every attempt to deliver it (`webhook-id`), so a
+    /// receiver can drop a repeat.
+    id: String,
     /// The check set the decision was made with, and the handler's place in it: a job is
     /// made per delivery, so it shares rather than copies the handler.
     checks: Arc<CheckSet>,
@@ -323,6 +326,11 @@ struct Job {
     body: bytes::Bytes,
     check: String,
     entity: String,
+}
+
+/// A new notification's id: time-ordered, unique.
+fn notification_id() -> String {
+    format!("msg_{}", uuid::Uuid::now_v7().simple())
 }
 
 impl Job {
@@ -637,6 +645,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             fresh_since: None,
         };
         jobs.push(Job {
+            id: notification_id(),
             checks: Arc::clone(&checks),
             handler_index,
             kind: "resolution",
@@ -782,6 +791,7 @@ fn decide_with(
         if let Some(kind) = kind {
             let kind = kind.as_str();
             jobs.push(Job {
+                id: notification_id(),
                 checks: Arc::clone(&checks),
                 handler_index,
                 kind,
@@ -839,6 +849,7 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             .state_of(cached, Some(check))
             .0;
         jobs.push(Job {
+            id: notification_id(),
             checks: Arc::clone(&checks),
             handler_index,
             kind: "reminder",
@@ -999,7 +1010,11 @@ async fn deliver_all(
         };
         let handler = job.handler();
         match &handler.kind {
-            HandlerKind::Webhook { url, headers } => {
+            HandlerKind::Webhook {
+                url,
+                headers,
+                secret_file,
+            } => {
                 // Parsed once per handler and lane, not per request.
                 if parsed.as_ref().is_none_or(|(text, _)| text != url) {
                     parsed = Some((
@@ -1017,6 +1032,18 @@ async fn deliver_all(
                     }
                     None => continue,
                 };
+                // Read at each notification, so a rotated secret is used from the next one;
+                // never sent unsigned when it cannot be read.
+                let key = match secret_file.as_deref().map(crate::signing::read_secret) {
+                    None => None,
+                    Some(Ok(key)) => Some(key),
+                    Some(Err(e)) => {
+                        let outcome = format!("error: secret_file: {e}");
+                        log(&shared, &job, 1, outcome, Instant::now(), String::new());
+                        shared.metrics.delivered(&handler.name, "failed");
+                        continue;
+                    }
+                };
                 let mut pause = FIRST_BACKOFF;
                 for attempt in 1..=ATTEMPTS {
                     let started = Instant::now();
@@ -1027,6 +1054,15 @@ async fn deliver_all(
                         .body(job.body.clone());
                     for (name, value) in headers {
                         request = request.header(name.as_str(), value.as_str());
+                    }
+                    // Standard Webhooks: the id stays, the time is the attempt's.
+                    let timestamp = now_ms() / 1000;
+                    request = request
+                        .header("webhook-id", job.id.as_str())
+                        .header("webhook-timestamp", timestamp.to_string());
+                    if let Some(key) = &key {
+                        let signature = crate::signing::sign(key, &job.id, timestamp, &job.body);
+                        request = request.header("webhook-signature", signature);
                     }
                     let outcome = match request.send().await {
                         Ok(mut response) => {

@@ -2392,3 +2392,157 @@ checks:
     );
     assert!(server.stop().await.success());
 }
+
+/// What a receiver does with a signed delivery, by the PyPI `standardwebhooks` package (an
+/// implementation of the specification that is not ours): prints the verified id, or fails.
+fn verify_with_standard_webhooks(
+    secret: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<String, String> {
+    let script = "import sys, json\nfrom standardwebhooks.webhooks import Webhook\nd = json.load(sys.stdin)\nWebhook(d['secret']).verify(d['body'], d['headers'])\nprint(d['headers']['webhook-id'])\n";
+    let input = json!({
+        "secret": secret,
+        "body": body,
+        "headers": headers.iter().cloned().collect::<std::collections::HashMap<String, String>>(),
+    });
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A handler with a `secret_file` signs every attempt as Standard Webhooks says: the same
+/// `webhook-id` across a retry, each attempt verified by an independent implementation, a
+/// tampered body refused by it; a secret the server cannot read is said at apply and nothing
+/// goes out unsigned.
+#[tokio::test]
+async fn webhook_deliveries_are_signed_as_standard_webhooks_specifies() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = (i as u8).wrapping_mul(37).wrapping_add(11);
+    }
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write secret");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', secret_file: '{}', timeout: 2s }}
+  - {{ name: unread, type: webhook, url: 'http://127.0.0.1:{}/unread', secret_file: '{}/missing.secret' }}
+checks:
+  - {{ name: dns, ttl: 1h, handlers: [hook, unread] }}
+",
+        receiver.port,
+        secret_file.display(),
+        receiver.port,
+        dir.path().display()
+    );
+    let (status, body) = server.apply(&[("spec.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    let warned = body["warnings"].to_string();
+    assert!(
+        warned.contains("handler `unread`: secret_file") && warned.contains("missing.secret"),
+        "{body}"
+    );
+
+    // The first attempt is answered 500, the retry 200.
+    receiver
+        .status
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        server
+            .post(
+                "/api/v1/results",
+                &json!({ "results": [result("s1", "dns", 0)] })
+            )
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        server
+            .post(
+                "/api/v1/results",
+                &json!({ "results": [result("s2", "dns", 2)] })
+            )
+            .await
+            .0,
+        200
+    );
+    for _ in 0..100 {
+        if !receiver.requests.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiver
+        .status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    receiver.wait_for(1).await;
+    let requests = receiver.requests.lock().expect("lock").clone();
+    let to_hook: Vec<&common::Request> = requests.iter().collect();
+    assert!(
+        to_hook.len() >= 2,
+        "a failed attempt and its retry: {requests:?}"
+    );
+    let mut ids = Vec::new();
+    for (headers, body) in &to_hook {
+        let id = verify_with_standard_webhooks(&secret, headers, body)
+            .unwrap_or_else(|e| panic!("not verified: {e}\n{headers:?}"));
+        assert!(id.starts_with("msg_"), "{id}");
+        ids.push(id);
+    }
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one notification, one id across attempts: {ids:?}"
+    );
+    // The verifier does refuse what was not signed so.
+    let (headers, body) = to_hook[0];
+    let tampered = body.replace("\"dns\"", "\"dnz\"");
+    assert_ne!(&tampered, body);
+    let refused = verify_with_standard_webhooks(&secret, headers, &tampered)
+        .expect_err("a tampered body is refused");
+    assert!(refused.contains("WebhookVerificationError"), "{refused}");
+    let other_key = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    );
+    assert!(verify_with_standard_webhooks(&other_key, headers, body).is_err());
+    // Nothing went unsigned: the handler whose secret cannot be read sent nothing at all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = receiver.requests.lock().expect("lock").clone();
+    assert!(
+        requests
+            .iter()
+            .all(|(headers, _)| headers.iter().any(|(k, _)| k == "webhook-signature")),
+        "{requests:?}"
+    );
+    assert_eq!(requests.len(), to_hook.len(), "{requests:?}");
+    assert!(server.stop().await.success());
+}

@@ -277,6 +277,10 @@ pub enum HandlerKind {
     Webhook {
         url: String,
         headers: BTreeMap<String, String>,
+        /// A file on the server's host holding the key deliveries are signed with, as
+        /// Standard Webhooks specifies (`whsec_` and base64, or base64).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret_file: Option<String>,
     },
     /// Runs a program (no shell) with the event as JSON on stdin, in the shape Sensu Go
     /// handlers read.

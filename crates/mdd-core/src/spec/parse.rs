@@ -798,6 +798,7 @@ fn parse_handler(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedHandler
     };
     let url = f.get("url");
     let headers = f.get("headers");
+    let secret_file = f.get("secret_file");
     let command = f.get("command");
     let kind = match kind_text {
         Some((t, _)) if t == "webhook" => {
@@ -827,13 +828,45 @@ fn parse_handler(ctx: &mut Ctx, node: &Node, path: &str) -> Option<ParsedHandler
                     None
                 }
             };
+            let headers_node = headers;
             let headers = headers
                 .map(|n| label_map(ctx, n, &format!("{path}.headers")))
                 .unwrap_or_default();
-            url.map(|url| HandlerKind::Webhook { url, headers })
+            for name in headers.keys() {
+                if name.to_ascii_lowercase().starts_with("webhook-") {
+                    ctx.error(
+                        headers_node.unwrap_or(node),
+                        &format!("{path}.headers"),
+                        format!("`{name}`: webhook-id, webhook-timestamp and webhook-signature are set by mdd"),
+                    );
+                }
+            }
+            let secret_file = secret_file.and_then(|n| {
+                let field = format!("{path}.secret_file");
+                string(ctx, n, &field).filter(|text| {
+                    let absolute = text.starts_with('/');
+                    if !absolute {
+                        ctx.error(
+                            n,
+                            &field,
+                            format!("`{text}` must be an absolute path on the server's host"),
+                        );
+                    }
+                    absolute
+                })
+            });
+            url.map(|url| HandlerKind::Webhook {
+                url,
+                headers,
+                secret_file,
+            })
         }
         Some((t, _)) if t == "command" => {
-            for (key, n) in [("url", url), ("headers", headers)] {
+            for (key, n) in [
+                ("url", url),
+                ("headers", headers),
+                ("secret_file", secret_file),
+            ] {
                 if let Some(n) = n {
                     ctx.error(
                         n,

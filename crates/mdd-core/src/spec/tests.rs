@@ -513,6 +513,7 @@ fn handlers_parse_and_say_which_checks_they_notify_about() {
     type: webhook
     url: https://hooks.example.com/pager
     headers: { X-Team: network }
+    secret_file: /etc/mdd/pager.secret
     timeout: 5s
     filter: { states: [failing, unknown], occurrences: 3, reminder: 30m, owners: [network] }
   - name: slack
@@ -531,6 +532,7 @@ checks:
         HandlerKind::Webhook {
             url: "https://hooks.example.com/pager".into(),
             headers: [("X-Team".to_string(), "network".to_string())].into(),
+            secret_file: Some("/etc/mdd/pager.secret".into()),
         }
     );
     assert_eq!(pager.filter.occurrences, 3);
@@ -609,6 +611,29 @@ checks:
         "checks[0].handlers[0]",
         "unknown handler `pagr`",
     );
+}
+
+#[test]
+fn webhook_secrets_are_absolute_paths_and_signing_headers_are_mdds() {
+    let errors = errors_of(
+        "handlers:
+  - name: signed
+    type: webhook
+    url: https://hooks.example
+    secret_file: secrets/hook
+  - name: forged
+    type: webhook
+    url: https://hooks.example
+    headers: { Webhook-Signature: 'v1,abc' }
+  - name: run
+    type: command
+    command: [notify]
+    secret_file: /etc/mdd/s
+",
+    );
+    assert_has(&errors, 5, "handlers[0].secret_file", "absolute path");
+    assert_has(&errors, 9, "handlers[1].headers", "set by mdd");
+    assert_has(&errors, 13, "handlers[2].secret_file", "not `secret_file`");
 }
 
 #[test]

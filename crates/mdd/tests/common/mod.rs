@@ -272,9 +272,15 @@ pub async fn mdd_client(server: &TestServer, args: &[&str]) -> (Option<i32>, Str
 }
 
 /// A webhook receiver on loopback: records every POSTed JSON body, answers `status`.
+/// A request a `Receiver` got: its headers (names lowercase) and its body.
+pub type Request = (Vec<(String, String)>, String);
+
 pub struct Receiver {
     pub port: u16,
     pub bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// Every request as it came, whatever it was answered: its headers (names lowercase) and
+    /// its body as sent.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
     pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -288,10 +294,11 @@ impl Receiver {
         let port = listener.local_addr().expect("addr").port();
         let bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
-        let (b, st) = (bodies.clone(), status.clone());
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>> = Default::default();
+        let (b, st, rq) = (bodies.clone(), status.clone(), requests.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let (b, st) = (b.clone(), st.clone());
+                let (b, st, rq) = (b.clone(), st.clone(), rq.clone());
                 tokio::spawn(async move {
                     let mut data = Vec::new();
                     let mut buf = [0u8; 8192];
@@ -318,6 +325,13 @@ impl Receiver {
                         if body.len() < length {
                             continue;
                         }
+                        let headers = head
+                            .lines()
+                            .skip(1)
+                            .filter_map(|l| l.split_once(':'))
+                            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                            .collect();
+                        rq.lock().expect("lock").push((headers, body.to_string()));
                         let code = st.load(std::sync::atomic::Ordering::SeqCst);
                         if code == 200 {
                             b.lock()
@@ -336,6 +350,7 @@ impl Receiver {
         Receiver {
             port,
             bodies,
+            requests,
             status,
             _task: task,
         }
