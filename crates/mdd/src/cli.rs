@@ -71,6 +71,13 @@ pub enum Command {
     /// How often things break: incidents, time failing, time to recover and flaps per check
     /// and per owner over the last 24 h, 7 d and 30 d, worst first.
     Report(ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to standard output: `mdd man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -181,8 +181,16 @@ impl Agent {
 
     /// An agent for the server at `url` (e.g. a proxy in front of one).
     pub fn start_at(url: &str, data: &Path, args: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mdd"))
-            .args(["agent", "--server", url, "--data"])
+        let mut all = vec!["--server", url];
+        all.extend_from_slice(args);
+        Agent::start_with(Path::new(env!("CARGO_BIN_EXE_mdd")), data, &all)
+    }
+
+    /// `program agent --data DATA ARGS…`: another build of mdd (a packaged one), the server
+    /// named in ARGS or in a config file.
+    pub fn start_with(program: &Path, data: &Path, args: &[&str]) -> Agent {
+        let mut child = Command::new(program)
+            .args(["agent", "--data"])
             .arg(data)
             .args(args)
             .env("MDD_LOG", "info")
