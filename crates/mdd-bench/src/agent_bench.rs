@@ -41,6 +41,9 @@ pub struct AgentArgs {
     /// Internal: run the tokio-timer baseline for this many seconds and print its lateness.
     #[arg(long, hide = true)]
     timer_baseline: Option<u64>,
+    /// Talk plain HTTP to the server instead of HTTPS (as agents on real networks do).
+    #[arg(long)]
+    plain: bool,
 }
 
 pub fn run(args: AgentArgs) -> Result<()> {
@@ -161,23 +164,21 @@ fn private_kib(pid: u32) -> Result<u64> {
         .sum())
 }
 
-/// Starts `mdd agent` with the bench token against `url`.
+/// Starts `mdd agent` with the bench token against `url` (trusting `ca`, for HTTPS).
 fn spawn_agent(
     mdd: &std::path::Path,
     url: &str,
+    ca: Option<&std::path::Path>,
     subscriptions: &str,
     data: &std::path::Path,
 ) -> Result<tokio::process::Child> {
-    tokio::process::Command::new(mdd)
-        .args([
-            "agent",
-            "--server",
-            url,
-            "--token",
-            TOKEN,
-            "--name",
-            "bench-agent",
-        ])
+    let mut command = tokio::process::Command::new(mdd);
+    command.arg("agent");
+    if let Some(ca) = ca {
+        command.arg("--ca").arg(ca);
+    }
+    command
+        .args(["--server", url, "--token", TOKEN, "--name", "bench-agent"])
         .args(["--subscriptions", subscriptions, "--data"])
         .arg(data)
         .stdout(Stdio::null())
@@ -200,21 +201,44 @@ async fn run_async(args: AgentArgs) -> Result<()> {
         .collect();
     let spec_path = dir.path().join("spec.yaml");
     std::fs::write(&spec_path, spec)?;
+    // HTTPS by default, as on a real network: a certificate from a throw-away CA.
+    let ca = mdd_testkit::certs::TestCa::new("mdd-bench CA");
+    let (cert, key) = ca
+        .issue("127.0.0.1", time::Duration::days(1))
+        .write_pem(dir.path(), "server");
+    let ca_file = ca.write_pem(dir.path());
+    let tls = [
+        "--tls-cert".to_string(),
+        cert.display().to_string(),
+        "--tls-key".to_string(),
+        key.display().to_string(),
+    ];
+    let extra: Vec<&str> = if args.plain {
+        Vec::new()
+    } else {
+        tls.iter().map(String::as_str).collect()
+    };
     let (mut server, url) =
-        crate::ingest_bench::start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
+        crate::ingest_bench::start_server(&args.mdd, &dir.path().join("data"), &spec_path, &extra)
+            .await?;
+    let ca = (!args.plain).then_some(ca_file.as_path());
 
-    let mut agent = spawn_agent(&args.mdd, &url, "none", &dir.path().join("idle"))?;
+    let mut agent = spawn_agent(&args.mdd, &url, ca, "none", &dir.path().join("idle"))?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_pid = agent.id().context("pid")?;
     let (idle_rss, _) = proc_usage(idle_pid)?;
     let idle_private = private_kib(idle_pid)?;
     let _ = agent.kill().await;
 
-    let mut agent = spawn_agent(&args.mdd, &url, "bench", &dir.path().join("busy"))?;
+    let mut agent = spawn_agent(&args.mdd, &url, ca, "bench", &dir.path().join("busy"))?;
     let pid = agent.id().context("pid")?;
     // Let it fetch its checks and settle, then measure a window of steady running.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let http = reqwest::Client::new();
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        http = http.tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(ca)?)?]);
+    }
+    let http = http.build()?;
     let stored = |http: reqwest::Client, url: String| async move {
         let text = http
             .get(format!("{url}/metrics"))
@@ -249,7 +273,7 @@ async fn run_async(args: AgentArgs) -> Result<()> {
     }
 
     // Lateness: every run's start against its place on the grid, from the stored results.
-    let mut agent = spawn_agent(&args.mdd, &url, "late", &dir.path().join("late"))?;
+    let mut agent = spawn_agent(&args.mdd, &url, ca, "late", &dir.path().join("late"))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let measure_from = now_ms();
     tokio::time::sleep(Duration::from_secs(args.lateness_seconds)).await;
@@ -321,8 +345,10 @@ async fn run_async(args: AgentArgs) -> Result<()> {
 
     let per_1000 = |cpu: u64| cpu as f64 * 1000.0 / executions as f64;
     println!(
-        "mdd-bench agent: {} checks once a minute, {} s measured\n",
-        args.checks, args.seconds
+        "mdd-bench agent: {} checks once a minute, {} s measured, over {}\n",
+        args.checks,
+        args.seconds,
+        if args.plain { "plain HTTP" } else { "HTTPS" }
     );
     println!(
         "resident memory: idle {:.1} MiB (goal ≤ 8; {:.1} MiB of it private, the rest shared pages of the binary and libc), busy {:.1} MiB, peak {:.1} MiB (goal ≤ 20)",

@@ -151,7 +151,8 @@ async fn run_async(args: BigArgs) -> Result<()> {
         let dir = tempfile::tempdir()?;
         let spec_path = dir.path().join("spec.yaml");
         std::fs::write(&spec_path, spec(n))?;
-        let (server, url) = start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
+        let (server, url) =
+            start_server(&args.mdd, &dir.path().join("data"), &spec_path, &[]).await?;
         post_all(&http, &url, n).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let repeat = if n <= 10_000 { 5 } else { 3 };

@@ -87,7 +87,8 @@ async fn run_async(args: ConnectionsArgs) -> Result<()> {
         &spec_path,
         "checks:\n  - { name: cron, ttl: 1h }\n  - { name: web, subscriptions: [web], command: [echo, OK] }\n",
     )?;
-    let (mut server, url) = start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
+    let (mut server, url) =
+        start_server(&args.mdd, &dir.path().join("data"), &spec_path, &[]).await?;
     let http = reqwest::Client::new();
     let (alone_health, alone_post) = latencies(&http, &url, args.requests, "alone").await?;
 

@@ -85,7 +85,8 @@ async fn run_async(args: DashboardArgs) -> Result<()> {
     }
     let spec_path = dir.path().join("spec.yaml");
     std::fs::write(&spec_path, spec)?;
-    let (mut server, url) = start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
+    let (mut server, url) =
+        start_server(&args.mdd, &dir.path().join("data"), &spec_path, &[]).await?;
     let http = reqwest::Client::new();
     // One result per check: most pass, one in ten fails, one in fifty warns.
     let results: Vec<serde_json::Value> = (0..args.checks)

@@ -33,6 +33,10 @@ pub struct IngestArgs {
     /// Concurrent clients, comma separated.
     #[arg(long, default_value = "10,100,1000", value_delimiter = ',')]
     clients: Vec<usize>,
+    /// Turns of HTTPS against plain HTTP (100 clients each, taking turns; the ratio is the
+    /// median of the turns'); 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    tls_turns: usize,
 }
 
 /// The same shape the server reads, so the baseline parses as much as mdd does.
@@ -74,7 +78,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
     std::fs::write(&spec_path, spec)?;
 
     let (mut server, mdd_url) =
-        start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
+        start_server(&args.mdd, &dir.path().join("data"), &spec_path, &[]).await?;
 
     let baseline = axum::Router::new().route(
         "/api/v1/results",
@@ -105,6 +109,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
         let tag = run_id.fetch_add(1, Ordering::Relaxed);
         let mdd = load(
             &mdd_url,
+            None,
             clients,
             args.batch,
             args.seconds,
@@ -113,6 +118,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
         .await?;
         let base = load(
             &baseline_url,
+            None,
             clients,
             args.batch,
             args.seconds,
@@ -142,9 +148,13 @@ async fn run_async(args: IngestArgs) -> Result<()> {
 
     let _ = server.kill().await;
 
+    if args.tls_turns > 0 {
+        tls_against_plain(&args, dir.path(), &spec_path).await?;
+    }
+
     // Event queries over exactly 10,000 events (100 checks × 100 entities) on a fresh server.
     let (mut server, mdd_url) =
-        start_server(&args.mdd, &dir.path().join("query-data"), &spec_path).await?;
+        start_server(&args.mdd, &dir.path().join("query-data"), &spec_path, &[]).await?;
     let http = reqwest::Client::new();
     for chunk in 0..100 {
         let results: Vec<serde_json::Value> = (0..CHECKS)
@@ -214,17 +224,92 @@ async fn run_async(args: IngestArgs) -> Result<()> {
     Ok(())
 }
 
+/// Results/s into an HTTPS server against a plain HTTP one, both fresh, 100 clients each,
+/// taking turns so that a noisy neighbour hits both alike. Goal: ≥ 0.9.
+async fn tls_against_plain(
+    args: &IngestArgs,
+    dir: &std::path::Path,
+    spec: &std::path::Path,
+) -> Result<()> {
+    let ca = mdd_testkit::certs::TestCa::new("mdd-bench CA");
+    let (cert, key) = ca
+        .issue("127.0.0.1", time::Duration::days(1))
+        .write_pem(dir, "bench-server");
+    let trust = reqwest::Certificate::from_pem(ca.pem().as_bytes())?;
+    let tls_args = [
+        "--tls-cert".to_string(),
+        cert.display().to_string(),
+        "--tls-key".to_string(),
+        key.display().to_string(),
+    ];
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let (mut plain, plain_url) =
+        start_server(&args.mdd, &dir.join("plain-data"), spec, &[]).await?;
+    let (mut tls, tls_url) =
+        start_server(&args.mdd, &dir.join("tls-data"), spec, &tls_args).await?;
+    println!(
+        "\nHTTPS against plain HTTP, 100 clients, keep-alive connections, {} turns:",
+        args.tls_turns
+    );
+    let mut ratios = Vec::new();
+    for turn in 0..args.tls_turns {
+        let over_plain = load(
+            &plain_url,
+            None,
+            100,
+            args.batch,
+            args.seconds,
+            &format!("p{turn}"),
+        )
+        .await?;
+        let over_tls = load(
+            &tls_url,
+            Some(&trust),
+            100,
+            args.batch,
+            args.seconds,
+            &format!("t{turn}"),
+        )
+        .await?;
+        let ratio = over_tls.results_per_second / over_plain.results_per_second;
+        println!(
+            "  turn {}: plain {:>8.0} results/s (p99 {:.1} ms), TLS {:>8.0} results/s (p99 {:.1} ms): ratio {ratio:.2}{}",
+            turn + 1,
+            over_plain.results_per_second,
+            over_plain.p99.as_secs_f64() * 1000.0,
+            over_tls.results_per_second,
+            over_tls.p99.as_secs_f64() * 1000.0,
+            if over_plain.errors + over_tls.errors > 0 {
+                format!(
+                    "  ({} plain errors, {} TLS errors)",
+                    over_plain.errors, over_tls.errors
+                )
+            } else {
+                String::new()
+            }
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("  median ratio {:.2}; goal ≥ 0.9", ratios[ratios.len() / 2]);
+    let _ = plain.kill().await;
+    let _ = tls.kill().await;
+    Ok(())
+}
+
 /// Starts `mdd server` on a port the OS picks, with the admin token and spec, and waits for it.
 pub async fn start_server(
     mdd: &std::path::Path,
     data: &std::path::Path,
     spec: &std::path::Path,
+    extra: &[&str],
 ) -> Result<(tokio::process::Child, String)> {
     let mut server = tokio::process::Command::new(mdd)
         .args(["server", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--spec")
         .arg(spec)
+        .args(extra)
         .env("MDD_ADMIN_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -245,7 +330,14 @@ pub async fn start_server(
 }
 
 /// `clients` tasks, each with its own connection, posting batches back to back for `seconds`.
-async fn load(url: &str, clients: usize, batch: usize, seconds: u64, tag: &str) -> Result<Load> {
+async fn load(
+    url: &str,
+    ca: Option<&reqwest::Certificate>,
+    clients: usize,
+    batch: usize,
+    seconds: u64,
+    tag: &str,
+) -> Result<Load> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let stored = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -256,12 +348,15 @@ async fn load(url: &str, clients: usize, batch: usize, seconds: u64, tag: &str) 
         let stored = Arc::clone(&stored);
         let errors = Arc::clone(&errors);
         let tag = tag.to_string();
+        let ca = ca.cloned();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client");
+                .timeout(Duration::from_secs(60));
+            if let Some(ca) = ca {
+                builder = builder.tls_certs_only([ca]);
+            }
+            let http = builder.build().expect("client");
             let mut latencies = Vec::new();
             let mut round = 0u64;
             while Instant::now() < deadline {

@@ -146,7 +146,8 @@ async fn run_async(args: NotifyArgs) -> Result<()> {
         let tag = name.replace(' ', "-");
         let spec_path = dir.path().join(format!("{tag}.yaml"));
         std::fs::write(&spec_path, spec)?;
-        let (server, url) = start_server(&args.mdd, &dir.path().join(&tag), &spec_path).await?;
+        let (server, url) =
+            start_server(&args.mdd, &dir.path().join(&tag), &spec_path, &[]).await?;
         let state: Failing = (0..args.clients).map(|_| Default::default()).collect();
         servers.push((name, tag, server, url, state));
     }

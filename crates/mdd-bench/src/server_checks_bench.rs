@@ -92,7 +92,7 @@ async fn run_async(args: ServerChecksArgs) -> Result<()> {
         let spec_path = dir.path().join("spec.yaml");
         std::fs::write(&spec_path, spec)?;
         let (mut server, url) =
-            start_server(&args.mdd, &dir.path().join("data"), &spec_path).await?;
+            start_server(&args.mdd, &dir.path().join("data"), &spec_path, &[]).await?;
         let pid = server.id().context("pid")?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (_, cpu_before) = proc_usage(pid)?;
