@@ -13,7 +13,7 @@ pub fn describe(error: &(dyn Error + 'static)) -> String {
         let text = match (tls, e.downcast_ref::<std::io::Error>()) {
             (Some(tls), _) => tls_words(tls),
             (None, Some(io)) => io_words(io),
-            (None, None) => e.to_string(),
+            (None, None) => library_words(e),
         };
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
@@ -21,6 +21,28 @@ pub fn describe(error: &(dyn Error + 'static)) -> String {
         current = e.source();
     }
     parts.join(": ")
+}
+
+/// What an error says of itself, without the wrappers HTTP libraries put around the cause:
+/// reqwest's "error sending request for url (…)" (the caller knows the URL), hyper's "client
+/// error (Connect)" and "tcp connect error". Nothing is said twice; the cause comes through.
+fn library_words(e: &(dyn Error + 'static)) -> String {
+    if let Some(request) = e.downcast_ref::<reqwest::Error>() {
+        if request.is_timeout() {
+            return "timed out".into();
+        }
+        if e.source().is_some() && (request.is_request() || request.is_connect()) {
+            return String::new();
+        }
+    }
+    let text = e.to_string();
+    if text.starts_with("client error (") || text == "tcp connect error" {
+        return String::new();
+    }
+    if text == "dns error" {
+        return "cannot resolve the host name".into();
+    }
+    text
 }
 
 /// The TLS error in `e`, if it is one or an io::Error wrapping one (io::Error hides what it

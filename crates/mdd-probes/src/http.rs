@@ -108,11 +108,23 @@ async fn request(probe: &HttpProbe, ctx: &ProbeContext) -> ProbeResult {
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(e) => {
+            // The cause first, and where: the URL is in the spec and in the long output.
+            let place = reqwest::Url::parse(&probe.url)
+                .ok()
+                .and_then(|u| {
+                    let host = u.host_str()?.to_string();
+                    Some(match u.port() {
+                        Some(port) => format!("{host}:{port}"),
+                        None => host,
+                    })
+                })
+                .unwrap_or_else(|| probe.url.clone());
             return ProbeResult::new(
                 Status::Critical,
-                format!("{}: {}", probe.url, describe(&e)),
+                format!("{} ({place})", describe(&e)),
                 started.elapsed(),
             )
+            .with_long_output(format!("{} {}", probe.method, probe.url))
             .with_perfdata(time_perfdata(started.elapsed(), probe.max_latency));
         }
     };
@@ -167,11 +179,8 @@ async fn request(probe: &HttpProbe, ctx: &ProbeContext) -> ProbeResult {
                 .join(", ")
         };
         let snippet = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-        return finish(
-            Status::Critical,
-            format!("{status_text} from {} (expected {expected})", probe.url),
-        )
-        .with_long_output(snippet);
+        return finish(Status::Critical, format!("{status_text}, want {expected}"))
+            .with_long_output(snippet);
     }
     if let Some(e) = body_error {
         return finish(

@@ -40,7 +40,7 @@ async fn http_wrong_status_and_wrong_body_are_critical() {
     let result = run(&format!("http: {{ url: '{base}/down' }}")).await;
     assert_status(&result, Status::Critical);
     assert!(
-        result.summary.contains("HTTP 503") && result.summary.contains("expected 2xx"),
+        result.summary.contains("HTTP 503") && result.summary.contains("want 2xx"),
         "{result:?}"
     );
     assert_eq!(result.long_output, "maintenance");
@@ -349,4 +349,81 @@ async fn tls_certificate_expiry_and_trust() {
             );
         }
     }
+}
+
+/// Every kind of failure of the HTTP probe reads as an operator says it: the cause first and
+/// once, where it happened, no URL twice and no library's chain of wrappers.
+#[tokio::test]
+async fn http_failures_say_the_cause_once() {
+    let closed = free_port();
+    let result = run(&format!(
+        "http: {{ url: 'http://127.0.0.1:{closed}/health' }}"
+    ))
+    .await;
+    assert_status(&result, Status::Critical);
+    assert_eq!(
+        result.summary,
+        format!("connection refused (127.0.0.1:{closed})")
+    );
+    assert_eq!(
+        result.long_output,
+        format!("GET http://127.0.0.1:{closed}/health")
+    );
+
+    let server = serve(Routes::new().with("/down", Reply::status(503, "maintenance"))).await;
+    let base = format!("http://127.0.0.1:{}", server.port());
+    let result = run(&format!("http: {{ url: '{base}/down' }}")).await;
+    assert_eq!(result.summary, "HTTP 503 Service Unavailable, want 2xx");
+    let result = run(&format!(
+        "http: {{ url: '{base}/down', status: [200, 204] }}"
+    ))
+    .await;
+    assert_eq!(
+        result.summary,
+        "HTTP 503 Service Unavailable, want 200, 204"
+    );
+
+    let ca = TestCa::new("mdd test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = ca.write_pem(dir.path());
+    for (cert, want) in [
+        (
+            ca.issue("localhost", time::Duration::days(-3)),
+            "the server's certificate expired 3 days ago",
+        ),
+        (
+            ca.issue("other.example", time::Duration::days(90)),
+            "the server's certificate is not valid for this host name",
+        ),
+        (
+            TestCa::new("rogue CA").issue("localhost", time::Duration::days(90)),
+            "the server's certificate is not from a trusted CA (unknown issuer; give its CA)",
+        ),
+    ] {
+        let tls = serve_tls(Routes::new(), &cert).await;
+        let result = run(&format!(
+            "http: {{ url: 'https://localhost:{}/', ca: '{}' }}",
+            tls.port(),
+            ca_file.display()
+        ))
+        .await;
+        assert_status(&result, Status::Critical);
+        assert_eq!(result.summary, format!("{want} (localhost:{})", tls.port()));
+    }
+}
+
+/// The TCP and TLS probes' refusals, pinned.
+#[tokio::test]
+async fn tcp_and_tls_failures_say_the_cause_once() {
+    let closed = free_port();
+    let result = run(&format!("tcp: {{ host: 127.0.0.1, port: {closed} }}")).await;
+    assert_eq!(
+        result.summary,
+        format!("cannot connect to 127.0.0.1:{closed}: connection refused")
+    );
+    let result = run(&format!("tls: {{ host: 127.0.0.1, port: {closed} }}")).await;
+    assert_eq!(
+        result.summary,
+        format!("cannot connect to 127.0.0.1:{closed}: connection refused")
+    );
 }
