@@ -22,6 +22,7 @@ pub mod spec;
 pub mod status;
 pub mod terminal;
 pub mod threshold;
+pub mod words;
 
 pub use duration::{format_duration, parse_duration};
 pub use perfdata::PerfDatum;

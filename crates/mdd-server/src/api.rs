@@ -1394,7 +1394,7 @@ async fn apply_spec(
             return Err(ApiError {
                 status: StatusCode::BAD_REQUEST,
                 body: json!({
-                    "error": format!("the spec has {} errors; nothing was changed", list.len()),
+                    "error": format!("the spec has {}; nothing was changed", mdd_core::words::count(list.len(), "error")),
                     "errors": list,
                 }),
             });

@@ -302,14 +302,55 @@ pub(crate) fn encode(text: &str) -> String {
 }
 
 fn render_table(events: &[serde_json::Value]) -> String {
-    let rows: Vec<[String; 5]> = events
+    let state_of = |e: &serde_json::Value| -> mdd_core::State {
+        e["state"]
+            .as_str()
+            .unwrap_or("unknown")
+            .parse()
+            .unwrap_or(mdd_core::State::Unknown)
+    };
+    // Worst first: what needs someone is at the top, whatever the server's order.
+    let mut sorted: Vec<&serde_json::Value> = events.iter().collect();
+    sorted.sort_by(|a, b| {
+        state_of(b)
+            .severity()
+            .cmp(&state_of(a).severity())
+            .then_with(|| a["check"].as_str().cmp(&b["check"].as_str()))
+            .then_with(|| a["entity"].as_str().cmp(&b["entity"].as_str()))
+    });
+    let now = jiff::Timestamp::now();
+    let rows: Vec<[String; 5]> = sorted
         .iter()
         .map(|e| {
-            let state: mdd_core::State = e["state"]
-                .as_str()
-                .unwrap_or("unknown")
-                .parse()
-                .unwrap_or(mdd_core::State::Unknown);
+            let state = state_of(e);
+            let blocked_by: Vec<&str> = e["blocked_by"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| b.as_str())
+                .collect();
+            let output = if state == mdd_core::State::Blocked && !blocked_by.is_empty() {
+                format!("blocked by {}", blocked_by.join(", "))
+            } else if e["check"] == "keepalive" {
+                // An agent's row: when it was last heard from says more than its summary.
+                let last = e["executed_at"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+                match last {
+                    Some(at) => format!(
+                        "last keepalive {} ago ({})",
+                        mdd_core::format_duration(
+                            now.duration_since(at)
+                                .unsigned_abs()
+                                .max(Duration::from_secs(1))
+                        ),
+                        at.strftime("%Y-%m-%d %H:%M:%S")
+                    ),
+                    None => e["summary"].as_str().unwrap_or_default().to_string(),
+                }
+            } else {
+                e["summary"].as_str().unwrap_or_default().to_string()
+            };
             [
                 format!("{} {state}", state.mark()),
                 mdd_core::terminal::printable(e["check"].as_str().unwrap_or_default()).into_owned(),
@@ -322,15 +363,7 @@ fn render_table(events: &[serde_json::Value]) -> String {
                     .take(19)
                     .collect::<String>()
                     .replace('T', " "),
-                mdd_core::terminal::printable(
-                    &e["summary"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(100)
-                        .collect::<String>(),
-                )
-                .into_owned(),
+                mdd_core::terminal::printable(&output).into_owned(),
             ]
         })
         .collect();
@@ -341,12 +374,24 @@ fn render_table(events: &[serde_json::Value]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
+    // The output column takes what the terminal has left; off a terminal, 100 characters.
+    let before: usize = widths[..4].iter().map(|w| w + 2).sum();
+    let room = match console::Term::stdout().size_checked() {
+        Some((_, columns)) => usize::from(columns).saturating_sub(before).max(20),
+        None => 100,
+    };
     let mut out = String::new();
     let line = |cells: [&str; 5]| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i == 4 {
-                text.push_str(cell);
+                if cell.chars().count() > room {
+                    let cut: String = cell.chars().take(room.saturating_sub(1)).collect();
+                    text.push_str(&cut);
+                    text.push('…');
+                } else {
+                    text.push_str(cell);
+                }
             } else {
                 text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             }

@@ -57,9 +57,9 @@ pub fn lint(args: LintArgs) -> Result<u8> {
     Ok(match load(&args.spec)? {
         Ok(spec) => {
             println!(
-                "ok: {} checks, {} deployments",
-                spec.checks.len(),
-                spec.deployments.len()
+                "ok: {}, {}",
+                mdd_core::words::count(spec.checks.len(), "check"),
+                mdd_core::words::count(spec.deployments.len(), "deployment")
             );
             exit::OK
         }

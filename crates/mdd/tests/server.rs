@@ -2546,3 +2546,47 @@ checks:
     assert_eq!(requests.len(), to_hook.len(), "{requests:?}");
     assert!(server.stop().await.success());
 }
+
+/// `mdd status` puts what needs someone first, says what blocks a blocked check, and shows
+/// an agent's row as when it was last heard from.
+#[tokio::test]
+async fn status_lists_the_worst_first_and_says_what_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "checks:
+  - { name: a-web, ttl: 1h }
+  - { name: b-dns, ttl: 1h }
+  - { name: c-ldap, ttl: 1h, depends_on: [b-dns] }
+";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    let results = json!({ "results": [result("w", "a-web", 0), result("d", "b-dns", 2), result("l", "c-ldap", 0)] });
+    assert_eq!(server.post("/api/v1/results", &results).await.0, 200);
+    let keepalive = json!({ "entity": "agent1", "subscriptions": [], "labels": {}, "interval_s": 20, "warning_s": 120, "critical_s": 180 });
+    let (status, body) = server.post("/api/v1/agent/keepalive", &keepalive).await;
+    assert!(status < 300, "{body}");
+    let (code, table, stderr) = mdd_client(&server, &["status"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert!(
+        rows[0].contains("failing") && rows[0].contains("b-dns"),
+        "{table}"
+    );
+    assert!(
+        rows[1].contains("blocked") && rows[1].contains("c-ldap"),
+        "{table}"
+    );
+    assert!(rows[1].contains("blocked by b-dns"), "{table}");
+    let agent = rows
+        .iter()
+        .find(|r| r.contains("keepalive"))
+        .unwrap_or_else(|| panic!("no keepalive row: {table}"));
+    assert!(
+        agent.contains("last keepalive") && agent.contains("ago ("),
+        "{agent}"
+    );
+    assert!(
+        rows.iter().position(|r| r.contains("a-web")) > Some(1),
+        "passing after: {table}"
+    );
+    assert!(server.stop().await.success());
+}

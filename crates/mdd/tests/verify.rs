@@ -202,6 +202,11 @@ async fn an_invalid_spec_reports_every_error_and_runs_nothing() {
     }
     let output = run(&["lint", "--example"]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "ok: 4 checks, 1 deployment",
+        "counts in English"
+    );
 }
 
 #[tokio::test]
