@@ -75,6 +75,104 @@ pub fn render(window: &serde_json::Value) -> String {
     out
 }
 
+/// Several windows next to each other: a row per check (then per owner) that broke in any of
+/// them, worst in the shortest window first, with each window's figures in its own columns.
+pub fn side_by_side(windows: &[&serde_json::Value]) -> String {
+    let mut out = String::new();
+    let section = |out: &mut String, list_key: &str, key: &str, title: &str| {
+        // Every name any window lists, ranked by the first window that has it, then the next.
+        let mut names: Vec<(String, String)> = Vec::new();
+        for window in windows {
+            let mut rows = window[list_key].as_array().cloned().unwrap_or_default();
+            rows.sort_by_key(|r| std::cmp::Reverse(r["failing_ms"].as_i64().unwrap_or(0)));
+            for row in rows {
+                let name = row[key].as_str().unwrap_or_default().to_string();
+                if !names.iter().any(|(n, _)| *n == name) {
+                    let owner = row["owner"].as_str().unwrap_or("-").to_string();
+                    names.push((name, owner));
+                }
+            }
+        }
+        if names.is_empty() {
+            let _ = writeln!(out, "{title}: nothing broke");
+            return;
+        }
+        let with_owner = key != "owner";
+        let first = 28;
+        let owner_width = if with_owner { 15 } else { 0 };
+        let lead = first + 1 + owner_width + usize::from(with_owner);
+        // Titles over each window's columns.
+        let mut head = format!("{:<lead$}", "");
+        for window in windows {
+            let _ = write!(
+                head,
+                "| {:<33}",
+                format!("last {}", window["window"].as_str().unwrap_or_default())
+            );
+        }
+        let _ = writeln!(out, "{}", head.trim_end());
+        let mut columns = format!("{:<first$} ", title);
+        if with_owner {
+            let _ = write!(columns, "{:<owner_width$} ", "owner");
+        }
+        for _ in windows {
+            let _ = write!(
+                columns,
+                "| {:>9} {:>8} {:>7} {:>5} ",
+                "incidents", "failing", "mttr", "flaps"
+            );
+        }
+        let _ = writeln!(out, "{}", columns.trim_end());
+        for (name, owner) in &names {
+            let cut = |text: &str, width: usize| -> String {
+                let text = mdd_core::terminal::printable(text).into_owned();
+                if text.chars().count() > width {
+                    let mut short: String = text.chars().take(width - 1).collect();
+                    short.push('…');
+                    short
+                } else {
+                    text
+                }
+            };
+            let mut line = format!("{:<first$} ", cut(name, first));
+            if with_owner {
+                let _ = write!(line, "{:<owner_width$} ", cut(owner, owner_width));
+            }
+            for window in windows {
+                let row = window[list_key]
+                    .as_array()
+                    .and_then(|rows| rows.iter().find(|r| r[key].as_str() == Some(name)));
+                match row {
+                    Some(row) => {
+                        let open = row["open"].as_u64().unwrap_or(0);
+                        let _ = write!(
+                            line,
+                            "| {:>9} {:>8} {:>7} {:>5} ",
+                            format!(
+                                "{}{}",
+                                row["incidents"].as_u64().unwrap_or(0),
+                                if open > 0 { "*" } else { "" }
+                            ),
+                            human(row["failing_ms"].as_i64()),
+                            human(row["mttr_ms"].as_i64()),
+                            row["flaps"].as_u64().unwrap_or(0),
+                        );
+                    }
+                    None => {
+                        let _ = write!(line, "| {:>9} {:>8} {:>7} {:>5} ", "-", "-", "-", "-");
+                    }
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    };
+    section(&mut out, "top_offenders", "check", "top offenders");
+    out.push('\n');
+    section(&mut out, "owners", "owner", "by owner");
+    out.push_str("* one still open\n");
+    out
+}
+
 pub fn report(args: ReportArgs) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,11 +190,11 @@ pub fn report(args: ReportArgs) -> Result<u8> {
     }
     let counts = match answer["windows"].as_object() {
         Some(windows) => {
-            for name in ["24h", "7d", "30d"] {
-                if let Some(window) = windows.get(name) {
-                    println!("{}", render(window));
-                }
-            }
+            let list: Vec<&serde_json::Value> = ["24h", "7d", "30d"]
+                .iter()
+                .filter_map(|name| windows.get(*name))
+                .collect();
+            println!("{}", side_by_side(&list));
             windows
                 .values()
                 .find_map(|w| w["counts"].as_str())

@@ -1865,9 +1865,21 @@ async fn incidents_are_counted_per_check_and_owner() {
 
     let (code, text, _) = mdd_client(&server, &["report"]).await;
     assert_eq!(code, Some(0));
+    // The three windows side by side, the owner beside each check.
     assert!(
-        text.contains("last 24h") && text.contains("last 30d") && text.contains("ams1-ldap"),
+        text.lines()
+            .any(|l| l.contains("last 24h") && l.contains("last 7d") && l.contains("last 30d")),
         "{text}"
+    );
+    let ldap = text
+        .lines()
+        .find(|l| l.starts_with("ams1-ldap"))
+        .unwrap_or_else(|| panic!("no ams1-ldap row: {text}"));
+    assert!(ldap.contains("team-identity"), "{ldap}");
+    assert_eq!(
+        ldap.matches('|').count(),
+        3,
+        "a column group per window: {ldap}"
     );
     let (code, _) = server.get("/api/v1/report?window=forever").await;
     assert_eq!(code, 400);
