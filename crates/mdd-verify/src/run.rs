@@ -150,10 +150,14 @@ pub async fn verify(
             .iter()
             .filter(|o| is_green(o.state, options.allow_warning))
             .count();
-        let next_start = round_started + options.every;
-        let another = !interrupted
-            && green < checks.len()
-            && deadline.is_some_and(|d| next_start.max(Instant::now()) < d);
+        // The last round runs at the deadline rather than never: `--wait 8s` with rounds every
+        // 5 s looks at 0 s, 5 s and 8 s, not only until 5 s.
+        let next_start = match deadline {
+            Some(d) => (round_started + options.every).min(d),
+            None => round_started + options.every,
+        };
+        let another =
+            !interrupted && green < checks.len() && deadline.is_some_and(|d| Instant::now() < d);
         send(Progress::RoundFinished {
             round,
             green,

@@ -24,8 +24,10 @@ pub async fn show(
             ProgressDrawTarget::stderr_with_hz(10),
         );
         bar.set_style(
+            // `wide_msg` takes what the terminal has left and is cut there: a line that wrapped
+            // would be redrawn (and cleared at the end) one line short, leaving half a bar.
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} green  {msg}",
+                "{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} green  {wide_msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );

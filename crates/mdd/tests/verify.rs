@@ -454,3 +454,130 @@ async fn a_spec_on_standard_input() {
     assert_eq!(report["checks"][0]["summary"], "OK - from stdin");
     assert_eq!(report["checks"][0]["source"], "(stdin):2");
 }
+
+/// `--wait 2s` with rounds every 1.5 s waits the whole 2 s: the last round runs at the
+/// deadline instead of the wait ending at the last round that fit.
+#[tokio::test]
+async fn wait_waits_as_long_as_it_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(
+        dir.path(),
+        "checks:\n  - { name: never, command: [sh, -c, 'echo CRITICAL - not yet; exit 2'] }\n",
+    );
+    let started = std::time::Instant::now();
+    let output = run(&[
+        "verify",
+        spec.to_str().expect("utf-8"),
+        "--wait",
+        "2s",
+        "--every",
+        "1500ms",
+        "--format",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["rounds"], 3, "at 0 s, 1.5 s and 2 s: {report}");
+    assert!(
+        report["duration_ms"].as_u64().expect("duration") >= 2000,
+        "{report}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(report["timed_out"], true, "{report}");
+}
+
+/// On a terminal (a real pseudo-terminal of 80 columns, through bsdutils' `script`), the
+/// progress bar never draws a line wider than the terminal, and Ctrl-C (SIGINT) clears it
+/// before the report: no half-drawn bar is left on the screen.
+#[tokio::test]
+async fn on_a_terminal_the_bar_fits_and_ctrl_c_leaves_none_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(
+        dir.path(),
+        "checks:
+  - { name: a-rather-long-check-name-number-one, command: [sh, -c, 'echo CRITICAL; exit 2'] }
+  - { name: a-rather-long-check-name-number-two, command: [sh, -c, 'echo CRITICAL; exit 2'] }
+  - { name: a-rather-long-check-name-number-three, command: [sh, -c, 'echo CRITICAL; exit 2'] }
+  - { name: a-rather-long-check-name-number-four, command: [sh, -c, 'echo CRITICAL; exit 2'] }
+  - { name: a-rather-long-check-name-number-five, command: [sh, -c, 'echo CRITICAL; exit 2'] }
+",
+    );
+    let screen = dir.path().join("screen");
+    let command = format!(
+        "stty cols 80 rows 24; exec {} verify {} --wait 60s --every 500ms",
+        env!("CARGO_BIN_EXE_mdd"),
+        spec.display()
+    );
+    let mut script = tokio::process::Command::new("script")
+        .args(["-qec", &command])
+        .arg(&screen)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("util-linux script");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The verify process is script's child (the shell exec'd it).
+    let script_pid = script.id().expect("pid");
+    let children =
+        std::fs::read_to_string(format!("/proc/{script_pid}/task/{script_pid}/children"))
+            .expect("children");
+    let verify_pid: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("verify's pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(verify_pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = tokio::time::timeout(Duration::from_secs(20), script.wait())
+        .await
+        .expect("verify stops on Ctrl-C")
+        .expect("wait");
+    assert_eq!(status.code(), Some(130), "interrupted");
+    let raw = std::fs::read(&screen).expect("screen");
+    let text = String::from_utf8_lossy(&raw);
+    let drawn = text
+        .split_once('\n')
+        .map_or(text.as_ref(), |(_, rest)| rest);
+    let ansi = regex_lite_strip(drawn);
+    assert!(ansi.contains("0/5 green"), "the bar was drawn: {ansi:?}");
+    for segment in ansi.split(['\r', '\n']) {
+        assert!(
+            segment.chars().count() <= 80,
+            "a line wider than the terminal: {segment:?}"
+        );
+    }
+    // After the last clear of the line, only the report: no bar.
+    let after = drawn.rsplit("\x1b[2K").next().unwrap_or_default();
+    assert!(
+        !after.contains('░') && !after.contains("green  round"),
+        "a bar left behind: {after:?}"
+    );
+    assert!(after.contains("interrupted"), "{after:?}");
+}
+
+/// Text without the terminal's escape sequences (CSI … letter), as a person sees it.
+fn regex_lite_strip(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for next in chars.by_ref() {
+                    if next.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
