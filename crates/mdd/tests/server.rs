@@ -2600,5 +2600,39 @@ async fn status_lists_the_worst_first_and_says_what_blocks() {
         rows.iter().position(|r| r.contains("a-web")) > Some(1),
         "passing after: {table}"
     );
+    // The dashboard's tables say how long ago, with the exact second on hover.
+    for page in ["/events", "/entities", "/checks/b-dns"] {
+        let html = server
+            .http
+            .get(format!("{}{page}", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        let time = html
+            .split("<time datetime=\"")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no <time> on {page}: {html}"));
+        let (iso, rest) = time.split_once('"').expect("datetime");
+        assert!(iso.ends_with('Z') && iso.len() == 20, "{iso}");
+        let title = rest
+            .split("title=\"")
+            .nth(1)
+            .and_then(|t| t.split_once('"'))
+            .map(|(t, _)| t)
+            .expect("title");
+        assert_eq!(
+            title,
+            format!("{} UTC", iso.replace('T', " ").trim_end_matches('Z'))
+        );
+        let shown = rest.split_once('>').map(|(_, r)| r).unwrap_or_default();
+        assert!(
+            shown.starts_with("just now") || shown.contains(" ago<"),
+            "{page}: {shown:.40}"
+        );
+    }
     assert!(server.stop().await.success());
 }

@@ -24,6 +24,63 @@ fn since_text(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A time as a person reads it in a table: how long ago ("3 min ago"), with the exact time to
+/// the second on hover and in `datetime` for tools. Drawn as a `<time>` element; everything in
+/// it is digits and words of ours, so it is HTML-safe as it is.
+#[derive(Debug, Clone)]
+pub struct When {
+    iso: String,
+    exact: String,
+    ago: String,
+}
+
+impl When {
+    pub fn at(ms: i64, now: i64) -> When {
+        let iso = jiff::Timestamp::from_millisecond(ms)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        When {
+            iso,
+            exact: since_text(ms),
+            ago: ago(now - ms),
+        }
+    }
+}
+
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<time datetime=\"{}\" title=\"{} UTC\">{}</time>",
+            self.iso, self.exact, self.ago
+        )
+    }
+}
+
+impl askama::filters::HtmlSafe for When {}
+
+/// "just now", "40 s ago", "3 min ago", "5 h ago", "2 d ago"; a time ahead (a clock off) says
+/// "in 3 min".
+pub fn ago(ms: i64) -> String {
+    let (seconds, ahead) = if ms < 0 {
+        (ms.unsigned_abs() / 1000, true)
+    } else {
+        (ms.unsigned_abs() / 1000, false)
+    };
+    let amount = match seconds {
+        0..=4 => return "just now".into(),
+        s if s < 60 => format!("{s} s"),
+        s if s < 3_600 => format!("{} min", s / 60),
+        s if s < 2 * 86_400 => format!("{} h", s / 3_600),
+        s => format!("{} d", s / 86_400),
+    };
+    if ahead {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
 /// A state shown by colour (CSS class) and by mark and word, never by colour alone.
 #[derive(Debug, Clone)]
 pub struct Badge {
@@ -242,7 +299,7 @@ pub struct TreeRow {
 }
 
 pub struct TimelineRow {
-    pub at: String,
+    pub at: When,
     pub check: String,
     pub href: String,
     pub badge: Badge,
@@ -254,7 +311,7 @@ struct DeploymentPage {
     row: DeploymentRow,
     selector: String,
     settle: String,
-    started: String,
+    started: When,
     owners: Vec<(String, Vec<Cell>)>,
     tree: Vec<TreeRow>,
     graph: String,
@@ -405,7 +462,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
         .rev()
         .take(200)
         .map(|t| TimelineRow {
-            at: since_text(t.at),
+            at: When::at(t.at, now),
             check: t.check.clone(),
             href: check_href(&t.check),
             badge: Badge::of(if t.passing {
@@ -419,7 +476,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
         .map(|t| {
             t.open_regressions()
                 .map(|r| TimelineRow {
-                    at: since_text(r.at),
+                    at: When::at(r.at, now),
                     check: r.check.clone(),
                     href: check_href(&r.check),
                     badge: Badge::of(State::Failing),
@@ -442,7 +499,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
             row: deployment_row(&detail.summary),
             selector,
             settle: mdd_core::format_duration(deployment.settle),
-            started: since_text(started_at),
+            started: When::at(started_at, now),
             owners: owners.into_iter().collect(),
             tree,
             graph,
@@ -457,7 +514,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
 pub struct EntityEvent {
     pub entity: String,
     pub badge: Badge,
-    pub since: String,
+    pub since: When,
     pub output: String,
     pub strip: Vec<(Badge, String)>,
 }
@@ -480,7 +537,7 @@ struct CheckPage {
     /// For a check with no result at all: why, and since when.
     no_result: String,
     charts: Vec<String>,
-    changes: Vec<(String, String, Badge)>,
+    changes: Vec<(When, String, Badge)>,
     /// Where the check runs, in words; and whether this viewer may run it now.
     runs: String,
     can_run: bool,
@@ -527,7 +584,7 @@ pub async fn check(
             list.push(EntityEvent {
                 entity: cached.event.entity.clone(),
                 badge: Badge::of(state),
-                since: since_text(resolved.since),
+                since: When::at(resolved.since, now),
                 output: if state == State::Blocked {
                     format!("blocked by {}", blockers.join(", "))
                 } else {
@@ -577,7 +634,7 @@ pub async fn check(
         }
         if last.get(result.entity.as_str()) != Some(&result.status) {
             changes.push((
-                since_text(result.executed_at),
+                When::at(result.executed_at, now),
                 result.entity.clone(),
                 Badge::of(result.status.state()),
             ));
@@ -679,8 +736,8 @@ pub async fn check(
 pub struct EntityRow {
     pub name: String,
     pub badge: Badge,
-    pub last_seen: String,
-    pub last_keepalive: String,
+    pub last_seen: When,
+    pub last_keepalive: Option<When>,
     pub subscriptions: String,
     pub labels: String,
     pub facts: String,
@@ -751,8 +808,8 @@ pub async fn entities(shared: &Shared) -> Result<String, askama::Error> {
             EntityRow {
                 name: e.name,
                 badge: Badge::of(keepalive.unwrap_or(State::Passing)),
-                last_seen: since_text(e.last_seen),
-                last_keepalive: e.last_keepalive.map(since_text).unwrap_or_default(),
+                last_seen: When::at(e.last_seen, now),
+                last_keepalive: e.last_keepalive.map(|at| When::at(at, now)),
                 subscriptions: join(&info["subscriptions"]),
                 labels,
                 facts,
@@ -770,7 +827,7 @@ pub struct EventRow {
     pub entity: String,
     pub owner: String,
     pub badge: Badge,
-    pub since: String,
+    pub since: When,
     pub output: String,
 }
 
@@ -912,7 +969,7 @@ pub fn events(shared: &Shared, query: &str) -> Result<String, askama::Error> {
                     .and_then(|c| c.owner.clone())
                     .unwrap_or_default(),
                 badge: Badge::of(event_state),
-                since: since_text(since),
+                since: When::at(since, now),
                 output,
             }
         })
@@ -1111,4 +1168,24 @@ pub fn handlers(shared: &Shared) -> Result<String, askama::Error> {
         })
         .collect();
     HandlersPage { handlers }.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{When, ago};
+
+    #[test]
+    fn ages_are_said_in_the_unit_a_person_uses() {
+        assert_eq!(ago(1_200), "just now");
+        assert_eq!(ago(42_000), "42 s ago");
+        assert_eq!(ago(3 * 60_000 + 5_000), "3 min ago");
+        assert_eq!(ago(5 * 3_600_000), "5 h ago");
+        assert_eq!(ago(3 * 86_400_000), "3 d ago");
+        assert_eq!(ago(-180_000), "in 3 min");
+        let at = 1_796_131_697_000; // 2026-12-01 13:28:17 UTC
+        assert_eq!(
+            When::at(at, at + 65_000).to_string(),
+            "<time datetime=\"2026-12-01T13:28:17Z\" title=\"2026-12-01 13:28:17 UTC\">1 min ago</time>"
+        );
+    }
 }
