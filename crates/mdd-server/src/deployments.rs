@@ -357,6 +357,19 @@ impl<'a> Views<'a> {
         (worst, entities, blocked_by, worst_event.map(|e| &**e))
     }
 
+    /// A check's state as deployments count it: the worst over its entities, or pending (stale
+    /// once overdue) when nothing reported; the overview's counts agree with the deployments'.
+    pub fn check_state(&mut self, check: &'a Check) -> State {
+        if self.per_check.is_none() {
+            let states = check_states_with(&mut self.resolver, self.checks, self.events);
+            self.per_check = Some(states);
+        }
+        match self.per_check.as_ref().and_then(|p| p.get(&check.name)) {
+            Some(now) => now.state,
+            None => self.absent(check).state,
+        }
+    }
+
     pub fn summary(&mut self, deployment: &'a Deployment) -> Summary {
         let checks = self.checks;
         let mut counts: BTreeMap<&'static str, usize> =

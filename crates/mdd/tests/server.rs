@@ -2636,3 +2636,63 @@ async fn status_lists_the_worst_first_and_says_what_blocks() {
     }
     assert!(server.stop().await.success());
 }
+
+/// The overview counts checks as the deployment pages do (one never reported is pending and
+/// counted), and its headline says agents alive, silences active and what is stale.
+#[tokio::test]
+async fn the_overview_agrees_with_the_deployments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "deployments:
+  - { name: ams1, selector: { dc: ams1 } }
+checks:
+  - { name: dns, labels: { dc: ams1 }, ttl: 1h }
+  - { name: ldap, labels: { dc: ams1 }, ttl: 1h }
+  - { name: vault, labels: { dc: ams1 }, ttl: 1h }
+";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    // Two entities for dns: still one check. vault never reports: pending, and counted.
+    let mut on_e2 = result("b", "dns", 0);
+    on_e2["entity"] = json!("e2");
+    let results = json!({ "results": [result("a", "dns", 0), on_e2, result("c", "ldap", 2)] });
+    assert_eq!(server.post("/api/v1/results", &results).await.0, 200);
+    let keepalive = json!({ "entity": "agent1", "subscriptions": [], "labels": {}, "interval_s": 20, "warning_s": 120, "critical_s": 180 });
+    assert!(server.post("/api/v1/agent/keepalive", &keepalive).await.0 < 300);
+    let silence = json!({ "check": "ldap", "reason": "migration", "for": "1h" });
+    assert_eq!(server.post("/api/v1/silences", &silence).await.0, 201);
+
+    let (_, deployment) = server.get("/api/v1/deployments/ams1").await;
+    let (green, total) = (
+        deployment["green"].as_u64().expect("green"),
+        deployment["total"].as_u64().expect("total"),
+    );
+    assert_eq!((green, total), (1, 3), "{deployment}");
+    let html = server
+        .http
+        .get(format!("{}/", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("overview")
+        .text()
+        .await
+        .expect("html");
+    let headline = html
+        .split("id=\"headline\"")
+        .nth(1)
+        .and_then(|h| h.split("</p>").next())
+        .unwrap_or_else(|| panic!("no headline: {html}"));
+    assert!(headline.contains("1/3 checks passing"), "{headline}");
+    assert!(headline.contains("agents 1/1 alive"), "{headline}");
+    assert!(headline.contains("1 silence active"), "{headline}");
+    assert!(headline.contains("0 stale"), "{headline}");
+    // The dc=ams1 tile says what its deployment says.
+    let tile = html
+        .split("href=\"/events?label=dc%3Dams1\"")
+        .nth(1)
+        .and_then(|t| t.split("</a>").next())
+        .unwrap_or_else(|| panic!("no ams1 tile: {html}"));
+    assert!(tile.contains(&format!("{green}/{total} passing")), "{tile}");
+    assert!(html.contains(">3 checks<"), "{html}");
+    assert!(server.stop().await.success());
+}

@@ -162,8 +162,13 @@ pub struct Tile {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview {
+    checks: usize,
+    passing: usize,
     totals: Vec<StateCount>,
-    events: usize,
+    agents: usize,
+    alive: usize,
+    silences: usize,
+    stale: usize,
     deployments: Vec<DeploymentRow>,
     tiles: Vec<(String, Vec<Tile>)>,
 }
@@ -230,19 +235,15 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
     // One view for the whole page: states worked out for the totals are reused by the
     // deployments' summaries.
     let mut views = Views::new(&checks, &events, &tracks, shared.clock_at(now));
+    // Checks, counted as the deployments count them (pending ones too), so a tile and its
+    // deployment never disagree.
     let mut totals: BTreeMap<State, usize> = BTreeMap::new();
-    // (label key, value) → (worst, passing, total) over the events of checks with that label.
+    // (label key, value) → (worst, passing, total) over the checks with that label.
     let mut by_label: BTreeMap<(&str, &str), (State, usize, usize)> = BTreeMap::new();
-    let mut shown = 0;
-    for cached in events.values() {
-        let config = checks.get(&cached.event.check);
-        if config.is_none() && cached.event.check != crate::keepalive::KEEPALIVE_CHECK {
-            continue;
-        }
-        shown += 1;
-        let (state, _) = views.state_of(cached, config);
+    for check in checks.checks() {
+        let state = views.check_state(check);
         *totals.entry(state).or_default() += 1;
-        for (key, value) in config.map(|c| &c.labels).into_iter().flatten() {
+        for (key, value) in &check.labels {
             let entry =
                 by_label
                     .entry((key.as_str(), value.as_str()))
@@ -254,6 +255,20 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
             entry.2 += 1;
         }
     }
+    // Agents: alive is a keepalive event passing now.
+    let (mut agents, mut alive) = (0, 0);
+    for cached in events
+        .values()
+        .filter(|c| c.event.check == crate::keepalive::KEEPALIVE_CHECK)
+    {
+        agents += 1;
+        alive += usize::from(views.state_of(cached, None).0 == State::Passing);
+    }
+    let silences = shared
+        .silences_read()
+        .iter()
+        .filter(|s| s.is_active(now))
+        .count();
     let deployments = checks
         .spec
         .deployments
@@ -270,9 +285,15 @@ pub fn overview(shared: &Shared) -> Result<String, askama::Error> {
             total,
         });
     }
+    let stale = totals.get(&State::Stale).copied().unwrap_or(0);
     Overview {
+        checks: checks.checks().len(),
+        passing: totals.get(&State::Passing).copied().unwrap_or(0),
         totals: counts_of(&totals),
-        events: shown,
+        agents,
+        alive,
+        silences,
+        stale,
         deployments,
         // A label with very many values (a host name) is not a datacenter: leave it out.
         tiles: tiles
