@@ -630,12 +630,14 @@ enum ListEntry<'a> {
     Pending {
         check: &'a str,
         entity: Option<&'a str>,
-        /// `pending`, or `stale` once a ttl has gone by without a first result.
+        /// `blocked` while a dependency does not pass, else `pending`, or `stale` once a
+        /// ttl has gone by without a first result.
         state: State,
         since: crate::view::Time,
         summary: String,
         /// Why it has no result yet, in words.
         reason: String,
+        blocked_by: Vec<String>,
         owner: Option<&'a str>,
         labels: &'a BTreeMap<String, String>,
     },
@@ -717,7 +719,12 @@ async fn list_events(
             if !filter.states.is_empty() && !filter.states.contains(&resolved.state) {
                 continue;
             }
-            let reason = agents.why_no_result(check);
+            let reason = match resolved.state {
+                State::Blocked => {
+                    format!("it waits for {} to pass", resolved.blocked_by.join(", "))
+                }
+                _ => agents.why_no_result(check),
+            };
             views.push(ListEntry::Pending {
                 check: &check.name,
                 entity: None,
@@ -725,9 +732,13 @@ async fn list_events(
                 since: crate::view::Time(resolved.since),
                 summary: match resolved.state {
                     State::Stale => format!("no result within its ttl: {reason}"),
+                    State::Blocked => {
+                        format!("blocked by {}", resolved.blocked_by.join(", "))
+                    }
                     _ => format!("no result yet: {reason}"),
                 },
                 reason,
+                blocked_by: resolved.blocked_by,
                 owner: check.owner.as_deref(),
                 labels: &check.labels,
             });

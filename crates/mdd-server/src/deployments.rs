@@ -159,7 +159,7 @@ fn selected_states(
     selected(checks, deployment)
         .map(|check| {
             let state = current.get(&check.name).copied().unwrap_or_else(|| {
-                let resolved = absent.absent(check);
+                let resolved = absent.absent_alone(check);
                 CheckNow {
                     state: resolved.state,
                     since: resolved.since,
@@ -294,7 +294,7 @@ impl<'a> Views<'a> {
     }
 
     /// What a check with no event at all shows: pending, or stale once it is overdue.
-    fn absent(&self, check: &Check) -> CheckNow {
+    fn absent(&mut self, check: &'a Check) -> CheckNow {
         let resolved = self.resolver.absent(check);
         CheckNow {
             state: resolved.state,

@@ -123,9 +123,35 @@ impl<'a> StateResolver<'a> {
         }
     }
 
-    /// A check that has no event at all: pending since it was applied, and stale once it has
-    /// gone a ttl without a first result (time the server was down not counted).
-    pub fn absent(&self, check: &mdd_core::spec::Check) -> Resolved {
+    /// A check that has no event at all: blocked while a dependency does not pass (waiting
+    /// for it is the reason it has nothing to say), else pending since it was applied, and
+    /// stale once it has gone a ttl without a first result (time the server was down not
+    /// counted).
+    pub fn absent(&mut self, check: &'a mdd_core::spec::Check) -> Resolved {
+        let added_at = self.checks.added_at(&check.name);
+        let mut blockers = Vec::new();
+        let mut blocked_since = added_at;
+        for dep in &check.depends_on {
+            // No entity of its own: a dependency passes when all of its events pass.
+            let dependency = self.dependency(dep, "");
+            if !dependency.passing {
+                blockers.push(dep.clone());
+                blocked_since = blocked_since.max(dependency.since);
+            }
+        }
+        if !blockers.is_empty() {
+            return Resolved {
+                state: State::Blocked,
+                blocked_by: blockers,
+                since: blocked_since,
+            };
+        }
+        self.absent_alone(check)
+    }
+
+    /// `absent` without looking at dependencies: pending, or stale once overdue. The
+    /// deployments' tracker counts only green or not, and has no events to look at.
+    pub fn absent_alone(&self, check: &mdd_core::spec::Check) -> Resolved {
         let added_at = self.checks.added_at(&check.name);
         let stale_at = self.clock.outage.stale_at(added_at, check.effective_ttl());
         if self.clock.now > stale_at {

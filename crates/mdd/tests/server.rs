@@ -2696,3 +2696,78 @@ checks:
     assert!(html.contains(">3 checks<"), "{html}");
     assert!(server.stop().await.success());
 }
+
+/// A check that has no result yet while what it depends on fails is blocked, not pending:
+/// in the events list, on its page and in its deployment; pending again once that passes.
+#[tokio::test]
+async fn a_check_with_no_result_behind_a_failing_dependency_is_blocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "deployments:
+  - { name: dc, selector: { dc: x } }
+checks:
+  - { name: db, labels: { dc: x }, ttl: 1h }
+  - { name: app, labels: { dc: x }, ttl: 1h, depends_on: [db] }
+";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    let post = |id: &'static str, status| {
+        let body = json!({ "results": [result(id, "db", status)] });
+        let server = &server;
+        async move { assert_eq!(server.post("/api/v1/results", &body).await.0, 200) }
+    };
+    post("d1", 2).await;
+    let app = |events: &Value| {
+        events["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["check"] == "app")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (_, events) = server.get("/api/v1/events").await;
+    let row = app(&events);
+    assert_eq!(row["state"], "blocked", "{row}");
+    assert_eq!(row["blocked_by"], json!(["db"]), "{row}");
+    assert_eq!(row["summary"], "blocked by db", "{row}");
+    let (_, deployment) = server.get("/api/v1/deployments/dc").await;
+    assert_eq!(deployment["counts"]["blocked"], 1, "{deployment}");
+    let page = server
+        .http
+        .get(format!("{}/checks/app", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("blocked by db"), "{page}");
+
+    post("d2", 0).await;
+    let (_, events) = server.get("/api/v1/events").await;
+    assert_eq!(app(&events)["state"], "pending", "{events}");
+
+    // app reports failing while db fails again: blocked, and its page's last changes end
+    // with that, as its header says, not with what its result said.
+    post("d3", 2).await;
+    let body = json!({ "results": [result("a1", "app", 2)] });
+    assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
+    let page = server
+        .http
+        .get(format!("{}/checks/app", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let changes = page
+        .split("<th>Became</th>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no changes table: {page}"));
+    let first_row = changes.split("</tr>").nth(1).unwrap_or_default();
+    assert!(first_row.contains("blocked"), "{first_row}");
+    assert!(server.stop().await.success());
+}

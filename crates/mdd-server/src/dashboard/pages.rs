@@ -585,12 +585,14 @@ pub async fn check(
     let checks = shared.checks();
     let config = checks.get(name)?.clone();
     let now = now_ms();
-    let (badge, entities, no_result) = {
+    let (badge, entities, no_result, derived) = {
         let events = shared.events_read();
         let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
         let absent = resolver.absent(&config);
         let mut worst = absent.state;
         let mut list = Vec::new();
+        // Each entity's state now and since when: the last changes end with it.
+        let mut derived: Vec<(i64, String, State)> = Vec::new();
         let mine: Vec<&CachedEvent> = events
             .range((config.name.clone(), String::new())..)
             .take_while(|((c, _), _)| *c == config.name)
@@ -602,6 +604,7 @@ pub async fn check(
             if i == 0 || state.severity() > worst.severity() {
                 worst = state;
             }
+            derived.push((resolved.since, cached.event.entity.clone(), state));
             list.push(EntityEvent {
                 entity: cached.event.entity.clone(),
                 badge: Badge::of(state),
@@ -619,7 +622,13 @@ pub async fn check(
                     .collect(),
             });
         }
-        let no_result = if list.is_empty() {
+        let no_result = if list.is_empty() && absent.state == State::Blocked {
+            format!(
+                "No result yet: blocked by {} since {} UTC (it is looked at once that passes).",
+                absent.blocked_by.join(", "),
+                since_text(absent.since)
+            )
+        } else if list.is_empty() {
             let reason = crate::checks::AgentSubscriptions::of(shared).why_no_result(&config);
             format!(
                 "No result yet: {reason} ({} since {} UTC).",
@@ -629,7 +638,7 @@ pub async fn check(
         } else {
             String::new()
         };
-        (Badge::of(worst), list, no_result)
+        (Badge::of(worst), list, no_result, derived)
     };
 
     // The last day of results: perfdata over time, and the changes of status.
@@ -663,6 +672,14 @@ pub async fn check(
         last.insert(&result.entity, result.status);
     }
     changes.reverse();
+    // What results said is not all: an entity blocked, stale, silenced or flapping now shows
+    // that as its latest change, so the list ends where the header is.
+    for (since, entity, state) in derived.into_iter().rev() {
+        let latest = changes.iter().find(|(_, e, _)| *e == entity);
+        if latest.is_none_or(|(_, _, badge)| badge.word != state.as_str()) {
+            changes.insert(0, (When::at(since, now), entity, Badge::of(state)));
+        }
+    }
     changes.truncate(20);
     let charts = series
         .iter()
