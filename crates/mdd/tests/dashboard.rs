@@ -338,6 +338,13 @@ async fn the_dashboard_shows_a_datacenter_turning_green_live() {
         json!(1),
         "the dependency is drawn"
     );
+    assert_eq!(
+        browser
+            .eval("document.querySelector('nav.back a') && document.querySelector('nav.back a').getAttribute('href')")
+            .await,
+        json!("/"),
+        "/docs links back to the dashboard"
+    );
     browser.screenshot(&shots.join("docs.png")).await;
 
     // Give the live script a few rounds on the last page, then: not one error anywhere.

@@ -293,9 +293,26 @@ impl HandlerKind {
     pub fn describe(&self) -> (&'static str, String) {
         match self {
             HandlerKind::Webhook { url, .. } => ("webhook", url.clone()),
-            HandlerKind::Command { argv } => ("command", argv.join(" ")),
+            HandlerKind::Command { argv } => ("command", flow_list(argv)),
         }
     }
+}
+
+/// A command as the spec writes it: a YAML flow list, each argument quoted when it has to be
+/// (`[python3, -c, 'import sys; print(1)']`), so an argument with a space reads as one.
+pub fn flow_list(argv: &[String]) -> String {
+    let item = |arg: &String| {
+        let plain = !arg.is_empty()
+            && !arg.starts_with(|c: char| "-?:!&*|>'\"%@`#".contains(c) && c != '-')
+            && !arg.chars().any(|c| " ,[]{}#'\"\t\n".contains(c))
+            && !arg.contains(": ");
+        if plain {
+            arg.clone()
+        } else {
+            format!("'{}'", arg.replace('\'', "''"))
+        }
+    };
+    format!("[{}]", argv.iter().map(item).collect::<Vec<_>>().join(", "))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -677,3 +677,33 @@ fn subscriptions_and_labels_like_no_and_on_are_strings() {
     assert_eq!(spec.checks[0].labels["ipv6"], "on");
     assert_eq!(spec.checks[0].labels["legacy"], "off");
 }
+
+#[test]
+fn commands_are_listed_as_the_spec_writes_them() {
+    let argv = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        super::flow_list(&argv(&[
+            "/usr/local/bin/sensu-slack-handler",
+            "--channel",
+            "ops"
+        ])),
+        "[/usr/local/bin/sensu-slack-handler, --channel, ops]"
+    );
+    assert_eq!(
+        super::flow_list(&argv(&["python3", "-c", "import sys, json; print('x')"])),
+        "[python3, -c, 'import sys, json; print(''x'')']"
+    );
+    assert_eq!(super::flow_list(&argv(&["echo", ""])), "[echo, '']");
+    // What it prints parses back to the same list.
+    let text = format!(
+        "handlers:\n  - {{ name: h, type: command, command: {} }}\n",
+        super::flow_list(&argv(&["sh", "-c", "a: b, [c] # d", "it's"]))
+    );
+    let spec = load_one("spec.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        spec.handlers[0].kind,
+        HandlerKind::Command {
+            argv: argv(&["sh", "-c", "a: b, [c] # d", "it's"])
+        }
+    );
+}

@@ -1081,6 +1081,12 @@ pub fn docs(shared: &Shared) -> String {
         Some(format!("this server at {} UTC", svg::short_time(now))),
     )
     .render_html(mdd_docs::Styles::Link("/static/docs.css"))
+    // Served by the dashboard: a way back to it (the document itself also stands alone).
+    .replacen(
+        "<body class=\"docs\">\n",
+        "<body class=\"docs\">\n<nav class=\"back\"><a href=\"/\">← Dashboard</a> · <a href=\"/events\">Events</a></nav>\n",
+        1,
+    )
 }
 
 pub struct ReportRow {
