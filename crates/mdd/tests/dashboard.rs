@@ -616,3 +616,87 @@ async fn docs_from_files_and_from_a_server() {
     assert_eq!(out.status.code(), Some(2), "nothing to document");
     assert!(server.stop().await.success());
 }
+
+/// Every page at 400 px (a phone) and 1,400 px (a desk), in a real Chromium, screenshotted
+/// into `target/dashboard-screenshots/` (`NAME-400.png`, `NAME-1400.png`) and checked for
+/// what breaks a layout: the page wider than the window, a navigation link off screen or
+/// over another, a table running out of the window instead of scrolling in its box.
+#[tokio::test]
+async fn every_page_fits_a_phone_and_a_wide_screen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("spec.yaml");
+    let handlers = "handlers:
+  - { name: log, type: command, command: [python3, -c, 'import sys; sys.stdin.read()'] }
+";
+    std::fs::write(&spec, format!("{handlers}{SPEC}")).expect("write spec");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--spec", spec.to_str().expect("utf-8"), "--public-read"],
+    )
+    .await;
+    post_result(&server, "ams1-dns", 2, "CRITICAL - no answer from 10.1.0.53 after 3 tries over udp and tcp, with a very long explanation that does not fit").await;
+    post_result(
+        &server,
+        "ams1-ldap",
+        0,
+        "LDAP OK - bind in 4 ms | time=0.004s;0.5;1",
+    )
+    .await;
+    post_result(
+        &server,
+        "ams1-ldap",
+        0,
+        "LDAP OK - bind in 6 ms | time=0.006s;0.5;1",
+    )
+    .await;
+    post_result(
+        &server,
+        "fra1-dns",
+        1,
+        "WARNING - slow answers | time=0.9s;0.5;2",
+    )
+    .await;
+    let browser = Browser::start().await;
+    let shots = screenshots();
+    let pages = [
+        ("overview", "/"),
+        ("deployment", "/deployments/ams1"),
+        ("check", "/checks/ams1-ldap"),
+        ("events", "/events"),
+        ("entities", "/entities"),
+        ("report", "/report"),
+        ("handlers", "/handlers"),
+        ("docs", "/docs"),
+    ];
+    let layout = "(() => {
+        const w = window.innerWidth, problems = [];
+        if (document.documentElement.scrollWidth > w + 1)
+            problems.push('page ' + document.documentElement.scrollWidth + 'px wide in ' + w);
+        const links = [...document.querySelectorAll('nav a')].map(a => a.getBoundingClientRect());
+        links.forEach((r, i) => {
+            if (r.left < 0 || r.right > w + 1) problems.push('nav link ' + i + ' off screen');
+            links.slice(i + 1).forEach((o, j) => {
+                if (r.left < o.right && o.left < r.right && r.top < o.bottom && o.top < r.bottom)
+                    problems.push('nav links ' + i + ' and ' + (i + j + 1) + ' overlap');
+            });
+        });
+        document.querySelectorAll('table').forEach((t, i) => {
+            if (t.getBoundingClientRect().right > w + 1) problems.push('table ' + i + ' runs out');
+        });
+        return problems;
+    })()";
+    for width in [400, 1400] {
+        browser.viewport(width, 900).await;
+        for (name, path) in pages {
+            browser.open(&format!("{}{path}", server.url)).await;
+            browser
+                .screenshot(&shots.join(format!("{name}-{width}.png")))
+                .await;
+            let problems = browser.eval(layout).await;
+            assert_eq!(problems, json!([]), "{path} at {width} px");
+        }
+    }
+    let problems = browser.problems.lock().expect("lock").clone();
+    assert!(problems.is_empty(), "console errors: {problems:#?}");
+    assert!(server.stop().await.success());
+}

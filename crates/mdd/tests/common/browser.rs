@@ -259,6 +259,15 @@ impl Browser {
         panic!("{expression} is {last}, not {expected}");
     }
 
+    /// Lays pages out as a window `width` CSS pixels wide would (400: a phone).
+    pub async fn viewport(&self, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the page as it is now.
     pub async fn screenshot(&self, path: &Path) {
         let shot = self
