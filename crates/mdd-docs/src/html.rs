@@ -281,11 +281,26 @@ pub(crate) fn graph(doc: &Document<'_>, link: &dyn Fn(&str) -> String) -> String
             if let Some(&j) = index.get(dep.as_str()) {
                 let (x1, y1) = (position[j].0 + box_w, position[j].1 + box_h / 2.0);
                 let (x2, y2) = (position[i].0, position[i].1 + box_h / 2.0);
+                let d = if depth[i] == depth[j] + 1 {
+                    // Neighbouring columns: a curve through the gap between them.
+                    format!(
+                        "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
+                        x1 + gap_x / 2.0,
+                        x2 - gap_x / 2.0
+                    )
+                } else {
+                    // Across columns: out into the gap, down to the lane under the source's
+                    // row (no box is ever there), along it, and up or down the target's gap:
+                    // an edge never passes behind a box it does not connect.
+                    let lane = position[j].1 + box_h + gap_y / 2.0;
+                    let (out_x, in_x) = (x1 + gap_x / 2.0, x2 - gap_x / 2.0);
+                    format!("M{x1:.1},{y1:.1} H{out_x:.1} V{lane:.1} H{in_x:.1} V{y2:.1} H{x2:.1}")
+                };
                 let _ = writeln!(
                     svg,
-                    "<path class=\"edge\" d=\"M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}\" marker-end=\"url(#arrow)\"/>",
-                    x1 + gap_x / 2.0,
-                    x2 - gap_x / 2.0
+                    "<path class=\"edge\" data-from=\"{}\" data-to=\"{}\" d=\"{d}\" marker-end=\"url(#arrow)\"/>",
+                    escape(dep),
+                    escape(&check.name)
                 );
             }
         }
@@ -297,16 +312,27 @@ pub(crate) fn graph(doc: &Document<'_>, link: &dyn Fn(&str) -> String) -> String
             .and_then(|l| l.get(&check.name))
             .map(|l| format!("{} ", l.state.mark()))
             .unwrap_or_default();
+        // What fits in the box at 12 px; the whole name on hover.
+        let fits = 22usize.saturating_sub(mark.chars().count());
+        let shown = if check.name.chars().count() > fits {
+            let mut short: String = check.name.chars().take(fits.saturating_sub(1)).collect();
+            short.push('…');
+            short
+        } else {
+            check.name.clone()
+        };
         let _ = writeln!(
             svg,
-            "<a href=\"{}\"><rect class=\"node {}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"4\"/>\
+            "<a href=\"{}\"><title>{}</title><rect class=\"node {}\" data-check=\"{}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{box_w}\" height=\"{box_h}\" rx=\"4\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\">{}{}</text></a>",
             escape(&link(&check.name)),
+            escape(&check.name),
             live_class(doc, &check.name),
+            escape(&check.name),
             x + 8.0,
             y + box_h / 2.0 + 4.0,
             escape(&mark),
-            escape(&check.name)
+            escape(&shown)
         );
     }
     svg.push_str("</svg>\n");
