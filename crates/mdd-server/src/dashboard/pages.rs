@@ -472,11 +472,19 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
         };
         points.push((t.at.max(started_at), green.min(detail.summary.total)));
     }
+    let moments = svg::Moments {
+        done_at: track.and_then(|t| t.done_at),
+        settle_ms: i64::try_from(deployment.settle.as_millis()).unwrap_or(i64::MAX),
+        regressions: track
+            .map(|t| t.regressions.iter().map(|r| r.at).collect())
+            .unwrap_or_default(),
+    };
     let burn_up = svg::burn_up(
         &points,
         detail.summary.total,
         started_at,
         now.max(started_at + 1),
+        &moments,
     );
     let timeline = transitions
         .iter()
@@ -647,7 +655,10 @@ pub async fn check(
         .results(&config.name, None, now - 24 * 3600 * 1000, now, 2000)
         .await
         .unwrap_or_default();
-    let mut series: BTreeMap<String, (String, Vec<(i64, f64)>)> = BTreeMap::new();
+    // label → (unit, points, the latest warning and critical thresholds given).
+    #[allow(clippy::type_complexity)]
+    let mut series: BTreeMap<String, (String, Vec<(i64, f64)>, Option<f64>, Option<f64>)> =
+        BTreeMap::new();
     let mut changes = Vec::new();
     let mut last: BTreeMap<&str, Status> = BTreeMap::new();
     for result in results.iter().rev() {
@@ -655,11 +666,18 @@ pub async fn check(
             // `U` (no value) leaves a gap rather than a made-up point.
             let Some(value) = datum.value else { continue };
             if series.len() < 6 || series.contains_key(&datum.label) {
-                series
+                let entry = series
                     .entry(datum.label.clone())
-                    .or_insert_with(|| (datum.uom.clone(), Vec::new()))
-                    .1
-                    .push((result.executed_at, value));
+                    .or_insert_with(|| (datum.uom.clone(), Vec::new(), None, None));
+                entry.1.push((result.executed_at, value));
+                // A range's line is where it ends (or starts, for `10:`).
+                let line = |r: &mdd_core::threshold::Range| r.end.or(r.start);
+                if let Some(w) = datum.warn.as_ref().and_then(line) {
+                    entry.2 = Some(w);
+                }
+                if let Some(c) = datum.crit.as_ref().and_then(line) {
+                    entry.3 = Some(c);
+                }
             }
         }
         if last.get(result.entity.as_str()) != Some(&result.status) {
@@ -683,7 +701,7 @@ pub async fn check(
     changes.truncate(20);
     let charts = series
         .iter()
-        .map(|(label, (unit, points))| svg::series(label, unit, points))
+        .map(|(label, (unit, points, warn, crit))| svg::series(label, unit, points, *warn, *crit))
         .collect();
     let link = |n: &str| (n.to_string(), format!("/checks/{}", encode(n)));
     Some(
