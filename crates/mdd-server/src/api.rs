@@ -836,11 +836,38 @@ pub async fn breakage_report(
         value[name_key] = json!(name);
         value
     };
+    // Availability from results over the same window: per check, and per deployment as the
+    // share of its checks' time that was OK.
+    let caps: Vec<(&str, i64)> = checks
+        .checks()
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                i64::try_from(c.effective_ttl().as_millis()).unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    let uptime = shared.store.availability(&caps, from, now).await?;
+    let share = |ok: i64, total: i64| (total > 0).then(|| ok as f64 / total as f64);
+    let availability_of = |check: &str| uptime.get(check).and_then(|&(ok, total)| share(ok, total));
+    let deployments: Vec<serde_json::Value> = checks
+        .spec
+        .deployments
+        .iter()
+        .map(|d| {
+            let (ok, total) = crate::deployments::selected(&checks, d)
+                .filter_map(|c| uptime.get(&c.name))
+                .fold((0, 0), |(o, t), (ok, total)| (o + ok, t + total));
+            json!({ "deployment": d.name, "availability": share(ok, total) })
+        })
+        .collect();
     let top: Vec<serde_json::Value> = mdd_core::incident::top_offenders(&per_check, 10)
         .into_iter()
         .map(|(check, b)| {
             let mut value = row("check", check, b);
             value["owner"] = json!(owner_of(check));
+            value["availability"] = json!(availability_of(check));
             value
         })
         .collect();
@@ -853,8 +880,10 @@ pub async fn breakage_report(
         "checks": per_check.iter().map(|(c, b)| {
             let mut value = row("check", c, b);
             value["owner"] = json!(owner_of(c));
+            value["availability"] = json!(availability_of(c));
             value
         }).collect::<Vec<_>>(),
+        "deployments": deployments,
         "owners": per_owner.iter().map(|(o, b)| row("owner", o, b)).collect::<Vec<_>>(),
     }))
 }

@@ -523,3 +523,55 @@ impl<'a> EventView<'a> {
         }
     }
 }
+
+/// The windows availability is given over.
+pub const AVAILABILITY_WINDOWS: [(&str, i64); 3] = [
+    ("24h", 86_400_000),
+    ("7d", 7 * 86_400_000),
+    ("30d", 30 * 86_400_000),
+];
+
+/// The share of time `checks` were OK, from their results, over each of
+/// [`AVAILABILITY_WINDOWS`] ending `now`: (window, None when no result in it, or 0..=1).
+/// All the checks together: check-time OK over check-time covered.
+pub async fn availability(
+    store: &mdd_storage::Store,
+    checks: &[&mdd_core::spec::Check],
+    now: i64,
+) -> Vec<(&'static str, Option<f64>)> {
+    let caps: Vec<(&str, i64)> = checks
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                i64::try_from(c.effective_ttl().as_millis()).unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    let mut answer = Vec::new();
+    for (name, span) in AVAILABILITY_WINDOWS {
+        let share = match store.availability(&caps, now - span, now).await {
+            Ok(per_check) => {
+                let (ok, total) = per_check
+                    .values()
+                    .fold((0i64, 0i64), |(o, t), (ok, total)| (o + ok, t + total));
+                (total > 0).then(|| ok as f64 / total as f64)
+            }
+            Err(e) => {
+                tracing::warn!("cannot work out availability: {e}");
+                None
+            }
+        };
+        answer.push((name, share));
+    }
+    answer
+}
+
+/// `99.82 %`, or `—` without results.
+pub fn percent(share: Option<f64>) -> String {
+    match share {
+        Some(s) if s >= 1.0 => "100 %".to_string(),
+        Some(s) => format!("{:.2} %", (s * 100.0).min(99.99)),
+        None => "—".to_string(),
+    }
+}

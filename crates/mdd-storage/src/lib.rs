@@ -8,7 +8,7 @@
 //! Owns SQL and nothing else: it does not decide what a result means (that is the core's event
 //! state machine, driven by the server) and knows nothing of HTTP.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -611,6 +611,53 @@ impl Store {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// How much of `from..to` each check spent OK, from its results: a result's status holds
+    /// until its entity's next result (the last one until `to`), but an OK stops counting as
+    /// OK after the check's `cap` (its ttl: silence is not uptime). Returns, per check that
+    /// has results in the window, (ms OK, ms covered by results), summed over its entities.
+    pub async fn availability(
+        &self,
+        checks: &[(&str, i64)],
+        from: i64,
+        to: i64,
+    ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
+        let mut answer = HashMap::new();
+        // SQLite takes at most 32,766 bound values; 2 per check and 2 more.
+        for chunk in checks.chunks(10_000) {
+            let mut query = QueryBuilder::<Sqlite>::new("WITH caps(name, cap) AS (");
+            query.push_values(chunk, |mut row, (name, cap)| {
+                row.push_bind(*name).push_bind(*cap);
+            });
+            query.push(
+                "), spans AS (SELECT r.check_name AS name, r.status AS status, caps.cap AS cap, \
+                 min(coalesce(LEAD(r.executed_at) OVER (PARTITION BY r.check_name, r.entity ORDER BY r.executed_at), ",
+            );
+            query.push_bind(to);
+            query.push("), ");
+            query.push_bind(to);
+            query.push(") - r.executed_at AS span FROM results r JOIN caps ON caps.name = r.check_name WHERE r.executed_at >= ");
+            query.push_bind(from);
+            query.push(" AND r.executed_at <= ");
+            query.push_bind(to);
+            query.push(
+                ") SELECT name, coalesce(sum(CASE WHEN status = 0 THEN min(span, cap) ELSE 0 END), 0), \
+                 coalesce(sum(span), 0) FROM spans GROUP BY name",
+            );
+            let rows = query
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let name: String = row.try_get(0).map_err(|e| self.err(e))?;
+                let ok: i64 = row.try_get(1).map_err(|e| self.err(e))?;
+                let total: i64 = row.try_get(2).map_err(|e| self.err(e))?;
+                answer.insert(name, (ok, total));
+            }
+        }
+        Ok(answer)
     }
 
     /// Deletes results received before `before` (ms since the epoch); returns how many.

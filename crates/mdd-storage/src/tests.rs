@@ -450,3 +450,44 @@ async fn a_second_store_on_one_directory_is_refused_naming_the_holder() {
         .await
         .expect("free again once the first is gone");
 }
+
+#[tokio::test]
+async fn availability_is_the_time_results_said_ok() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    // server: OK at 0 s, CRITICAL at 10 s, OK at 20 s; other: OK at 0 s, then silent.
+    let rows = [
+        result("a", Status::Ok, 0),
+        result("b", Status::Critical, 10_000),
+        result("c", Status::Ok, 20_000),
+    ];
+    let mut other = result("d", Status::Ok, 0);
+    other.entity = "other".into();
+    let all: Vec<&StoredResult> = rows.iter().chain(std::iter::once(&other)).collect();
+    store
+        .commit(Commit {
+            results: &all,
+            entities: &[("server", 20_000), ("other", 0)],
+        })
+        .await
+        .expect("commit");
+    let got = store
+        .availability(&[("dns", 3_600_000), ("nothing", 1)], 0, 30_000)
+        .await
+        .expect("availability");
+    // server 20 s of 30 s OK, other 30 s of 30 s.
+    assert_eq!(got.get("dns"), Some(&(50_000, 60_000)));
+    assert!(!got.contains_key("nothing"), "no results, no figure");
+    // With a ttl of 5 s, an OK stops counting 5 s after it: other's silence is not uptime.
+    let capped = store
+        .availability(&[("dns", 5_000)], 0, 30_000)
+        .await
+        .expect("availability");
+    assert_eq!(capped.get("dns"), Some(&(15_000, 60_000)));
+    // A window starting later counts from the first result in it.
+    let later = store
+        .availability(&[("dns", 3_600_000)], 15_000, 30_000)
+        .await
+        .expect("availability");
+    assert_eq!(later.get("dns"), Some(&(10_000, 10_000)));
+}

@@ -166,6 +166,42 @@ pub fn side_by_side(windows: &[&serde_json::Value]) -> String {
             let _ = writeln!(out, "{}", line.trim_end());
         }
     };
+    // Availability of each deployment, the windows side by side.
+    let names: Vec<String> = windows
+        .first()
+        .and_then(|w| w["deployments"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["deployment"].as_str().map(str::to_string))
+        .collect();
+    if !names.is_empty() {
+        let mut head = format!("{:<28}", "availability");
+        for window in windows {
+            let _ = write!(
+                head,
+                " | {:>9}",
+                window["window"].as_str().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(out, "{}", head.trim_end());
+        for name in &names {
+            let mut line = format!("{:<28}", mdd_core::terminal::printable(name));
+            for window in windows {
+                let share = window["deployments"]
+                    .as_array()
+                    .and_then(|list| list.iter().find(|d| d["deployment"].as_str() == Some(name)))
+                    .and_then(|d| d["availability"].as_f64());
+                let text = match share {
+                    Some(s) if s >= 1.0 => "100 %".to_string(),
+                    Some(s) => format!("{:.2} %", (s * 100.0).min(99.99)),
+                    None => "—".to_string(),
+                };
+                let _ = write!(line, " | {text:>9}");
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        out.push('\n');
+    }
     section(&mut out, "top_offenders", "check", "top offenders");
     out.push('\n');
     section(&mut out, "owners", "owner", "by owner");

@@ -2771,3 +2771,67 @@ checks:
     assert!(first_row.contains("blocked"), "{first_row}");
     assert!(server.stop().await.success());
 }
+
+/// Availability is the share of the time results said OK: on the check page, the deployment
+/// page, the report (per check and per deployment) and `mdd report`.
+#[tokio::test]
+async fn availability_is_worked_out_from_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "deployments:
+  - { name: dc, selector: { dc: x } }
+checks:
+  - { name: web, labels: { dc: x }, ttl: 1h }
+";
+    assert_eq!(server.apply(&[("spec.yaml", spec)]).await.0, 200);
+    // OK for 30 s, then CRITICAL until now (10 s): 75 % of the 40 s covered.
+    let ago = |s: i64| {
+        jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(s))
+            .expect("time")
+            .to_string()
+    };
+    let body = json!({ "results": [
+        { "id": "u1", "check": "web", "entity": "e1", "status": 0, "output": "OK", "executed_at": ago(40) },
+        { "id": "u2", "check": "web", "entity": "e1", "status": 2, "output": "CRITICAL", "executed_at": ago(10) },
+    ] });
+    assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
+    let (_, report) = server.get("/api/v1/report?window=24h").await;
+    let share = report["deployments"][0]["availability"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!((0.70..0.76).contains(&share), "{share}: {report}");
+    assert_eq!(report["deployments"][0]["deployment"], "dc");
+    let page = |path: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .http
+                .get(format!("{}{path}", server.url))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("page")
+                .text()
+                .await
+                .expect("html")
+        }
+    };
+    for path in ["/checks/web", "/deployments/dc"] {
+        let html = page(path).await;
+        let shown = html
+            .split("availability")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{path}: {html}"));
+        assert!(shown.contains("24h 7"), "{path}: {shown:.200}");
+        assert!(shown.contains("30d 7"), "{path}: {shown:.200}");
+    }
+    let (code, text, _) = mdd_client(&server, &["report"]).await;
+    assert_eq!(code, Some(0));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("dc "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(row.matches(" %").count(), 3, "{row}");
+    assert!(server.stop().await.success());
+}

@@ -37,6 +37,40 @@ pub struct Dashboard {
     /// Pages drawn at once: half the cores (at least one). Ten tabs on a deployment of 50,000
     /// checks wait their turn instead of taking every core from ingestion and the API.
     drawing: Arc<tokio::sync::Semaphore>,
+    /// Availability texts by page, worked out at most once a minute: 30 days of results are
+    /// not read again for every redraw of a live page.
+    availability: Arc<Mutex<HashMap<String, (std::time::Instant, String)>>>,
+}
+
+/// How long an availability text is reused.
+const AVAILABILITY_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Dashboard {
+    /// "24h 99.82 % · 7d 99.90 % · 30d —" for `checks`, from their results.
+    async fn availability(&self, key: &str, checks: &[mdd_core::spec::Check]) -> String {
+        if let Some((at, text)) = self
+            .availability
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            && at.elapsed() < AVAILABILITY_FRESH
+        {
+            return text.clone();
+        }
+        let refs: Vec<&mdd_core::spec::Check> = checks.iter().collect();
+        let text = crate::view::availability(&self.shared.store, &refs, now_ms())
+            .await
+            .into_iter()
+            .map(|(window, share)| format!("{window} {}", crate::view::percent(share)))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        let mut cache = self.availability.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key.to_string(), (std::time::Instant::now(), text.clone()));
+        text
+    }
 }
 
 #[derive(Clone)]
@@ -73,6 +107,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared,
         sessions: Arc::new(Mutex::new(HashMap::new())),
         drawing: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
+        availability: Arc::default(),
     };
     Router::new()
         .route("/", get(overview))
@@ -284,8 +319,21 @@ async fn deployment(
     Path(name): Path<String>,
 ) -> Response {
     require_reader!(dash, headers, format!("/deployments/{name}"));
+    let selected: Vec<mdd_core::spec::Check> = {
+        let checks = dash.shared.checks();
+        checks
+            .spec
+            .deployments
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| crate::deployments::selected(&checks, d).cloned().collect())
+            .unwrap_or_default()
+    };
+    let availability = dash
+        .availability(&format!("deployment/{name}"), &selected)
+        .await;
     page(&dash, &headers, move |shared| {
-        match pages::deployment(shared, &name) {
+        match pages::deployment(shared, &name, availability) {
             Some(page) => render(page),
             None => not_found(&format!(
                 "There is no deployment `{name}` in the applied spec."
@@ -302,7 +350,15 @@ async fn check(
 ) -> Response {
     require_reader!(dash, headers, format!("/checks/{name}"));
     let viewer = dash.viewer(&headers);
-    match pages::check(&dash.shared, &name, &viewer).await {
+    let config = dash.shared.checks().get(&name).cloned();
+    let availability = match &config {
+        Some(check) => {
+            dash.availability(&format!("check/{name}"), std::slice::from_ref(check))
+                .await
+        }
+        None => String::new(),
+    };
+    match pages::check(&dash.shared, &name, &viewer, availability).await {
         Some(page) => render(page),
         None => not_found(&format!("There is no check `{name}` in the applied spec.")),
     }

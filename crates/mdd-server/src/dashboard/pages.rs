@@ -333,6 +333,8 @@ struct DeploymentPage {
     selector: String,
     settle: String,
     started: When,
+    /// Share of the time its checks were OK, from their results.
+    availability: String,
     owners: Vec<(String, Vec<Cell>)>,
     tree: Vec<TreeRow>,
     graph: String,
@@ -341,7 +343,11 @@ struct DeploymentPage {
     regressions: Vec<TimelineRow>,
 }
 
-pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::Error>> {
+pub fn deployment(
+    shared: &Shared,
+    name: &str,
+    availability: String,
+) -> Option<Result<String, askama::Error>> {
     let checks = shared.checks();
     let deployment = checks.spec.deployments.iter().find(|d| d.name == name)?;
     let now = now_ms();
@@ -529,6 +535,7 @@ pub fn deployment(shared: &Shared, name: &str) -> Option<Result<String, askama::
             selector,
             settle: mdd_core::format_duration(deployment.settle),
             started: When::at(started_at, now),
+            availability,
             owners: owners.into_iter().collect(),
             tree,
             graph,
@@ -567,6 +574,7 @@ struct CheckPage {
     no_result: String,
     charts: Vec<String>,
     changes: Vec<(When, String, Badge)>,
+    availability: String,
     /// Where the check runs, in words; and whether this viewer may run it now.
     runs: String,
     can_run: bool,
@@ -589,6 +597,7 @@ pub async fn check(
     shared: &Shared,
     name: &str,
     viewer: &super::Viewer,
+    availability: String,
 ) -> Option<Result<String, askama::Error>> {
     let checks = shared.checks();
     let config = checks.get(name)?.clone();
@@ -740,6 +749,7 @@ pub async fn check(
             no_result,
             charts,
             changes,
+            availability,
             runs: if config.is_push_only() {
                 "reported from outside (mdd result, a cron job)".to_string()
             } else if config.subscriptions.is_empty() {
