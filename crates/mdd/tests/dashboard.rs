@@ -547,6 +547,48 @@ async fn the_demo_brings_a_datacenter_to_done() {
         .await
         .expect("html");
     assert!(page.contains("8/8 green"), "{page}");
+    // Every probe kind ran for real, the Nagios plugin included (the test command installs it).
+    let spec_text = reqwest::get(format!("{url}/api/v1/spec"))
+        .await
+        .expect("spec")
+        .text()
+        .await
+        .expect("text");
+    for kind in ["dns: ", "tcp: ", "http: ", "tls: ", "https://", "check_tcp"] {
+        assert!(spec_text.contains(kind), "{kind} in the demo's spec");
+    }
+    // Then one point breaks and comes back: a regression, and the handler told both ways.
+    let after = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut told = (false, false, false);
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.push_str(&line);
+            said.push('\n');
+            told.0 |= line.contains("on-call was told: ams1-postgres incident");
+            told.1 |= line.contains("on-call was told: ams1-postgres resolution");
+            told.2 |= line.contains("ams1-postgres is back");
+            if told == (true, true, true) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(after, Ok(true), "{said}");
+    let body = reqwest::get(format!("{url}/api/v1/deployments/ams1"))
+        .await
+        .expect("public read")
+        .bytes()
+        .await
+        .expect("body");
+    let detail: Value = serde_json::from_slice(&body).expect("json");
+    let regressions = detail["regressions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        regressions.iter().any(|r| r["check"] == "ams1-postgres"),
+        "{detail}"
+    );
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(demo.id().expect("running") as i32),
         nix::sys::signal::Signal::SIGTERM,
