@@ -81,7 +81,15 @@ async fn query(probe: &DnsProbe, timeout: Duration) -> ProbeResult {
     let lookup = match lookup {
         Ok(l) => l,
         Err(e) => {
-            return ProbeResult::new(Status::Critical, format!("{asked}: {e}"), elapsed)
+            // The resolver's own words quote its query structure; say what it means.
+            let cause = if e.is_nx_domain() {
+                "no such name (NXDOMAIN)".to_string()
+            } else if e.is_no_records_found() {
+                format!("no {} records", probe.record_type)
+            } else {
+                crate::describe_error(&e)
+            };
+            return ProbeResult::new(Status::Critical, format!("{asked}: {cause}"), elapsed)
                 .with_perfdata(perf);
         }
     };

@@ -427,3 +427,36 @@ async fn tcp_and_tls_failures_say_the_cause_once() {
         format!("cannot connect to 127.0.0.1:{closed}: connection refused")
     );
 }
+
+/// The DNS probe's failures, pinned: no such name, no records of the type, an expected
+/// answer missing.
+#[tokio::test]
+async fn dns_failures_say_the_cause_once() {
+    let zone = dns::Zone::new()
+        .a("api.ams1.example.", Ipv4Addr::new(10, 0, 0, 7))
+        .mx("ams1.example.", 10, "mail.ams1.example.");
+    let server = dns::serve(zone).await;
+    let at = format!("127.0.0.1:{}", server.port());
+    let summary = |yaml: String| async move { run(&yaml).await.summary };
+    assert_eq!(
+        summary(format!(
+            "dns: {{ name: missing.ams1.example, server: '{at}' }}"
+        ))
+        .await,
+        format!("A missing.ams1.example @{at}: no such name (NXDOMAIN)")
+    );
+    assert_eq!(
+        summary(format!(
+            "dns: {{ name: ams1.example, type: AAAA, server: '{at}' }}"
+        ))
+        .await,
+        format!("AAAA ams1.example @{at}: no AAAA records")
+    );
+    assert_eq!(
+        summary(format!(
+            "dns: {{ name: api.ams1.example, server: '{at}', expect: [10.0.0.9] }}"
+        ))
+        .await,
+        format!("A api.ams1.example @{at}: answered 10.0.0.7 but not 10.0.0.9")
+    );
+}
