@@ -272,8 +272,10 @@ pub(crate) fn graph(doc: &Document<'_>, link: &dyn Fn(&str) -> String) -> String
     let rows = row_in_column.values().max().copied().unwrap_or(1);
     let width = 2.0 * pad + columns as f64 * box_w + (columns - 1) as f64 * gap_x;
     let height = 2.0 * pad + rows as f64 * box_h + (rows.saturating_sub(1)) as f64 * gap_y;
+    // In a box that scrolls: shrunk to the page, a 200-check graph's names would be too small
+    // to read.
     let mut svg = format!(
-        "<svg class=\"graph\" width=\"{width}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"dependencies between the checks\">\
+        "<div class=\"graph-box\"><svg class=\"graph\" width=\"{width}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"dependencies between the checks\">\
          <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"6\" markerHeight=\"6\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\"/></marker></defs>\n"
     );
     for (i, check) in checks.iter().enumerate() {
@@ -335,6 +337,6 @@ pub(crate) fn graph(doc: &Document<'_>, link: &dyn Fn(&str) -> String) -> String
             escape(&shown)
         );
     }
-    svg.push_str("</svg>\n");
+    svg.push_str("</svg></div>\n");
     svg
 }

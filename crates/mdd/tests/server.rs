@@ -2817,6 +2817,13 @@ checks:
                 .expect("html")
         }
     };
+    let report_page = page("/report").await;
+    let row = report_page
+        .split("data-deployment=\"dc\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no availability row: {report_page}"));
+    assert_eq!(row.matches(" %").count(), 3, "{row}");
     for path in ["/checks/web", "/deployments/dc"] {
         let html = page(path).await;
         let shown = html

@@ -1126,12 +1126,16 @@ pub struct ReportRow {
     pub mttr: String,
     pub flaps: u64,
     pub open: u64,
+    /// Share of the window its results said OK.
+    pub availability: String,
 }
 
 pub struct ReportWindow {
     pub name: &'static str,
     pub top: Vec<ReportRow>,
     pub owners: Vec<ReportRow>,
+    /// (deployment, its availability over the window).
+    pub deployments: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -1169,6 +1173,7 @@ fn report_rows(list: &serde_json::Value, key: &str) -> Vec<ReportRow> {
                 mttr: human(row["mttr_ms"].as_i64()),
                 flaps: row["flaps"].as_u64().unwrap_or(0),
                 open: row["open"].as_u64().unwrap_or(0),
+                availability: crate::view::percent(row["availability"].as_f64()),
             }
         })
         .collect()
@@ -1183,10 +1188,22 @@ pub async fn report(shared: &Shared) -> Result<String, askama::Error> {
             .unwrap_or_default();
         let mut owners = report_rows(&window["owners"], "owner");
         owners.sort_by_key(|o| std::cmp::Reverse(o.incidents));
+        let deployments = window["deployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d["deployment"].as_str().unwrap_or_default().to_string(),
+                    crate::view::percent(d["availability"].as_f64()),
+                )
+            })
+            .collect();
         windows.push(ReportWindow {
             name,
             top: report_rows(&window["top_offenders"], "check"),
             owners,
+            deployments,
         });
     }
     ReportPage {
