@@ -52,8 +52,8 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Definition>, ParseError> {
     };
     let mut definitions = Vec::new();
     let mut open: Option<Definition> = None;
-    for (index, raw) in text.lines().enumerate() {
-        let number = index + 1;
+    for (number, raw) in logical_lines(text) {
+        let raw = raw.as_str();
         let line = strip_comment(raw);
         let trimmed = line.trim();
         if trimmed.is_empty() {
@@ -135,6 +135,31 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Definition>, ParseError> {
         ));
     }
     Ok(definitions)
+}
+
+/// Lines as Nagios reads them, each with the number of its first physical line: a line ending
+/// in `\` goes on with the next one, whose leading blanks are dropped (as Nagios'
+/// `mmap_fgets_multiline` does: `one\` then `  two` reads `onetwo`).
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut lines = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for (index, physical) in text.lines().enumerate() {
+        let physical = physical.strip_suffix('\r').unwrap_or(physical);
+        let (start, mut joined) = match pending.take() {
+            Some((start, so_far)) => (start, so_far + physical.trim_start_matches([' ', '\t'])),
+            None => (index + 1, physical.to_string()),
+        };
+        if joined.ends_with('\\') {
+            joined.pop();
+            pending = Some((start, joined));
+        } else {
+            lines.push((start, joined));
+        }
+    }
+    if let Some(last) = pending {
+        lines.push(last);
+    }
+    lines
 }
 
 /// The line without its comment: from an unescaped `;`, or a line starting with `#`.
@@ -314,6 +339,25 @@ mod tests {
         // `+` with nothing inherited is the value itself.
         assert_eq!(host3.values["hostgroups"], "hosts-with-master-service");
         assert_eq!(host3.values["address"], "192.168.2.3");
+    }
+
+    #[test]
+    fn continued_lines_join_as_nagios_joins_them() {
+        let text = corpus("nagios/nagioscore-t-etc/minimal.cfg");
+        let (objects, _) = resolve(&parse("minimal.cfg", &text).expect("parses"));
+        let command = |name: &str| {
+            object(&objects, "command", "command_name", name).values["command_line"].clone()
+        };
+        assert_eq!(
+            command("with_continuation_lines"),
+            "$USER1$/check_foo onetwo"
+        );
+        assert_eq!(
+            command("multiple_continuation_lines_with_spaces_intermingled"),
+            "check_nrpe_arg!30!check_fs_ping!/mnt/account-p,/mnt/prepro-p,/mnt/webapp-ssl,/mnt/rollout-p"
+        );
+        // No directive was made of a continued line.
+        assert!(objects.iter().all(|o| !o.values.contains_key("two")));
     }
 
     #[test]
