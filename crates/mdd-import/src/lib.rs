@@ -4,4 +4,5 @@
 //! Nagios resolves it (`nagios::resolve`). It owns reading those formats; it does no I/O (the
 //! binary reads files and follows `cfg_file`/`cfg_dir`) and knows nothing of the server.
 
+pub mod command;
 pub mod nagios;
