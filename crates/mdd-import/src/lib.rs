@@ -5,4 +5,5 @@
 //! binary reads files and follows `cfg_file`/`cfg_dir`) and knows nothing of the server.
 
 pub mod command;
+pub mod expand;
 pub mod nagios;

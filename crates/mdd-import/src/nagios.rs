@@ -60,67 +60,66 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Definition>, ParseError> {
             continue;
         }
         let column = raw.len() - raw.trim_start().len() + 1;
-        match open.as_mut() {
-            None => {
-                let Some(rest) = trimmed.strip_prefix("define") else {
-                    return Err(error(
-                        number,
-                        column,
-                        format!("expected `define TYPE {{`, found `{}`", shorten(trimmed)),
-                    ));
-                };
-                let rest = rest.trim();
-                let Some(kind) = rest.strip_suffix('{').map(str::trim) else {
-                    return Err(error(
-                        number,
-                        column,
-                        "`define TYPE` must end with `{` on the same line".into(),
-                    ));
-                };
-                if kind.is_empty() || kind.contains(char::is_whitespace) {
-                    return Err(error(
-                        number,
-                        column,
-                        format!("`{}` is not an object type", shorten(kind)),
-                    ));
-                }
-                open = Some(Definition {
-                    kind: kind.to_string(),
-                    directives: Vec::new(),
-                    file: file.to_string(),
-                    line: number,
-                });
+        let mut body = trimmed;
+        if open.is_none() {
+            let Some(rest) = trimmed.strip_prefix("define") else {
+                return Err(error(
+                    number,
+                    column,
+                    format!("expected `define TYPE {{`, found `{}`", shorten(trimmed)),
+                ));
+            };
+            let Some((kind, after)) = rest.split_once('{') else {
+                return Err(error(
+                    number,
+                    column,
+                    "`define TYPE` must be followed by `{` on the same line".into(),
+                ));
+            };
+            let kind = kind.trim();
+            if kind.is_empty() || kind.contains(char::is_whitespace) {
+                return Err(error(
+                    number,
+                    column,
+                    format!("`{}` is not an object type", shorten(kind)),
+                ));
             }
-            Some(definition) => {
-                // `}` closes, on its own line or after the last directive.
-                let (body, closes) = match trimmed.strip_suffix('}') {
-                    Some(body) => (body.trim(), true),
-                    None => (trimmed, false),
+            open = Some(Definition {
+                kind: kind.to_string(),
+                directives: Vec::new(),
+                file: file.to_string(),
+                line: number,
+            });
+            // Directives may follow on the same line: `define host { host_name a }`.
+            body = after.trim();
+        }
+        if let Some(definition) = open.as_mut() {
+            // `}` closes, on its own line or after the last directive.
+            let (directive, closes) = match body.strip_suffix('}') {
+                Some(directive) => (directive.trim(), true),
+                None => (body, false),
+            };
+            if !directive.is_empty() {
+                let (key, value) = match directive.split_once(char::is_whitespace) {
+                    Some((key, value)) => (key, value.trim()),
+                    None => (directive, ""),
                 };
-                if !body.is_empty() {
-                    let (key, value) = match body.split_once(char::is_whitespace) {
-                        Some((key, value)) => (key, value.trim()),
-                        None => (body, ""),
-                    };
-                    if key.starts_with("define") {
-                        return Err(error(
-                            number,
-                            column,
-                            format!(
-                                "`define` inside the {} defined at line {}: a `}}` is missing",
-                                definition.kind, definition.line
-                            ),
-                        ));
-                    }
-                    definition.directives.push((
-                        key.to_string(),
-                        value.replace("\\;", ";"),
+                if key.starts_with("define") {
+                    return Err(error(
                         number,
+                        column,
+                        format!(
+                            "`define` inside the {} defined at line {}: a `}}` is missing",
+                            definition.kind, definition.line
+                        ),
                     ));
                 }
-                if closes && let Some(done) = open.take() {
-                    definitions.push(done);
-                }
+                definition
+                    .directives
+                    .push((key.to_string(), value.replace("\\;", ";"), number));
+            }
+            if closes && let Some(done) = open.take() {
+                definitions.push(done);
             }
         }
     }
