@@ -223,3 +223,172 @@ define service { service_description nowhere
         );
     }
 }
+
+/// A service on a host: (host, service description).
+pub type ServiceKey = (String, String);
+
+/// Every service group's (host, service) members: from `members host,svc,host,svc` and from
+/// the `servicegroups` services name themselves in.
+pub fn service_groups(
+    objects: &[Object],
+    instances: &[Instance<'_>],
+) -> BTreeMap<String, BTreeSet<ServiceKey>> {
+    let mut groups: BTreeMap<String, BTreeSet<ServiceKey>> = BTreeMap::new();
+    for o in objects.iter().filter(|o| o.kind == "servicegroup") {
+        let Some(name) = o.values.get("servicegroup_name") else {
+            continue;
+        };
+        let items: Vec<&str> = list(o.values.get("members")).collect();
+        let entry = groups.entry(name.clone()).or_default();
+        for pair in items.chunks(2) {
+            if let [host, service] = pair {
+                entry.insert((host.to_string(), service.to_string()));
+            }
+        }
+    }
+    for instance in instances {
+        let description = instance
+            .service
+            .values
+            .get("service_description")
+            .cloned()
+            .unwrap_or_default();
+        for group in list(instance.service.values.get("servicegroups")) {
+            groups
+                .entry(group.to_string())
+                .or_default()
+                .insert((instance.host.clone(), description.clone()));
+        }
+    }
+    groups
+}
+
+/// What `servicedependency` objects say: each dependent service with the services it depends
+/// on. Without master hosts, a dependency is on the same host as each dependent (Nagios' "same
+/// host" dependencies); without dependent hosts, the dependents are on the master's hosts.
+pub fn service_dependencies(
+    objects: &[Object],
+    instances: &[Instance<'_>],
+) -> (BTreeMap<ServiceKey, BTreeSet<ServiceKey>>, Vec<Note>) {
+    let groups = host_groups(objects);
+    let service_groups = service_groups(objects, instances);
+    let exists: BTreeSet<ServiceKey> = instances
+        .iter()
+        .map(|i| {
+            (
+                i.host.clone(),
+                i.service
+                    .values
+                    .get("service_description")
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let hosts_of = |o: &Object, hosts: &str, hostgroups: &str| -> BTreeSet<String> {
+        let mut set: BTreeSet<String> = list(o.values.get(hosts)).map(str::to_string).collect();
+        for group in list(o.values.get(hostgroups)) {
+            set.extend(groups.get(group).into_iter().flatten().cloned());
+        }
+        set
+    };
+    let mut edges: BTreeMap<ServiceKey, BTreeSet<ServiceKey>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for dep in objects.iter().filter(|o| o.kind == "servicedependency") {
+        let master_hosts = hosts_of(dep, "host_name", "hostgroup_name");
+        let master_services: Vec<&str> = list(dep.values.get("service_description")).collect();
+        let mut dependent_hosts = hosts_of(dep, "dependent_host_name", "dependent_hostgroup_name");
+        let same_host = master_hosts.is_empty();
+        if dependent_hosts.is_empty() {
+            dependent_hosts = master_hosts.clone();
+        }
+        let mut dependents: BTreeSet<ServiceKey> = BTreeSet::new();
+        for service in list(dep.values.get("dependent_service_description")) {
+            for host in &dependent_hosts {
+                dependents.insert((host.clone(), service.to_string()));
+            }
+        }
+        for group in list(dep.values.get("dependent_servicegroup_name")) {
+            match service_groups.get(group) {
+                Some(members) => dependents.extend(members.iter().cloned()),
+                None => notes.push(Note {
+                    file: dep.file.clone(),
+                    line: dep.line,
+                    message: format!("names the service group `{group}`, which is defined nowhere"),
+                }),
+            }
+        }
+        for dependent in dependents.into_iter().filter(|d| exists.contains(d)) {
+            let hosts: Vec<String> = if same_host {
+                vec![dependent.0.clone()]
+            } else {
+                master_hosts.iter().cloned().collect()
+            };
+            for host in hosts {
+                for service in &master_services {
+                    let master = (host.clone(), service.to_string());
+                    if master != dependent && exists.contains(&master) {
+                        edges.entry(dependent.clone()).or_default().insert(master);
+                    }
+                }
+            }
+        }
+    }
+    (edges, notes)
+}
+
+#[cfg(test)]
+mod dependency_tests {
+    use super::*;
+    use crate::nagios::{parse, resolve};
+
+    fn load(path: &str) -> Vec<Object> {
+        let file = format!("{}/corpus/nagios/{path}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&file).expect("fixture");
+        resolve(&parse(path, &text).expect("parses")).0
+    }
+
+    fn key(host: &str, service: &str) -> ServiceKey {
+        (host.to_string(), service.to_string())
+    }
+
+    #[test]
+    fn naemons_fixture_dependencies_by_host_group() {
+        let objects = load("naemon-t-etc-service-dependencies/service-dependencies.cfg");
+        let (instances, notes) = services(&objects);
+        assert!(notes.is_empty(), "{notes:#?}");
+        let (edges, notes) = service_dependencies(&objects, &instances);
+        assert!(notes.is_empty(), "{notes:#?}");
+        let masters: Vec<ServiceKey> = ["http-proxy", "http-server-1", "http-server-2"]
+            .iter()
+            .map(|h| key(h, "check httpd proc"))
+            .collect();
+        for dependent in ["check get http app health", "check get http app statistics"] {
+            assert_eq!(
+                edges[&key("http-client", dependent)]
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                masters,
+                "{dependent}"
+            );
+        }
+        assert_eq!(edges.len(), 2);
+    }
+
+    #[test]
+    fn nagios_cores_fixture_same_host_dependency_through_a_service_group() {
+        let objects = load("nagioscore-t-etc/minimal.cfg");
+        let (instances, _) = services(&objects);
+        let (edges, notes) = service_dependencies(&objects, &instances);
+        assert!(notes.is_empty(), "{notes:#?}");
+        // No master host: the master service on the dependent's own host.
+        assert_eq!(
+            edges[&key("host3", "dependent-service")]
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>(),
+            [key("host3", "master-service")]
+        );
+    }
+}
