@@ -292,10 +292,9 @@ mod tests {
     use super::*;
 
     fn corpus(path: &str) -> String {
-        let file = format!(
-            "{}/../../../shared/import-corpus/{path}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        // Copied from the shared corpus with their licenses (corpus/SOURCES.md), so a clone
+        // of the repository tests on its own.
+        let file = format!("{}/corpus/{path}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"))
     }
 
