@@ -392,3 +392,92 @@ mod dependency_tests {
         );
     }
 }
+
+/// The host checks' dependencies: each host on its `parents` (hosts that are defined), as
+/// Nagios' reachability says; and each service on its host's check, when the host has one.
+pub fn host_dependencies(objects: &[Object]) -> (BTreeMap<String, BTreeSet<String>>, Vec<Note>) {
+    let hosts: BTreeMap<&str, &Object> = objects
+        .iter()
+        .filter(|o| o.kind == "host")
+        .filter_map(|o| o.values.get("host_name").map(|n| (n.as_str(), o)))
+        .collect();
+    let mut parents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for (name, host) in &hosts {
+        for parent in list(host.values.get("parents")) {
+            if hosts.contains_key(parent) && parent != *name {
+                parents
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(parent.to_string());
+            } else {
+                notes.push(Note {
+                    file: host.file.clone(),
+                    line: host.line,
+                    message: format!(
+                        "names the parent `{parent}`, which is not another host defined here"
+                    ),
+                });
+            }
+        }
+    }
+    (parents, notes)
+}
+
+/// Whether `host` has a check of its own (`check_command`, inherited or not): a service on it
+/// then depends on that check, as Nagios does not check a service on a host that is down.
+pub fn has_host_check(objects: &[Object], host: &str) -> bool {
+    objects.iter().any(|o| {
+        o.kind == "host"
+            && o.values.get("host_name").map(String::as_str) == Some(host)
+            && o.values
+                .get("check_command")
+                .is_some_and(|c| !c.trim().is_empty())
+    })
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+    use crate::nagios::{parse, resolve};
+
+    #[test]
+    fn hosts_depend_on_their_parents_and_services_on_host_checks() {
+        let text = "
+define host { name generic
+    check_command check-host-alive
+    register 0 }
+define host { host_name core-switch
+    use generic }
+define host { host_name rack-switch
+    use generic
+    parents core-switch }
+define host { host_name web1
+    parents rack-switch,ghost }
+";
+        let (objects, notes) = resolve(&parse("h.cfg", text).expect("parses"));
+        assert!(notes.is_empty(), "{notes:#?}");
+        let (parents, notes) = host_dependencies(&objects);
+        assert_eq!(
+            parents["rack-switch"].iter().collect::<Vec<_>>(),
+            ["core-switch"]
+        );
+        assert_eq!(parents["web1"].iter().collect::<Vec<_>>(), ["rack-switch"]);
+        assert!(!parents.contains_key("core-switch"));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].message.contains("`ghost`"), "{notes:?}");
+        assert_eq!(notes[0].line, 10);
+        // The check comes from the template.
+        assert!(has_host_check(&objects, "rack-switch"));
+        assert!(!has_host_check(&objects, "web1"));
+        // Naemon's fixture: every host has the template's check.
+        let file = format!(
+            "{}/corpus/nagios/naemon-t-etc-service-dependencies/service-dependencies.cfg",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let (objects, _) = resolve(
+            &parse("sd.cfg", &std::fs::read_to_string(file).expect("fixture")).expect("parses"),
+        );
+        assert!(has_host_check(&objects, "http-client"));
+    }
+}
