@@ -163,10 +163,17 @@ async fn finish(
             return;
         }
     };
-    dirty.extend(unwritten.dirty);
-    // Its incident changes happened before the ones gathered since: they go first.
-    let later = std::mem::replace(incidents, unwritten.incidents);
-    incidents.extend(later);
+    unwritten.give_back(dirty, incidents);
+}
+
+impl Unwritten {
+    /// Makes what was not written dirty again; its incident changes happened before the ones
+    /// gathered since, so they go first.
+    fn give_back(self, dirty: &mut HashSet<EventKey>, incidents: &mut Vec<IncidentChange>) {
+        dirty.extend(self.dirty);
+        let later = std::mem::replace(incidents, self.incidents);
+        incidents.extend(later);
+    }
 }
 
 /// Takes what the next checkpoint writes (the dirty events as they are now, the incident
@@ -283,9 +290,7 @@ async fn forget_entity(
 ) -> Result<(), StoreError> {
     let taken = take_checkpoint(shared, dirty, incidents).await?;
     if let Err((unwritten, e)) = write_checkpoint(shared, taken).await {
-        dirty.extend(unwritten.dirty);
-        let later = std::mem::replace(incidents, unwritten.incidents);
-        incidents.extend(later);
+        unwritten.give_back(dirty, incidents);
         return Err(e);
     }
     shared.store.delete_entity(entity).await?;

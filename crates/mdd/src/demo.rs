@@ -448,13 +448,17 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         tokio::spawn(tell_notifications(notifications.clone(), at, stop.clone()));
         let mut pending = reserved;
         pending.sort_by_key(|(_, p, _)| p.up_after);
-        let mut dns = POINTS.iter().filter(|p| p.kind == Kind::Dns).collect::<Vec<_>>();
         let mut broken: Option<(u16, CancellationToken)> = None;
         let bring_up = async {
             let mut all: Vec<(u64, Option<Reserved>, &Point)> = pending
                 .into_iter()
                 .map(|(port, point, socket)| (point.up_after, Some((port, point, socket)), point))
-                .chain(dns.drain(..).map(|p| (p.up_after, None, p)))
+                .chain(
+                    POINTS
+                        .iter()
+                        .filter(|p| p.kind == Kind::Dns)
+                        .map(|p| (p.up_after, None, p)),
+                )
                 .collect();
             all.sort_by_key(|(after, _, _)| *after);
             for (after, reserved, point) in all {

@@ -191,12 +191,7 @@ pub fn side_by_side(windows: &[&serde_json::Value]) -> String {
                     .as_array()
                     .and_then(|list| list.iter().find(|d| d["deployment"].as_str() == Some(name)))
                     .and_then(|d| d["availability"].as_f64());
-                let text = match share {
-                    Some(s) if s >= 1.0 => "100 %".to_string(),
-                    Some(s) => format!("{:.2} %", (s * 100.0).min(99.99)),
-                    None => "—".to_string(),
-                };
-                let _ = write!(line, " | {text:>9}");
+                let _ = write!(line, " | {:>9}", mdd_server::view::percent(share));
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }

@@ -395,16 +395,7 @@ async fn the_servers_own_checks_are_stored_in_groups() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.page_text("/metrics").await;
     let value = |name: &str| {
         metrics
             .lines()

@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use common::{Agent, TestServer, mdd_client};
 
@@ -288,8 +287,7 @@ async fn the_debian_package_installs_what_a_host_needs() {
 
 /// The packaged binary as `mdd server --config FILE`, on a loopback port the OS picks.
 async fn packaged_server(mdd: &Path, config: &Path, data: &Path) -> TestServer {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(mdd)
+    let child = tokio::process::Command::new(mdd)
         .args(["server", "--config"])
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--data"])
@@ -300,24 +298,8 @@ async fn packaged_server(mdd: &Path, config: &Path, data: &Path) -> TestServer {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn the packaged server");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("serving on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_string);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("the packaged server starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    TestServer {
-        child,
-        url,
-        http: reqwest::Client::new(),
-        ca: None,
-    }
+    TestServer::serving(child)
+        .await
+        .unwrap_or_else(|said| panic!("the packaged server does not start: {said}"))
+        .0
 }

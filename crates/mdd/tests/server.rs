@@ -1644,16 +1644,7 @@ async fn silences_mark_events_and_end_on_their_own() {
             .is_some_and(|e| e.iter().all(|e| e["state"] == "failing")),
         "silenced events are still evaluated and shown: {events}"
     );
-    let page = server
-        .http
-        .get(format!("{}/events?q=ams1-dns", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("events page")
-        .text()
-        .await
-        .expect("html");
+    let page = server.page_text("/events?q=ams1-dns").await;
     assert!(
         page.contains("- silenced") && page.contains("resolver migration"),
         "the dashboard marks it, with the reason: {page}"
@@ -1883,16 +1874,7 @@ async fn incidents_are_counted_per_check_and_owner() {
     );
     let (code, _) = server.get("/api/v1/report?window=forever").await;
     assert_eq!(code, 400);
-    let page = server
-        .http
-        .get(format!("{}/report", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("report page")
-        .text()
-        .await
-        .expect("html");
+    let page = server.page_text("/report").await;
     assert!(page.contains("data-check=\"ams1-ldap\""), "{page}");
     assert!(server.stop().await.success());
 }
@@ -2030,16 +2012,7 @@ checks:
     assert_eq!(column(&handlers["handlers"], "name"), ["hook", "log"]);
     let mut page = String::new();
     for _ in 0..20 {
-        page = server
-            .http
-            .get(format!("{}/handlers", server.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("handlers page")
-            .text()
-            .await
-            .expect("html");
+        page = server.page_text("/handlers").await;
         if page.contains("<strong>1</strong> failed") {
             break;
         }
@@ -2602,16 +2575,7 @@ async fn status_lists_the_worst_first_and_says_what_blocks() {
     );
     // The dashboard's tables say how long ago, with the exact second on hover.
     for page in ["/events", "/entities", "/checks/b-dns"] {
-        let html = server
-            .http
-            .get(format!("{}{page}", server.url))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("html");
+        let html = server.page_text(page).await;
         let time = html
             .split("<time datetime=\"")
             .nth(1)
@@ -2667,16 +2631,7 @@ checks:
         deployment["total"].as_u64().expect("total"),
     );
     assert_eq!((green, total), (1, 3), "{deployment}");
-    let html = server
-        .http
-        .get(format!("{}/", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("overview")
-        .text()
-        .await
-        .expect("html");
+    let html = server.page_text("/").await;
     let headline = html
         .split("id=\"headline\"")
         .nth(1)
@@ -2732,16 +2687,7 @@ checks:
     assert_eq!(row["summary"], "blocked by db", "{row}");
     let (_, deployment) = server.get("/api/v1/deployments/dc").await;
     assert_eq!(deployment["counts"]["blocked"], 1, "{deployment}");
-    let page = server
-        .http
-        .get(format!("{}/checks/app", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let page = server.page_text("/checks/app").await;
     assert!(page.contains("blocked by db"), "{page}");
 
     post("d2", 0).await;
@@ -2753,16 +2699,7 @@ checks:
     post("d3", 2).await;
     let body = json!({ "results": [result("a1", "app", 2)] });
     assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
-    let page = server
-        .http
-        .get(format!("{}/checks/app", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let page = server.page_text("/checks/app").await;
     let changes = page
         .split("<th>Became</th>")
         .nth(1)
@@ -2802,22 +2739,7 @@ checks:
         .unwrap_or_else(|| panic!("{report}"));
     assert!((0.70..0.76).contains(&share), "{share}: {report}");
     assert_eq!(report["deployments"][0]["deployment"], "dc");
-    let page = |path: &'static str| {
-        let server = &server;
-        async move {
-            server
-                .http
-                .get(format!("{}{path}", server.url))
-                .bearer_auth(ADMIN)
-                .send()
-                .await
-                .expect("page")
-                .text()
-                .await
-                .expect("html")
-        }
-    };
-    let report_page = page("/report").await;
+    let report_page = server.page_text("/report").await;
     let row = report_page
         .split("data-deployment=\"dc\"")
         .nth(1)
@@ -2825,7 +2747,7 @@ checks:
         .unwrap_or_else(|| panic!("no availability row: {report_page}"));
     assert_eq!(row.matches(" %").count(), 3, "{row}");
     for path in ["/checks/web", "/deployments/dc"] {
-        let html = page(path).await;
+        let html = server.page_text(path).await;
         let shown = html
             .split("availability")
             .nth(1)

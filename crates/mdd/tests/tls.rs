@@ -434,7 +434,7 @@ async fn the_server_takes_a_config_file() {
     .expect("write");
     // The flag's listen wins over the file's port 1; the data directory is the file's,
     // relative to the file. No admin token given: the server makes one and says how to use it.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mdd"))
         .args(["server", "--config"])
         .arg(&config)
         .args(["--listen", "127.0.0.1:0"])
@@ -445,24 +445,10 @@ async fn the_server_takes_a_config_file() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let mut said = String::new();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            said.push_str(&line);
-            said.push('\n');
-            if let Some(rest) = line.split("serving on ").nth(1) {
-                return rest.split_whitespace().next().map(str::to_string);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("the server starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (server, said) = TestServer::serving(child)
+        .await
+        .unwrap_or_else(|said| panic!("the server does not start: {said}"));
+    let url = server.url.clone();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     assert!(dir.path().join("from-file").is_dir(), "{said}");
     let export = said
@@ -481,10 +467,9 @@ async fn the_server_takes_a_config_file() {
 
     // The server's own checks report as the file's name.
     let server = TestServer {
-        child,
-        url,
         http: client_with(&m.ca_file, None),
         ca: Some(m.ca_file.clone()),
+        ..server
     };
     let spec = "checks:\n  - { name: itself, interval: 250ms, command: [echo, 'OK'] }\n";
     let (status, body) = server

@@ -53,8 +53,15 @@ impl TestServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn mdd server");
-        let stderr = child.stderr.take().expect("stderr");
+        let child = command.spawn().expect("spawn mdd server");
+        TestServer::serving(child).await.map(|(server, _)| server)
+    }
+
+    /// Waits (at most 30 s) until a spawned `mdd server` (stderr piped) says where it serves;
+    /// the server and all it said until then, or what it said when it did not start. Its
+    /// stderr is drained from then on so it never blocks on a full pipe.
+    pub async fn serving(mut child: Child) -> Result<(TestServer, String), String> {
+        let stderr = child.stderr.take().expect("stderr piped");
         let mut lines = BufReader::new(stderr).lines();
         let mut said = String::new();
         let url = tokio::time::timeout(Duration::from_secs(30), async {
@@ -62,12 +69,7 @@ impl TestServer {
                 said.push_str(&line);
                 said.push('\n');
                 if let Some(rest) = line.split("serving on ").nth(1) {
-                    return Some(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
+                    return rest.split_whitespace().next().map(str::to_string);
                 }
             }
             None
@@ -79,14 +81,27 @@ impl TestServer {
             let _ = child.kill().await;
             return Err(said);
         };
-        // Keep draining stderr so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(TestServer {
+        let server = TestServer {
             child,
             url,
             http: reqwest::Client::new(),
             ca: None,
-        })
+        };
+        Ok((server, said))
+    }
+
+    /// A dashboard page's HTML, read with the admin token.
+    pub async fn page_text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html")
     }
 
     /// For a server on HTTPS: its requests, and `mdd_client`'s, trust the CA in `ca`.
