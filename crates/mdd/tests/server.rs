@@ -927,7 +927,7 @@ checks:
         first_spool.len()
     );
     let url = format!("http://{listen}");
-    let _agent = TestAgent::start(&url, &token, "host1", "all", &agent_data);
+    let agent = TestAgent::start(&url, &token, "host1", "all", &agent_data);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second_spool = spooled_ids(&agent_data);
     assert!(
@@ -976,6 +976,9 @@ checks:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(left.is_empty(), "the spool drained: {} left", left.len());
+    // Counted with the agent gone: while it runs, a batch can land between the two reads.
+    agent.kill9().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, results) = server
         .get("/api/v1/checks/tick/results?from=1970-01-01T00:00:00Z&limit=10000")
         .await;
