@@ -481,3 +481,88 @@ define host { host_name web1
         assert!(has_host_check(&objects, "http-client"));
     }
 }
+
+/// What `hostdependency` objects say: each dependent host with the hosts it depends on
+/// (`host_name`/`hostgroup_name` the masters, `dependent_host_name`/`dependent_hostgroup_name`
+/// the dependents).
+pub fn host_dependency_objects(
+    objects: &[Object],
+) -> (BTreeMap<String, BTreeSet<String>>, Vec<Note>) {
+    let groups = host_groups(objects);
+    let hosts: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o.kind == "host")
+        .filter_map(|o| o.values.get("host_name").map(String::as_str))
+        .collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for dep in objects.iter().filter(|o| o.kind == "hostdependency") {
+        let mut named = |hosts_key: &str, groups_key: &str| -> BTreeSet<String> {
+            let mut set: BTreeSet<String> = list(dep.values.get(hosts_key))
+                .map(str::to_string)
+                .collect();
+            for group in list(dep.values.get(groups_key)) {
+                match groups.get(group) {
+                    Some(members) => set.extend(members.iter().cloned()),
+                    None => notes.push(Note {
+                        file: dep.file.clone(),
+                        line: dep.line,
+                        message: format!(
+                            "names the host group `{group}`, which is defined nowhere"
+                        ),
+                    }),
+                }
+            }
+            set.retain(|h| {
+                let known = hosts.contains(h.as_str());
+                if !known {
+                    notes.push(Note {
+                        file: dep.file.clone(),
+                        line: dep.line,
+                        message: format!("names the host `{h}`, which is defined nowhere"),
+                    });
+                }
+                known
+            });
+            set
+        };
+        let masters = named("host_name", "hostgroup_name");
+        let dependents = named("dependent_host_name", "dependent_hostgroup_name");
+        for dependent in &dependents {
+            for master in masters.iter().filter(|m| *m != dependent) {
+                edges
+                    .entry(dependent.clone())
+                    .or_default()
+                    .insert(master.clone());
+            }
+        }
+    }
+    (edges, notes)
+}
+
+#[cfg(test)]
+mod host_dependency_tests {
+    use super::*;
+    use crate::nagios::{parse, resolve};
+
+    #[test]
+    fn hostdependency_objects_by_host_and_group() {
+        let text = "
+define host { host_name db1 }
+define host { host_name db2 }
+define host { host_name app1 }
+define host { host_name app2 }
+define hostgroup { hostgroup_name dbs
+    members db1,db2 }
+define hostdependency { hostgroup_name dbs
+    dependent_host_name app1,app2,ghost }
+";
+        let (objects, _) = resolve(&parse("d.cfg", text).expect("parses"));
+        let (edges, notes) = host_dependency_objects(&objects);
+        assert_eq!(edges["app1"].iter().collect::<Vec<_>>(), ["db1", "db2"]);
+        assert_eq!(edges["app2"].iter().collect::<Vec<_>>(), ["db1", "db2"]);
+        assert_eq!(edges.len(), 2);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].message.contains("`ghost`"));
+    }
+}

@@ -1,9 +1,45 @@
-//! Reading the monitoring configurations teams already have, for `mdd import` (issue 15).
+//! Reading the monitoring configurations teams already have, for `mdd import`: Nagios/Naemon
+//! objects, NRPE configs, Icinga 2 objects, Sensu Go resources and Sensu Classic JSON, each
+//! converted into one [`Import`] (checks, handlers, silences, and notes on what could not be
+//! carried over, each with file and line) and written as spec YAML by [`write`].
 //!
-//! So far: Nagios/Naemon object definitions (`nagios::parse`) and template inheritance as
-//! Nagios resolves it (`nagios::resolve`). It owns reading those formats; it does no I/O (the
-//! binary reads files and follows `cfg_file`/`cfg_dir`) and knows nothing of the server.
+//! It owns reading those formats and what maps to what; it does no I/O (the binary reads the
+//! files, follows `cfg_file`/`cfg_dir`/`include`, and writes the output) and knows nothing of
+//! the server.
 
 pub mod command;
 pub mod expand;
+pub mod from_nagios;
+pub mod model;
 pub mod nagios;
+pub mod write;
+
+pub use model::{Import, ImportedCheck, ImportedHandler, Note, Origin};
+pub use nagios::ParseError;
+
+/// Where a check's owner comes from in Nagios objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OwnerFrom {
+    #[default]
+    ContactGroups,
+    Contacts,
+}
+
+/// What the user chose on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Every check gets `datacenter: NAME` and the spec a deployment of that name.
+    pub datacenter: Option<String>,
+    pub owner_from: OwnerFrom,
+}
+
+/// Nagios/Naemon object files (with the resource macros and settings of their main config)
+/// as checks.
+pub fn nagios(
+    input: &from_nagios::NagiosInput<'_>,
+    options: &Options,
+) -> Result<Import, ParseError> {
+    let mut import = from_nagios::convert(input, options)?;
+    import.finish();
+    Ok(import)
+}

@@ -71,6 +71,10 @@ pub enum Command {
     /// How often things break: incidents, time failing, time to recover and flaps per check
     /// and per owner over the last 24 h, 7 d and 30 d, worst first.
     Report(ReportArgs),
+    /// Turn existing Nagios/Naemon, NRPE, Icinga 2 or Sensu configurations into an mdd spec
+    /// that lints: the same plugins with the same arguments, owners, runbooks, groups and
+    /// dependencies; what cannot be carried over is listed on stderr with file and line.
+    Import(ImportArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
     Completions {
         #[arg(value_enum)]
@@ -78,6 +82,46 @@ pub enum Command {
     },
     /// Print the manual page (roff) to standard output: `mdd man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "PATH is a main config (nagios.cfg with its cfg_file, cfg_dir and resource_file; nrpe.cfg with its include and include_dir; a Sensu Classic config.json), object files, or directories of them.\nExit codes: 0 converted (notes or not), 2 an input could not be read or parsed."
+)]
+pub struct ImportArgs {
+    #[arg(value_enum)]
+    pub format: ImportFormat,
+    /// Main configs, object files or directories.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Write the spec to FILE instead of standard output; to a directory (one that exists, or
+    /// a path ending in `/`) one file per host group or subscription.
+    #[arg(long, short, value_name = "FILE|DIR")]
+    pub output: Option<PathBuf>,
+    /// Label every check `datacenter: NAME` and add a deployment of that name.
+    #[arg(long, value_name = "NAME")]
+    pub datacenter: Option<String>,
+    /// Where a Nagios check's owner comes from.
+    #[arg(long, value_enum, default_value = "contactgroups")]
+    pub owner_from: OwnerFromArg,
+    /// The agent subscription NRPE commands become checks for.
+    #[arg(long, default_value = "nrpe", value_name = "NAME")]
+    pub subscription: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    Nagios,
+    Icinga2,
+    Nrpe,
+    SensuGo,
+    SensuClassic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OwnerFromArg {
+    Contactgroups,
+    Contacts,
 }
 
 #[derive(Debug, Args)]

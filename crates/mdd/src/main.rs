@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod deploy;
 mod docs;
+mod import;
 mod progress;
 mod report;
 mod serve;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Docs(args) => docs::docs(args),
         cli::Command::Silence(command) => silence::silence(command),
         cli::Command::Report(args) => report::report(args),
+        cli::Command::Import(args) => import::import(args),
         cli::Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a closed pipe (`| head`).
             let mut command = <cli::Cli as clap::CommandFactory>::command();

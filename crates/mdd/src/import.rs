@@ -1,0 +1,249 @@
+//! `mdd import`: reads the files (following main configs' includes), hands them to
+//! `mdd-import`, reports what was not carried over on stderr, checks the spec it made
+//! lints, and writes it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use mdd_import::from_nagios::{self, Include, NagiosInput, Settings};
+use mdd_import::{Import, Options, OwnerFrom};
+
+use crate::cli::{ImportArgs, ImportFormat, OwnerFromArg, exit};
+
+/// No configuration file is this big; a bigger one is a mistake (a device, a log).
+const MAX_FILE: u64 = 64 * 1024 * 1024;
+/// Directories deeper than this are not followed (a symlink loop).
+const MAX_DEPTH: usize = 32;
+
+pub fn import(args: ImportArgs) -> Result<u8> {
+    let options = Options {
+        datacenter: args.datacenter.clone(),
+        owner_from: match args.owner_from {
+            OwnerFromArg::Contactgroups => OwnerFrom::ContactGroups,
+            OwnerFromArg::Contacts => OwnerFrom::Contacts,
+        },
+    };
+    if let Some(datacenter) = &args.datacenter
+        && !mdd_core::spec::is_valid_entity_name(datacenter)
+    {
+        bail!("--datacenter `{datacenter}`: use 1 to 128 of A-Z a-z 0-9 . _ -");
+    }
+    let import = match args.format {
+        ImportFormat::Nagios => nagios(&args.paths, &options)?,
+        other => bail!("importing {other:?} is not built yet"),
+    };
+    report(&import);
+    let files: Vec<(String, String)> = match &args.output {
+        Some(dir) if is_directory_target(dir) => mdd_import::write::per_group(&import)
+            .into_iter()
+            .map(|(name, text)| (dir.join(name).display().to_string(), text))
+            .collect(),
+        Some(file) => vec![(
+            file.display().to_string(),
+            mdd_import::write::one_file(&import),
+        )],
+        None => vec![("-".to_string(), mdd_import::write::one_file(&import))],
+    };
+    // What `mdd import` writes must lint: checked here, before anything is written.
+    let sources: Vec<mdd_core::spec::SpecSource<'_>> = files
+        .iter()
+        .map(|(file, text)| mdd_core::spec::SpecSource { file, text })
+        .collect();
+    if let Err(errors) = mdd_core::spec::load(&sources) {
+        bail!(
+            "the spec made from these inputs does not lint (a bug in mdd import; please report it with the inputs):\n{errors}"
+        );
+    }
+    for (file, text) in &files {
+        if file == "-" {
+            crate::print_all(text.as_bytes())?;
+        } else {
+            write_file(Path::new(file), text)?;
+        }
+    }
+    if args.output.is_some() {
+        let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
+        eprintln!("mdd import: wrote {}", names.join(", "));
+    }
+    Ok(exit::OK)
+}
+
+fn is_directory_target(path: &Path) -> bool {
+    path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/')
+}
+
+/// What was converted, then every note, one per line as `file:line: message`.
+fn report(import: &Import) {
+    let handlers = if import.handlers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {}",
+            mdd_core::words::count(import.handlers.len(), "handler")
+        )
+    };
+    eprintln!(
+        "mdd import: {}{handlers} from {}; {} not carried over{}",
+        mdd_core::words::count(import.checks.len(), "check"),
+        mdd_core::words::count(import.inputs.len(), "file"),
+        mdd_core::words::count(import.notes.len(), "thing"),
+        if import.notes.is_empty() { "" } else { ":" }
+    );
+    for note in &import.notes {
+        eprintln!("{}:{}: {}", note.file, note.line, note.message);
+    }
+    for (origin, argv) in &import.silences {
+        eprintln!(
+            "{}:{}: a silence, which is not spec: make it with `{}`",
+            origin.file,
+            origin.line,
+            shlex::try_join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
+        );
+    }
+}
+
+/// Written whole or not at all: a temporary file beside it, then renamed over it.
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let temporary = path.with_extension("yaml.partial");
+    std::fs::write(&temporary, text)
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// A file's text; a directory, a huge file or one that is not UTF-8 is an error naming it.
+fn read(path: &Path) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > MAX_FILE {
+        bail!(
+            "{} is {} bytes: no configuration file is that big (at most {MAX_FILE})",
+            path.display(),
+            meta.len()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (byte {} is not valid)",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Files under `dir` whose names end in `suffix`, sorted by path, so that the same tree is
+/// always read in the same order.
+fn files_under(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, suffix: &str, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+        if depth > MAX_DEPTH {
+            bail!(
+                "{}: directories nest deeper than {MAX_DEPTH} (a symlink loop?)",
+                dir.display()
+            );
+        }
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("cannot read {}", dir.display()))?
+                .path();
+            if path.is_dir() {
+                walk(&path, suffix, depth + 1, out)?;
+            } else if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(suffix))
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, suffix, 0, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// `path` as written in `config` (relative to the config's directory).
+fn relative_to(config: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(path)
+    }
+}
+
+fn nagios(paths: &[PathBuf], options: &Options) -> Result<Import> {
+    let mut object_files: Vec<(String, String)> = Vec::new();
+    let mut user_macros = std::collections::BTreeMap::new();
+    let mut settings = Settings::default();
+    let mut notes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add_object_file = |path: &Path, files: &mut Vec<(String, String)>| -> Result<()> {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if seen.insert(canonical) {
+            files.push((path.display().to_string(), read(path)?));
+        }
+        Ok(())
+    };
+    for path in paths {
+        if path.is_dir() {
+            for file in files_under(path, ".cfg")? {
+                add_object_file(&file, &mut object_files)?;
+            }
+            continue;
+        }
+        let text = read(path)?;
+        let shown = path.display().to_string();
+        if from_nagios::is_main_config(&text) {
+            let (config, config_notes) = from_nagios::main_config(&shown, &text);
+            notes.extend(config_notes);
+            settings = config.settings;
+            for resource in &config.resource_files {
+                let resource = relative_to(path, resource);
+                let text = read(&resource)?;
+                notes.extend(from_nagios::resource_macros(
+                    &resource.display().to_string(),
+                    &text,
+                    &mut user_macros,
+                ));
+            }
+            for include in &config.includes {
+                match include {
+                    Include::File(file) => {
+                        add_object_file(&relative_to(path, file), &mut object_files)?;
+                    }
+                    Include::Dir(dir) => {
+                        for file in files_under(&relative_to(path, dir), ".cfg")? {
+                            add_object_file(&file, &mut object_files)?;
+                        }
+                    }
+                }
+            }
+        } else if from_nagios::is_resource_file(&text) {
+            notes.extend(from_nagios::resource_macros(
+                &shown,
+                &text,
+                &mut user_macros,
+            ));
+        } else {
+            add_object_file(path, &mut object_files)?;
+        }
+    }
+    let input = NagiosInput {
+        object_files: &object_files,
+        user_macros,
+        settings,
+    };
+    let mut import = mdd_import::nagios(&input, options)?;
+    import.notes.extend(notes);
+    import.sort_notes();
+    Ok(import)
+}
