@@ -116,12 +116,60 @@ fn value(name: &str, args: &[String], macros: &Macros) -> Result<String, String>
         .ok_or_else(|| format!("${name}$ cannot be carried over (mdd has no such macro)"))
 }
 
+/// Whether `sh` would do more with `line` than split it into words: an operator, a
+/// redirection, a glob, a parameter or command substitution (`$HOME`, `${x}`, `$(…)`, a
+/// backtick), a `~` or `#` at the start of a word; quotes taken into account as `sh` takes
+/// them (nothing is special inside single quotes; `$` and backticks still are in double ones).
+fn needs_shell(line: &str) -> bool {
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let chars: Vec<char> = line.chars().collect();
+    let mut quote = Quote::None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied().unwrap_or(' ');
+        let expands = c == '$' && (next.is_ascii_alphanumeric() || "_{(@*#?$!-".contains(next));
+        match quote {
+            Quote::Single => {
+                if c == '\'' {
+                    quote = Quote::None;
+                }
+            }
+            Quote::Double => match c {
+                '\\' => i += 1,
+                '"' => quote = Quote::None,
+                '`' => return true,
+                _ if expands => return true,
+                _ => {}
+            },
+            Quote::None => {
+                let word_start = i == 0 || chars[i - 1].is_whitespace();
+                match c {
+                    '\\' => i += 1,
+                    '\'' => quote = Quote::Single,
+                    '"' => quote = Quote::Double,
+                    '|' | '&' | ';' | '<' | '>' | '(' | ')' | '`' | '*' | '?' | '[' | '\n' => {
+                        return true;
+                    }
+                    '~' | '#' if word_start => return true,
+                    _ if expands => return true,
+                    _ => {}
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The words of `line` as `/bin/sh` splits them; `[sh, -c, line]` when it needs a shell.
 pub fn argv(line: &str) -> Result<Argv, String> {
-    let needs_shell = line.contains(['|', '>', '<', ';', '&', '`', '*', '?'])
-        || line.contains("$(")
-        || line.contains("${");
-    if needs_shell {
+    if needs_shell(line) {
         return Ok(Argv {
             argv: vec!["sh".into(), "-c".into(), line.to_string()],
             through_shell: true,
@@ -214,5 +262,36 @@ mod tests {
             "echo $HOME"
         );
         assert!(argv("check_x 'unbalanced").is_err());
+        // What sh would expand or treat specially goes through sh; quoted, it is just text.
+        for line in [
+            "ping-github-api.sh $GITHUB_TOKEN",
+            "check \"$HOME\"",
+            "check ~/x",
+            "check `date`",
+            "check *.log",
+            "check a # comment",
+            "check (x)",
+        ] {
+            assert!(argv(line).expect("argv").through_shell, "{line}");
+        }
+        for (line, words) in [
+            (
+                "sensu-processes-check --search '[{\"search_string\": \"nginx\"}]'",
+                vec![
+                    "sensu-processes-check",
+                    "--search",
+                    "[{\"search_string\": \"nginx\"}]",
+                ],
+            ),
+            (
+                "check '$HOME' 'a|b' x#y 100%",
+                vec!["check", "$HOME", "a|b", "x#y", "100%"],
+            ),
+            ("check \\$HOME", vec!["check", "$HOME"]),
+        ] {
+            let split = argv(line).expect("argv");
+            assert!(!split.through_shell, "{line}");
+            assert_eq!(split.argv, words, "{line}");
+        }
     }
 }

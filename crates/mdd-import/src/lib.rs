@@ -12,6 +12,7 @@ pub mod expand;
 pub mod from_nagios;
 pub mod model;
 pub mod nagios;
+pub mod sensu;
 pub mod write;
 
 pub use model::{Import, ImportedCheck, ImportedHandler, Note, Origin};
@@ -40,6 +41,25 @@ pub fn nagios(
     options: &Options,
 ) -> Result<Import, ParseError> {
     let mut import = from_nagios::convert(input, options)?;
+    import.finish();
+    Ok(import)
+}
+
+/// Sensu Go resources (`sensuctl dump` YAML documents or JSON) from every file, in order.
+pub fn sensu_go(files: &[(String, String)], options: &Options) -> Result<Import, ParseError> {
+    let mut import = sensu::sensu_go(files, options)?;
+    import.finish();
+    Ok(import)
+}
+
+/// Sensu Classic JSON files, deep-merged in the order given; standalone checks run on agents
+/// with `standalone_subscription`.
+pub fn sensu_classic(
+    files: &[(String, String)],
+    options: &Options,
+    standalone_subscription: &str,
+) -> Result<Import, ParseError> {
+    let mut import = sensu::sensu_classic(files, options, standalone_subscription)?;
     import.finish();
     Ok(import)
 }

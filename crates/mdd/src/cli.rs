@@ -104,9 +104,10 @@ pub struct ImportArgs {
     /// Where a Nagios check's owner comes from.
     #[arg(long, value_enum, default_value = "contactgroups")]
     pub owner_from: OwnerFromArg,
-    /// The agent subscription NRPE commands become checks for.
-    #[arg(long, default_value = "nrpe", value_name = "NAME")]
-    pub subscription: String,
+    /// The agent subscription NRPE commands (default `nrpe`) and Sensu Classic standalone
+    /// checks (default `standalone`) become checks for.
+    #[arg(long, value_name = "NAME")]
+    pub subscription: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

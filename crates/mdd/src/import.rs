@@ -30,6 +30,15 @@ pub fn import(args: ImportArgs) -> Result<u8> {
     }
     let import = match args.format {
         ImportFormat::Nagios => nagios(&args.paths, &options)?,
+        ImportFormat::SensuGo => {
+            let files = read_all(&args.paths, &[".yaml", ".yml", ".json"])?;
+            mdd_import::sensu_go(&files, &options)?
+        }
+        ImportFormat::SensuClassic => {
+            let files = read_all(&args.paths, &[".json"])?;
+            let subscription = args.subscription.as_deref().unwrap_or("standalone");
+            mdd_import::sensu_classic(&files, &options, subscription)?
+        }
         other => bail!("importing {other:?} is not built yet"),
     };
     report(&import);
@@ -168,6 +177,32 @@ fn files_under(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     walk(dir, suffix, 0, &mut out)?;
     out.sort();
     Ok(out)
+}
+
+/// Each path's text in order, a directory's files (ending in one of `suffixes`) in name
+/// order, each file once.
+fn read_all(paths: &[PathBuf], suffixes: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    for path in paths {
+        let found = if path.is_dir() {
+            let mut found = Vec::new();
+            for suffix in suffixes {
+                found.extend(files_under(path, suffix)?);
+            }
+            found.sort();
+            found
+        } else {
+            vec![path.clone()]
+        };
+        for file in found {
+            let canonical = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if seen.insert(canonical) {
+                files.push((file.display().to_string(), read(&file)?));
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// `path` as written in `config` (relative to the config's directory).
