@@ -12,6 +12,7 @@ pub mod expand;
 pub mod from_nagios;
 pub mod model;
 pub mod nagios;
+pub mod nrpe;
 pub mod sensu;
 pub mod write;
 
@@ -62,4 +63,11 @@ pub fn sensu_classic(
     let mut import = sensu::sensu_classic(files, options, standalone_subscription)?;
     import.finish();
     Ok(import)
+}
+
+/// NRPE configs' commands as checks for the agents of `subscription`.
+pub fn nrpe(files: &[(String, String)], options: &Options, subscription: &str) -> Import {
+    let mut import = nrpe::convert(files, options, subscription);
+    import.finish();
+    import
 }

@@ -39,6 +39,11 @@ pub fn import(args: ImportArgs) -> Result<u8> {
             let subscription = args.subscription.as_deref().unwrap_or("standalone");
             mdd_import::sensu_classic(&files, &options, subscription)?
         }
+        ImportFormat::Nrpe => {
+            let files = nrpe_files(&args.paths)?;
+            let subscription = args.subscription.as_deref().unwrap_or("nrpe");
+            mdd_import::nrpe(&files, &options, subscription)
+        }
         other => bail!("importing {other:?} is not built yet"),
     };
     report(&import);
@@ -200,6 +205,63 @@ fn read_all(paths: &[PathBuf], suffixes: &[&str]) -> Result<Vec<(String, String)
             if seen.insert(canonical) {
                 files.push((file.display().to_string(), read(&file)?));
             }
+        }
+    }
+    Ok(files)
+}
+
+/// NRPE configs with the files their `include` and `include_dir` lines name, in the order
+/// NRPE reads them.
+fn nrpe_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    fn add(
+        path: &Path,
+        depth: usize,
+        seen: &mut std::collections::HashSet<PathBuf>,
+        files: &mut Vec<(String, String)>,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            bail!(
+                "{}: includes nest deeper than {MAX_DEPTH} (a loop?)",
+                path.display()
+            );
+        }
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if !seen.insert(canonical) {
+            return Ok(());
+        }
+        let text = read(path)?;
+        let includes = mdd_import::nrpe::includes(&text);
+        files.push((path.display().to_string(), text));
+        for include in includes {
+            match include {
+                Include::File(file) => {
+                    let file = relative_to(path, &file);
+                    // NRPE skips an include that is not there (Debian's nrpe_local.cfg).
+                    if file.exists() {
+                        add(&file, depth + 1, seen, files)?;
+                    }
+                }
+                Include::Dir(dir) => {
+                    let dir = relative_to(path, &dir);
+                    if dir.is_dir() {
+                        for file in files_under(&dir, ".cfg")? {
+                            add(&file, depth + 1, seen, files)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            for file in files_under(path, ".cfg")? {
+                add(&file, 0, &mut seen, &mut files)?;
+            }
+        } else {
+            add(path, 0, &mut seen, &mut files)?;
         }
     }
     Ok(files)
