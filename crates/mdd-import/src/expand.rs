@@ -199,7 +199,8 @@ define service { service_description nested
 define service { service_description nowhere
     host_name ghost }
 ";
-        let (objects, notes) = resolve(&parse("t.cfg", text).expect("parses"));
+        let (objects, notes) =
+            resolve(&parse("t.cfg", &crate::nagios::spread(text)).expect("parses"));
         assert!(notes.is_empty(), "{notes:#?}");
         let groups = host_groups(&objects);
         assert_eq!(
@@ -455,7 +456,8 @@ define host { host_name rack-switch
 define host { host_name web1
     parents rack-switch,ghost }
 ";
-        let (objects, notes) = resolve(&parse("h.cfg", text).expect("parses"));
+        let (objects, notes) =
+            resolve(&parse("h.cfg", &crate::nagios::spread(text)).expect("parses"));
         assert!(notes.is_empty(), "{notes:#?}");
         let (parents, notes) = host_dependencies(&objects);
         assert_eq!(
@@ -466,7 +468,7 @@ define host { host_name web1
         assert!(!parents.contains_key("core-switch"));
         assert_eq!(notes.len(), 1);
         assert!(notes[0].message.contains("`ghost`"), "{notes:?}");
-        assert_eq!(notes[0].line, 10);
+        assert_eq!(notes[0].line, 16);
         // The check comes from the template.
         assert!(has_host_check(&objects, "rack-switch"));
         assert!(!has_host_check(&objects, "web1"));
@@ -557,7 +559,7 @@ define hostgroup { hostgroup_name dbs
 define hostdependency { hostgroup_name dbs
     dependent_host_name app1,app2,ghost }
 ";
-        let (objects, _) = resolve(&parse("d.cfg", text).expect("parses"));
+        let (objects, _) = resolve(&parse("d.cfg", &crate::nagios::spread(text)).expect("parses"));
         let (edges, notes) = host_dependency_objects(&objects);
         assert_eq!(edges["app1"].iter().collect::<Vec<_>>(), ["db1", "db2"]);
         assert_eq!(edges["app2"].iter().collect::<Vec<_>>(), ["db1", "db2"]);

@@ -535,7 +535,7 @@ fn first_of_each<'a>(
                 file: object.file.clone(),
                 line: object.line,
                 message: format!(
-                    "a second {kind} `{name}` (the first, at {}:{}, is the one used, as in Nagios)",
+                    "a second {kind} `{name}`, which Nagios refuses: the first, at {}:{}, is used",
                     first.file, first.line
                 ),
             }),

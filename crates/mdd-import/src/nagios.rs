@@ -90,14 +90,29 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Definition>, ParseError> {
                 file: file.to_string(),
                 line: number,
             });
-            // Directives may follow on the same line: `define host { host_name a }`.
-            body = after.trim();
+            // Nagios ignores what follows `{`: refused rather than ignored, so that nothing
+            // written is lost without a word.
+            let after = after.trim();
+            if !after.is_empty() {
+                let at = raw.find('{').map_or(column, |b| b + 2);
+                return Err(error(
+                    number,
+                    at,
+                    format!(
+                        "`{}` after `{{` is ignored by Nagios: put it on a line of its own",
+                        shorten(after)
+                    ),
+                ));
+            }
+            body = after;
         }
         if let Some(definition) = open.as_mut() {
-            // `}` closes, on its own line or after the last directive.
-            let (directive, closes) = match body.strip_suffix('}') {
-                Some(directive) => (directive.trim(), true),
-                None => (body, false),
+            // As in Nagios, only a line that is just `}` closes: a value may end in `}`
+            // (`$(echo ${HOME})`).
+            let (directive, closes) = if body == "}" {
+                ("", true)
+            } else {
+                (body, false)
             };
             if !directive.is_empty() {
                 let (key, value) = match directive.split_once(char::is_whitespace) {
@@ -287,6 +302,32 @@ fn inherited<'a>(
     values
 }
 
+/// Test configs written compactly (`define host { host_name a }`) as Nagios reads them: a
+/// directive after `{` and a `}` after a directive each moved to a line of their own.
+#[cfg(test)]
+pub(crate) fn spread(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut line = line.to_string();
+        if line.trim_start().starts_with("define")
+            && let Some(at) = line.find('{')
+            && !line[at + 1..].trim().is_empty()
+        {
+            line = format!("{}{{\n{}", &line[..at], line[at + 1..].trim());
+        }
+        if line.trim() != "}"
+            && let Some(stripped) = line.trim_end().strip_suffix('}')
+            && !stripped.trim_end().ends_with('$')
+            && !stripped.trim_end().ends_with('{')
+        {
+            line = format!("{}\n}}", stripped.trim_end());
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,7 +446,8 @@ define service {
     notes                null
     check_command        check_http!-u /a\\;b
 }";
-        let (objects, notes) = resolve(&parse("t.cfg", text).expect("parses"));
+        let (objects, notes) =
+            resolve(&parse("t.cfg", &crate::nagios::spread(text)).expect("parses"));
         assert!(notes.is_empty(), "{notes:#?}");
         assert_eq!(objects.len(), 1);
         let http = &objects[0].values;
@@ -434,6 +476,18 @@ define service {
             nested.to_string(),
             "a.cfg:3:3: `define` inside the host defined at line 1: a `}` is missing"
         );
+        let after_brace = parse("a.cfg", "define host { host_name x\n}\n").expect_err("after {");
+        assert_eq!(
+            after_brace.to_string(),
+            "a.cfg:1:14: `host_name x` after `{` is ignored by Nagios: put it on a line of its own"
+        );
+        // Only a `}` alone closes, as in Nagios: a value may end in one.
+        let braces = parse(
+            "a.cfg",
+            "define command {\n command_name c\n command_line echo ${HOME} }\n}\n",
+        )
+        .expect("parses");
+        assert_eq!(braces[0].get("command_line"), Some("echo ${HOME} }"));
         let stray = parse("a.cfg", "\n\n    host_name x\n").expect_err("stray");
         assert_eq!((stray.line, stray.column), (3, 5));
         let (_, notes) = resolve(
@@ -447,7 +501,7 @@ define service {
             "{notes:?}"
         );
         let looped = "define host {\n name a\n use b\n register 0\n}\ndefine host {\n name b\n use a\n register 0\n}\ndefine host {\n host_name h\n use a\n}\n";
-        let (objects, notes) = resolve(&parse("l.cfg", looped).expect("parses"));
+        let (objects, notes) = resolve(&parse("l.cfg", &spread(looped)).expect("parses"));
         assert_eq!(objects.len(), 1);
         assert!(
             notes.iter().any(|n| n.message.contains("loop")),
