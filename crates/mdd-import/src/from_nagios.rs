@@ -401,6 +401,13 @@ pub(crate) fn convert(input: &NagiosInput<'_>, options: &Options) -> Result<Impo
     };
     for (name, host) in &hosts {
         if !has_check(host) {
+            notes.push(Note {
+                file: host.file.clone(),
+                line: host.line,
+                message: format!(
+                    "host `{name}` has no check_command: no check for it (Nagios takes it as up), and its services depend on none"
+                ),
+            });
             continue;
         }
         let mut depends_on: BTreeSet<String> = BTreeSet::new();
@@ -586,21 +593,31 @@ impl Context<'_> {
             get(key).map(|u| command::expand(u, &[], macros).unwrap_or_else(|_| u.clone()))
         };
         check.runbook = url("notes_url").or_else(|| url("action_url"));
-        let owner_key = match self.options.owner_from {
-            OwnerFrom::ContactGroups => "contact_groups",
-            OwnerFrom::Contacts => "contacts",
+        // The chosen kind, else the other one; a service with neither takes its host's, as
+        // Nagios' implied inheritance does.
+        let (first, second) = match self.options.owner_from {
+            OwnerFrom::ContactGroups => ("contact_groups", "contacts"),
+            OwnerFrom::Contacts => ("contacts", "contact_groups"),
         };
-        let mut owners = list(object.values.get(owner_key));
+        let owners_of = |o: &Object| -> Vec<String> {
+            let chosen = list(o.values.get(first));
+            if chosen.is_empty() {
+                list(o.values.get(second))
+            } else {
+                chosen
+            }
+        };
+        let mut owners = owners_of(object);
         if owners.is_empty()
             && let Some(host) = host
         {
-            owners = list(host.values.get(owner_key));
+            owners = owners_of(host);
         }
         if owners.len() > 1 {
             notes.push(origin.note(format!(
-                "{what} has {} {}: mdd keeps one owner, `{}`",
+                "{what} has {} owners ({}): mdd keeps one, `{}`",
                 owners.len(),
-                owner_key.replace('_', " "),
+                owners.join(", "),
                 owners[0]
             )));
         }
@@ -686,7 +703,37 @@ impl Context<'_> {
             });
             return None;
         };
-        let line = match command::expand(command_line, &args, macros) {
+        // Nagios makes a $USERn$ no resource file sets empty; so does the import, and says so.
+        let mut macros = macros.clone();
+        // So does a custom variable the host or service does not have.
+        for name in macro_names(command_line) {
+            if let Some(n) = name
+                .strip_prefix("USER")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                if let std::collections::btree_map::Entry::Vacant(unset) = macros.user.entry(n) {
+                    notes.push(origin.note(format!(
+                        "{what}: $USER{n}$ is set in no resource file: empty, as Nagios makes it"
+                    )));
+                    unset.insert(String::new());
+                }
+                continue;
+            }
+            for (prefix, vars, whose) in [
+                ("_HOST", &mut macros.host_vars, "its host has"),
+                ("_SERVICE", &mut macros.service_vars, "the service has"),
+            ] {
+                if let Some(var) = name.strip_prefix(prefix)
+                    && !vars.contains_key(var)
+                {
+                    notes.push(origin.note(format!(
+                        "{what}: ${name}$ names a custom variable {whose} not: empty, as Nagios makes it"
+                    )));
+                    vars.insert(var.to_string(), String::new());
+                }
+            }
+        }
+        let line = match command::expand(command_line, &args, &macros) {
             Ok(line) => line,
             Err(why) => {
                 notes.push(origin.note(format!("{what}: {why}: not carried over")));
@@ -725,4 +772,20 @@ fn entity_name(host: &str) -> String {
         .take(128)
         .collect();
     if name.is_empty() { "host".into() } else { name }
+}
+
+/// The names of the macros `line` uses (`$USER1$` is `USER1`), as `command::expand` reads
+/// them: `$$` is a dollar sign, a lone `$` is the shell's.
+fn macro_names(line: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find('$') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('$') else { break };
+        if end > 0 {
+            names.push(&after[..end]);
+        }
+        rest = &after[end + 1..];
+    }
+    names
 }

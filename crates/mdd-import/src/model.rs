@@ -125,6 +125,15 @@ pub fn label_key(wanted: &str) -> String {
         .collect()
 }
 
+/// A key as a person reads it: `service\0web1\0Args` is `web1/Args`.
+fn shown_key(key: &str) -> String {
+    let mut parts: Vec<&str> = key.split('\u{0}').collect();
+    if parts.len() > 1 {
+        parts.remove(0);
+    }
+    parts.join("/")
+}
+
 impl Import {
     /// Settles names (valid, unique: a clash takes `-2`, `-3` in input order), turns
     /// dependency keys into names (dropping, with a note, those on checks not imported), sorts
@@ -161,8 +170,9 @@ impl Import {
                     None => {
                         if let Some(origin) = &check.origin {
                             notes.push(origin.note(format!(
-                                "{} depends on `{key}`, which was not imported: the dependency is left out",
-                                check.what
+                                "{} depends on `{}`, which was not imported: the dependency is left out",
+                                check.what,
+                                shown_key(key)
                             )));
                         }
                     }
