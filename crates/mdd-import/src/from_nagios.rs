@@ -759,7 +759,7 @@ impl Context<'_> {
 }
 
 /// A host name as an entity name (`[A-Za-z0-9._:-]`, other characters become `-`).
-fn entity_name(host: &str) -> String {
+pub(crate) fn entity_name(host: &str) -> String {
     let name: String = host
         .chars()
         .map(|c| {

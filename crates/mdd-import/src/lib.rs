@@ -10,6 +10,7 @@
 pub mod command;
 pub mod expand;
 pub mod from_nagios;
+pub mod icinga2;
 pub mod model;
 pub mod nagios;
 pub mod nrpe;
@@ -68,6 +69,14 @@ pub fn sensu_classic(
 /// NRPE configs' commands as checks for the agents of `subscription`.
 pub fn nrpe(files: &[(String, String)], options: &Options, subscription: &str) -> Import {
     let mut import = nrpe::convert(files, options, subscription);
+    import.finish();
+    import
+}
+
+/// Icinga 2 objects, templates and apply rules from every parsed file (the binary follows the
+/// includes), with the constants given on the command line (`NodeName`).
+pub fn icinga2(input: &icinga2::Icinga2Input<'_>, options: &Options) -> Import {
+    let mut import = icinga2::convert(input, options);
     import.finish();
     import
 }

@@ -108,6 +108,13 @@ pub struct ImportArgs {
     /// checks (default `standalone`) become checks for.
     #[arg(long, value_name = "NAME")]
     pub subscription: Option<String>,
+    /// NAME=VALUE (repeatable): an Icinga 2 constant, as `icinga2 -D` sets it (NodeName is
+    /// this host's name unless given).
+    #[arg(long = "define", short = 'D', value_parser = parse_label, value_name = "NAME=VALUE")]
+    pub defines: Vec<(String, String)>,
+    /// Where Icinga 2's `include <itl>` and the like are found.
+    #[arg(long, default_value = "/usr/share/icinga2/include", value_name = "DIR")]
+    pub include_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -44,7 +44,7 @@ pub fn import(args: ImportArgs) -> Result<u8> {
             let subscription = args.subscription.as_deref().unwrap_or("nrpe");
             mdd_import::nrpe(&files, &options, subscription)
         }
-        other => bail!("importing {other:?} is not built yet"),
+        ImportFormat::Icinga2 => icinga2(&args, &options)?,
     };
     report(&import);
     let files: Vec<(String, String)> = match &args.output {
@@ -265,6 +265,104 @@ fn nrpe_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(files)
+}
+
+/// Icinga 2 files with those their includes name (`include "file"`, patterns in its last part,
+/// `include <itl>` from `--include-dir`, `include_recursive "dir"`), in the order Icinga reads
+/// them.
+fn icinga2(args: &ImportArgs, options: &Options) -> Result<Import> {
+    use mdd_import::icinga2::{self, IncludeKind, ParsedFile};
+    fn add(
+        path: &Path,
+        include_dir: &Path,
+        depth: usize,
+        seen: &mut std::collections::HashSet<PathBuf>,
+        files: &mut Vec<ParsedFile>,
+    ) -> Result<()> {
+        if depth > MAX_DEPTH {
+            bail!(
+                "{}: includes nest deeper than {MAX_DEPTH} (a loop?)",
+                path.display()
+            );
+        }
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if !seen.insert(canonical) {
+            return Ok(());
+        }
+        let parsed = icinga2::parse_file(&path.display().to_string(), &read(path)?)?;
+        let includes = icinga2::includes(&parsed);
+        files.push(parsed);
+        for (kind, written) in includes {
+            let targets: Vec<PathBuf> = match kind {
+                IncludeKind::Recursive => files_under(&relative_to(path, &written), ".conf")?,
+                IncludeKind::File => {
+                    if let Some(name) = written.strip_prefix('<').and_then(|w| w.strip_suffix('>'))
+                    {
+                        vec![include_dir.join(name)]
+                    } else if written.contains('*') {
+                        let full = relative_to(path, &written);
+                        let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
+                        let pattern = full
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let mut matched: Vec<PathBuf> = std::fs::read_dir(&dir)
+                            .map(|entries| {
+                                entries
+                                    .filter_map(|e| e.ok().map(|e| e.path()))
+                                    .filter(|p| {
+                                        p.file_name().is_some_and(|n| {
+                                            wildcard(&pattern, &n.to_string_lossy())
+                                        })
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        matched.sort();
+                        matched
+                    } else {
+                        vec![relative_to(path, &written)]
+                    }
+                }
+            };
+            for target in targets {
+                add(&target, include_dir, depth + 1, seen, files)?;
+            }
+        }
+        Ok(())
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    for path in &args.paths {
+        if path.is_dir() {
+            for file in files_under(path, ".conf")? {
+                add(&file, &args.include_dir, 0, &mut seen, &mut files)?;
+            }
+        } else {
+            add(path, &args.include_dir, 0, &mut seen, &mut files)?;
+        }
+    }
+    let mut defines: std::collections::BTreeMap<String, String> =
+        args.defines.iter().cloned().collect();
+    if !defines.contains_key("NodeName") {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        defines.insert("NodeName".into(), host);
+    }
+    let input = icinga2::Icinga2Input {
+        files: &files,
+        defines,
+    };
+    Ok(mdd_import::icinga2(&input, options))
+}
+
+/// `*` and `?` in a file name pattern.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let pattern = regex::escape(pattern)
+        .replace("\\*", ".*")
+        .replace("\\?", ".");
+    regex::Regex::new(&format!("^{pattern}$")).is_ok_and(|re| re.is_match(name))
 }
 
 /// `path` as written in `config` (relative to the config's directory).
