@@ -955,3 +955,266 @@ async fn unreadable_and_broken_inputs_exit_2_naming_where() {
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(std::fs::read_to_string(&out).expect("read"), "kept");
 }
+
+/// Directories and constants that let the real Icinga 2 run from a temporary directory as
+/// whoever runs the tests.
+fn icinga_defines(dir: &Path) -> Vec<String> {
+    let user = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .expect("id");
+    let group = std::process::Command::new("id")
+        .arg("-gn")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .expect("id");
+    let mut defines = Vec::new();
+    for (name, sub) in [
+        ("InitRunDir", "run"),
+        ("DataDir", "data"),
+        ("CacheDir", "cache"),
+        ("LogDir", "log"),
+        ("SpoolDir", "spool"),
+    ] {
+        let path = dir.join(sub);
+        std::fs::create_dir_all(&path).expect("icinga dir");
+        defines.push(format!("-D{name}={}", path.display()));
+    }
+    defines.push(format!("-DRunAsUser={user}"));
+    defines.push(format!("-DRunAsGroup={group}"));
+    defines
+}
+
+/// What `icinga2 daemon -C` says it instantiated: (services, hosts).
+fn icinga_counts(config: &Path, dir: &Path) -> (usize, usize) {
+    let output = std::process::Command::new("icinga2")
+        .args(["daemon", "-C", "-c"])
+        .arg(config)
+        .args(icinga_defines(dir))
+        .output()
+        .expect("icinga2 runs (the test command installs icinga2-bin)");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "icinga2 -C:\n{said}");
+    let count = |what: &str| -> usize {
+        said.lines()
+            .find_map(|l| {
+                let rest = l.split("Instantiated ").nth(1)?;
+                rest.strip_suffix(&format!(" {what}."))?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    (
+        count("Services").max(count("Service")),
+        count("Hosts").max(count("Host")),
+    )
+}
+
+#[tokio::test]
+async fn debians_icinga2_config_imports_as_icinga_counts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Path::new("/etc/icinga2/icinga2.conf");
+    let (text, said) = import(&[
+        "icinga2",
+        "/etc/icinga2/icinga2.conf",
+        "-D",
+        "NodeName=node1",
+    ])
+    .await;
+    let spec = parse(&text);
+    let services = text
+        .lines()
+        .filter(|l| l.starts_with("  # service `"))
+        .count();
+    let inside = said.matches("runs inside Icinga, not as a plugin").count();
+    let hosts = text.lines().filter(|l| l.starts_with("  # host `")).count();
+    assert_eq!(
+        (services + inside, hosts),
+        icinga_counts(config, dir.path()),
+        "{said}\n{text}"
+    );
+    assert_eq!(inside, 1, "the `icinga` check: {said}");
+    // The ITL's commands, with its functions evaluated.
+    assert_eq!(
+        argv(check(&spec, "node1")),
+        [
+            "/usr/lib/nagios/plugins/check_ping",
+            "-H",
+            "127.0.0.1",
+            "-c",
+            "5000,100%",
+            "-w",
+            "3000,80%"
+        ]
+    );
+    assert_eq!(
+        argv(check(&spec, "node1-ssh")),
+        ["/usr/lib/nagios/plugins/check_ssh", "127.0.0.1"]
+    );
+    assert_eq!(
+        argv(check(&spec, "node1-http")),
+        [
+            "/usr/lib/nagios/plugins/check_http",
+            "-I",
+            "127.0.0.1",
+            "-u",
+            "/"
+        ]
+    );
+    assert_eq!(
+        argv(check(&spec, "node1-swap")),
+        [
+            "/usr/lib/nagios/plugins/check_swap",
+            "-c",
+            "25%",
+            "-w",
+            "50%"
+        ]
+    );
+    let disk_root = argv(check(&spec, "node1-disk-2"));
+    assert_eq!(disk_root[disk_root.len() - 2..], ["-p", "/"]);
+    let ping = check(&spec, "node1-ping4");
+    assert_eq!(ping.owner.as_deref(), Some("icingaadmins"));
+    assert_eq!(ping.depends_on, ["node1"]);
+    assert_eq!(ping.interval, Duration::from_secs(60));
+    assert_eq!(ping.labels["hostgroup/linux-servers"], "member");
+    assert_eq!(ping.labels["servicegroup/ping"], "member");
+    assert!(
+        said.contains("/etc/icinga2/conf.d/templates.conf:")
+            && said.contains("`retry_interval` is not carried over"),
+        "{said}"
+    );
+    let out = dir.path().join("icinga.yaml");
+    std::fs::write(&out, &text).expect("write");
+    let lint = run(&["lint", out.to_str().expect("utf-8")]).await;
+    assert_eq!(lint.status.code(), Some(0), "{}", stderr(&lint));
+}
+
+/// A plugin that writes its arguments, one per line, to `$RECORD_DIR/<its first argument>`.
+fn env_recorder(dir: &Path) -> PathBuf {
+    let path = dir.join("record.sh");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nout=\"$RECORD_DIR/$1\"; shift\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$out\"\necho 'OK - recorded'\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    path
+}
+
+#[tokio::test]
+async fn imported_icinga2_checks_run_the_argv_icinga_itself_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = env_recorder(dir.path());
+    let config = dir.path().join("icinga2.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"const PluginDir = "/usr/lib/nagios/plugins"
+include <itl>
+include <plugins>
+object CheckerComponent "checker" {{ }}
+object CheckCommand "rec" {{
+  command = [ "{record}", "$service.name$" ]
+  arguments = {{
+    "-z" = {{ value = "$zed$"; order = -1 }}
+    "-b" = "$bee$"
+    "-a" = {{ set_if = "$flag$" }}
+    "-n" = {{ set_if = "$no_flag$" }}
+    "--list" = {{ value = "$items$"; repeat_key = false }}
+    "-r" = {{ value = "$items$" }}
+    "--sep" = {{ value = "$bee$"; separator = "=" }}
+    "plain" = {{ value = "$bee$"; skip_key = true; order = 5 }}
+    "-m" = "$missing$"
+    "-f" = {{{{ return macro("$bee$") + "-fn" }}}}
+    "-k" = {{ key = "--renamed"; value = "$address$" }}
+  }}
+  vars.bee = "from-command"
+  vars.zed = 3000.0
+  vars.no_flag = false
+}}
+object Host "h" {{
+  address = "127.0.0.1"
+  check_command = "dummy"
+  vars.bee = "from-host"
+  vars.flag = true
+  vars.items = [ "x", "y z" ]
+  vars.things["one"] = {{ bee = "loop-one" }}
+  vars.things["two"] = {{ }}
+}}
+apply Service "s-" for (thing => config in host.vars.things) {{
+  check_command = "rec"
+  check_interval = 1s
+  vars += config
+}}
+apply Service "plain" {{
+  check_command = "rec"
+  check_interval = 1s
+  vars.zed = 1.5
+  assign where match("127.*", host.address)
+}}
+apply Service "never" {{
+  check_command = "rec"
+  assign where host.vars.os == "Windows"
+}}
+"#,
+            record = record.display()
+        ),
+    )
+    .expect("write");
+    // Icinga itself runs the checks.
+    let by_icinga = dir.path().join("by-icinga");
+    std::fs::create_dir_all(&by_icinga).expect("dir");
+    let mut daemon = Command::new("icinga2");
+    daemon
+        .args(["daemon", "-c"])
+        .arg(&config)
+        .args(icinga_defines(dir.path()))
+        .env("RECORD_DIR", &by_icinga)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut daemon = daemon.spawn().expect("icinga2 daemon");
+    let names = ["plain", "s-one", "s-two"];
+    for _ in 0..300 {
+        if names.iter().all(|n| by_icinga.join(n).exists()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A moment for the last file to be written whole.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = daemon.kill().await;
+    // mdd runs what it imported.
+    let (text, _) = import(&["icinga2", config.to_str().expect("utf-8")]).await;
+    let spec = parse(&text);
+    assert_eq!(names(&spec), ["h", "h-plain", "h-s-one", "h-s-two"]);
+    let out = dir.path().join("imported.yaml");
+    std::fs::write(&out, &text).expect("write");
+    let by_mdd = dir.path().join("by-mdd");
+    std::fs::create_dir_all(&by_mdd).expect("dir");
+    let verify = tokio::time::timeout(
+        Duration::from_secs(60),
+        mdd()
+            .args(["verify", out.to_str().expect("utf-8")])
+            .env("RECORD_DIR", &by_mdd)
+            .output(),
+    )
+    .await
+    .expect("in time")
+    .expect("verify ran");
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+    for name in names {
+        let icinga = std::fs::read_to_string(by_icinga.join(name))
+            .unwrap_or_else(|e| panic!("icinga ran {name}: {e}"));
+        let mdd = std::fs::read_to_string(by_mdd.join(name)).expect("mdd ran it");
+        assert_eq!(mdd, icinga, "{name}");
+    }
+    // The loop's own value wins over the host's, which wins over the command's.
+    let one = std::fs::read_to_string(by_mdd.join("s-one")).expect("read");
+    assert!(
+        one.contains("--sep=loop-one\n") && one.contains("-f\nloop-one-fn\n"),
+        "{one}"
+    );
+}

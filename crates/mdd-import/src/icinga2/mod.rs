@@ -75,7 +75,8 @@ impl Value {
             Value::Null => String::new(),
             Value::Bool(b) => b.to_string(),
             Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
-            Value::Num(n) => n.to_string(),
+            // As Icinga's `Convert::ToString`: `1.5` is `1.500000`.
+            Value::Num(n) => format!("{n:.6}"),
             Value::Str(s) => s.clone(),
             Value::Array(items) => items.iter().map(Value::text).collect::<Vec<_>>().join(","),
             Value::Dict(_) => "{…}".into(),
@@ -1091,6 +1092,10 @@ pub(crate) fn convert(input: &Icinga2Input<'_>, options: &Options) -> Import {
             checks.push(check);
         }
     }
+    let imported_hosts: BTreeSet<String> = checks
+        .iter()
+        .map(|c: &ImportedCheck| c.key.clone())
+        .collect();
     for service in &services {
         let Some(host) = host_dicts.get(service.host.as_str()) else {
             context.notes.push(service.origin.note(format!(
@@ -1111,8 +1116,8 @@ pub(crate) fn convert(input: &Icinga2Input<'_>, options: &Options) -> Import {
             .remove(&(service.host.clone(), Some(service.name.clone())))
             .unwrap_or_default();
         // Icinga does not check or notify a service whose host is down: its implicit
-        // dependency on the host.
-        if host.get("check_command").is_some() {
+        // dependency on the host (when the host's check was carried over).
+        if imported_hosts.contains(&host_key(&service.host)) {
             depends_on.insert(host_key(&service.host));
         }
         let mut check = ImportedCheck {
@@ -1417,6 +1422,35 @@ fn command_line(command: &Value, resolver: &Resolver<'_>) -> Result<(Vec<String>
     Ok((argv, through_shell))
 }
 
+/// `check_dummy STATE TEXT` for Icinga's built-in `dummy` command (`dummy_state`, default 0;
+/// `dummy_text`, default "Check was successful.").
+fn dummy_line(command: &Value, resolver: &Resolver<'_>) -> Result<(Vec<String>, bool), String> {
+    let resolver = Resolver {
+        command,
+        ..*resolver
+    };
+    let var = |name: &str, default: &str| -> Result<String, String> {
+        Ok(match resolver.lookup(name, 0) {
+            Looked::Found(v) => v.text(),
+            Looked::Missing => default.to_string(),
+            Looked::Unsupported(why) => return Err(why),
+        })
+    };
+    let plugins = resolver
+        .constants
+        .get("PluginDir")
+        .map(Value::text)
+        .unwrap_or_else(|| "/usr/lib/nagios/plugins".into());
+    Ok((
+        vec![
+            format!("{plugins}/check_dummy"),
+            var("dummy_state", "0")?,
+            var("dummy_text", "Check was successful.")?,
+        ],
+        false,
+    ))
+}
+
 /// Fills a check from a host or service; false (with a note) when it cannot be run.
 #[allow(clippy::too_many_arguments)]
 fn fill(
@@ -1498,7 +1532,13 @@ fn fill(
         )));
         return false;
     };
-    match command_line(command, resolver) {
+    let built = if command_name == "dummy" && command.get("command").is_none() {
+        // Icinga's built-in dummy check is what the plugins' check_dummy does.
+        dummy_line(command, resolver)
+    } else {
+        command_line(command, resolver)
+    };
+    match built {
         Ok((argv, through_shell)) => {
             if through_shell {
                 notes.push(origin.note(format!(
