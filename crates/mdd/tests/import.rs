@@ -1176,9 +1176,9 @@ apply Service "never" {{
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     let mut daemon = daemon.spawn().expect("icinga2 daemon");
-    let names = ["plain", "s-one", "s-two"];
+    let recorded = ["plain", "s-one", "s-two"];
     for _ in 0..300 {
-        if names.iter().all(|n| by_icinga.join(n).exists()) {
+        if recorded.iter().all(|n| by_icinga.join(n).exists()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1205,7 +1205,7 @@ apply Service "never" {{
     .expect("in time")
     .expect("verify ran");
     assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
-    for name in names {
+    for name in recorded {
         let icinga = std::fs::read_to_string(by_icinga.join(name))
             .unwrap_or_else(|e| panic!("icinga ran {name}: {e}"));
         let mdd = std::fs::read_to_string(by_mdd.join(name)).expect("mdd ran it");
