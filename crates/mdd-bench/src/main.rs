@@ -6,6 +6,7 @@ mod agent_bench;
 mod big_bench;
 mod connections_bench;
 mod dashboard_bench;
+mod import_bench;
 mod ingest_bench;
 mod notify_bench;
 mod server_checks_bench;
@@ -38,6 +39,8 @@ enum Bench {
     ServerChecks(server_checks_bench::ServerChecksArgs),
     /// 10,000 idle sockets and 10,000 long-polls: /healthz and result posts against none.
     Connections(connections_bench::ConnectionsArgs),
+    /// `mdd import` of 10,000 services over 1,000 hosts against nagios4 -v and icinga2 -C.
+    Import(import_bench::ImportArgs),
 }
 
 /// Every whole-process benchmark measures a release build: refuse to start without one.
@@ -58,5 +61,6 @@ fn main() -> Result<()> {
         Bench::Big(args) => big_bench::run(args),
         Bench::ServerChecks(args) => server_checks_bench::run(args),
         Bench::Connections(args) => connections_bench::run(args),
+        Bench::Import(args) => import_bench::run(args),
     }
 }
