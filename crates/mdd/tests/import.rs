@@ -1153,10 +1153,24 @@ apply Service "plain" {{
   check_interval = 1s
   vars.zed = 1.5
   assign where match("127.*", host.address)
+  ignore where host.name == "db"
 }}
 apply Service "never" {{
   check_command = "rec"
   assign where host.vars.os == "Windows"
+}}
+object Host "db" {{
+  address = "127.0.0.2"
+  check_command = "dummy"
+  vars.dummy_state = 0
+  vars.dummy_text = "db is up"
+}}
+object HostGroup "web" {{
+  assign where host.name == "h"
+}}
+apply Dependency "on-db" to Service {{
+  parent_host_name = "db"
+  assign where service.name == "plain"
 }}
 "#,
             record = record.display()
@@ -1189,7 +1203,16 @@ apply Service "never" {{
     // mdd runs what it imported.
     let (text, _) = import(&["icinga2", config.to_str().expect("utf-8")]).await;
     let spec = parse(&text);
-    assert_eq!(names(&spec), ["h", "h-plain", "h-s-one", "h-s-two"]);
+    assert_eq!(names(&spec), ["db", "h", "h-plain", "h-s-one", "h-s-two"]);
+    assert_eq!(
+        argv(check(&spec, "db")),
+        ["/usr/lib/nagios/plugins/check_dummy", "0", "db is up"]
+    );
+    // `apply Dependency`, the implicit dependency on the host, a group by `assign where`.
+    let plain = check(&spec, "h-plain");
+    assert_eq!(plain.depends_on, ["db", "h"]);
+    assert_eq!(plain.labels["hostgroup/web"], "member");
+    assert_eq!(check(&spec, "h-s-one").depends_on, ["h"]);
     let out = dir.path().join("imported.yaml");
     std::fs::write(&out, &text).expect("write");
     let by_mdd = dir.path().join("by-mdd");
