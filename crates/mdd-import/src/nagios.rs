@@ -274,6 +274,17 @@ fn inherited<'a>(
             });
             continue;
         };
+        if path.len() >= 64 {
+            notes.push(Note {
+                file: d.file.clone(),
+                line: d.line,
+                message: format!(
+                    "the {} templates nest deeper than 64 at `{name}`: the rest is left out",
+                    d.kind
+                ),
+            });
+            continue;
+        }
         if path.contains(&key) {
             notes.push(Note {
                 file: d.file.clone(),

@@ -304,7 +304,12 @@ struct Parser<'a> {
     at: usize,
     /// Inside brackets, newlines do not end anything.
     nesting: usize,
+    /// How deep expressions nest, bounded so that no input can exhaust the stack.
+    depth: usize,
 }
+
+/// Deeper than this, an expression is refused.
+const MAX_DEPTH: usize = 64;
 
 /// The top-level statements of one file.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Top>, ParseError> {
@@ -314,6 +319,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Top>, ParseError> {
         tokens,
         at: 0,
         nesting: 0,
+        depth: 0,
     };
     let mut tops = Vec::new();
     loop {
@@ -651,6 +657,16 @@ impl Parser<'_> {
     }
 
     fn expr(&mut self) -> Result<Expr, ParseError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(format!("values nest deeper than {MAX_DEPTH}")));
+        }
+        self.depth += 1;
+        let expr = self.conditional();
+        self.depth -= 1;
+        expr
+    }
+
+    fn conditional(&mut self) -> Result<Expr, ParseError> {
         let condition = self.binary(0)?;
         if self.is_punct("?") {
             self.at += 1;
@@ -735,6 +751,7 @@ impl Parser<'_> {
 
     fn binary(&mut self, min: u8) -> Result<Expr, ParseError> {
         let mut left = self.unary()?;
+        let mut operators = 0;
         loop {
             if self.nesting > 0 {
                 self.skip_newlines();
@@ -766,6 +783,10 @@ impl Parser<'_> {
             if precedence < min {
                 break;
             }
+            operators += 1;
+            if operators > 256 {
+                return Err(self.error("an expression with more than 256 operators in a row"));
+            }
             self.at += width;
             if self.nesting > 0 {
                 self.skip_newlines();
@@ -780,16 +801,30 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
-        if self.is_punct("!") {
+        // Prefix operators gathered in a loop, not by recursion: `!!!!x` cannot go deep.
+        let mut prefixes = Vec::new();
+        while self.is_punct("!") || self.is_punct("-") {
+            if prefixes.len() >= MAX_DEPTH {
+                return Err(self.error(format!("values nest deeper than {MAX_DEPTH}")));
+            }
+            prefixes.push(if self.is_punct("!") { "!" } else { "-" });
             self.at += 1;
-            return Ok(Expr::Unary("!", Box::new(self.unary()?)));
         }
-        if self.is_punct("-") {
-            self.at += 1;
-            return Ok(Expr::Unary("-", Box::new(self.unary()?)));
+        let mut expr = self.postfix()?;
+        for op in prefixes.into_iter().rev() {
+            expr = Expr::Unary(op, Box::new(expr));
         }
+        Ok(expr)
+    }
+
+    fn postfix(&mut self) -> Result<Expr, ParseError> {
         let mut expr = self.primary()?;
+        let mut steps = 0;
         loop {
+            steps += 1;
+            if steps > 256 {
+                return Err(self.error("more than 256 `.`, `[…]` or calls in a row"));
+            }
             if self.is_punct(".") {
                 self.at += 1;
                 expr = Expr::Member(Box::new(expr), self.ident()?);
@@ -890,6 +925,7 @@ pub fn parse_function(text: &str) -> Result<Vec<FnStmt>, String> {
         tokens,
         at: 0,
         nesting: 0,
+        depth: 0,
     };
     parser.function_body(false).map_err(|e| e.message)
 }
@@ -972,5 +1008,25 @@ globals.x = 1
         assert_eq!((e.line, e.column), (2, 13), "{e}");
         let e = parse("bad.conf", "object Host \"a\" {\n").expect_err("unclosed");
         assert!(e.message.contains("never closed"), "{e}");
+        // However deep the input nests, a clear error and no exhausted stack.
+        let deep = format!(
+            "const X = {}1{}\n",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let e = parse("deep.conf", &deep).expect_err("too deep");
+        assert!(e.message.contains("nest deeper than"), "{e}");
+        let e = parse("deep.conf", &format!("const X = {}", "[".repeat(100_000)))
+            .expect_err("too deep");
+        assert!(e.message.contains("nest deeper than"), "{e}");
+        let nots = format!("const X = {}true\n", "!".repeat(100_000));
+        let e = parse("nots.conf", &nots).expect_err("too deep");
+        assert!(e.message.contains("nest deeper than"), "{e}");
+        assert!(parse("nots.conf", "const X = !!true\n").is_ok());
+        let path = format!("const X = a{}\n", ".b".repeat(100_000));
+        assert!(parse("path.conf", &path).is_err());
+        let sum = format!("const X = 1{}\n", " + 1".repeat(100_000));
+        let e = parse("sum.conf", &sum).expect_err("too long");
+        assert!(e.message.contains("more than 256 operators"), "{e}");
     }
 }
