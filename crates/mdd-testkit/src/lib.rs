@@ -2,13 +2,15 @@
 //!
 //! HTTP and HTTPS servers, a TCP server with a banner, a DNS server answering real UDP queries,
 //! a TLS-terminating proxy, and certificates made on the spot (valid, about to expire, expired,
-//! for the wrong host, untrusted). Every server binds 127.0.0.1 on a port the OS chooses and stops when dropped.
+//! for the wrong host, untrusted), and private PostgreSQL servers on a unix socket. Every server
+//! binds 127.0.0.1 on a port the OS chooses (PostgreSQL: no TCP at all) and stops when dropped.
 //!
 //! Test-only: nothing in the product depends on this crate.
 
 pub mod certs;
 pub mod dns;
 pub mod http;
+pub mod postgres;
 pub mod tcp;
 pub mod tls_proxy;
 
@@ -42,5 +44,19 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod postgres_tests {
+    #[test]
+    fn a_private_postgres_starts_answers_and_goes() {
+        let pg = crate::postgres::Postgres::start();
+        let url = pg.create_database("probe");
+        assert!(url.contains("probe"));
+        let dir = pg.socket_dir().to_path_buf();
+        assert!(dir.join(".s.PGSQL.5432").exists());
+        drop(pg);
+        assert!(!dir.exists(), "removed when dropped");
     }
 }
