@@ -158,10 +158,7 @@ async fn enroll(
         labels: BTreeMap<String, String>,
     }
     let http = crate::client(config)?;
-    let url = format!(
-        "{}/api/v1/agent/enroll",
-        config.server.trim_end_matches('/')
-    );
+    let servers = crate::Servers::parse(&config.server);
     let body = serde_json::json!({
         "name": config.name,
         "subscriptions": config.subscriptions,
@@ -170,6 +167,7 @@ async fn enroll(
     .to_string();
     let mut backoff = Duration::from_secs(1);
     loop {
+        let (used, url) = servers.url("/api/v1/agent/enroll");
         let sent = http
             .post(&url)
             .bearer_auth(enroll_token)
@@ -220,11 +218,14 @@ async fn enroll(
                 )));
             }
             Ok(response) => format!("the server answered {}", response.status()),
-            Err(e) => mdd_probes::describe_error(&e),
+            Err(e) => {
+                servers.failed(used);
+                mdd_probes::describe_error(&e)
+            }
         };
         tracing::warn!(
             "cannot enroll at {} yet: {reason}; trying again in {}",
-            config.server,
+            servers.urls()[used],
             mdd_core::format_duration(backoff)
         );
         tokio::select! {

@@ -107,6 +107,78 @@ pub enum AgentError {
     Stopped,
 }
 
+/// The servers an agent may talk to (`--server https://a:7700,https://b:7700`, like Sensu's
+/// backend-url list) and the one it talks to now. Every request is made to the current one;
+/// when it cannot be reached (or answers 502, 503, 504), the next one becomes current, so a
+/// dead server costs one failed request per task, and the spool holds results meanwhile.
+#[derive(Debug)]
+pub struct Servers {
+    urls: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Servers {
+    /// A comma-separated list of base URLs; blanks are ignored.
+    pub fn parse(list: &str) -> Servers {
+        let urls: Vec<String> = list
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect();
+        Servers {
+            urls,
+            current: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The current server's index and `path` on it.
+    pub fn url(&self, path: &str) -> (usize, String) {
+        let at = self.current.load(Ordering::Acquire) % self.urls.len().max(1);
+        let base = self.urls.get(at).map_or("", String::as_str);
+        (at, format!("{base}{path}"))
+    }
+
+    /// The current server's base URL.
+    pub fn current(&self) -> &str {
+        let at = self.current.load(Ordering::Acquire) % self.urls.len().max(1);
+        self.urls.get(at).map_or("", String::as_str)
+    }
+
+    /// The server at `used` could not be reached: the next one becomes current (once, however
+    /// many tasks saw the same failure).
+    pub fn failed(&self, used: usize) {
+        if self.urls.len() < 2 {
+            return;
+        }
+        let next = (used + 1) % self.urls.len();
+        if self
+            .current
+            .compare_exchange(used, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::warn!(
+                "{} cannot be reached: moving to {}",
+                self.urls[used],
+                self.urls[next]
+            );
+        }
+    }
+
+    /// Whether an answer means this server cannot serve now (another one may).
+    fn gone(status: reqwest::StatusCode) -> bool {
+        matches!(
+            status,
+            reqwest::StatusCode::BAD_GATEWAY
+                | reqwest::StatusCode::SERVICE_UNAVAILABLE
+                | reqwest::StatusCode::GATEWAY_TIMEOUT
+        )
+    }
+}
+
 /// Adds the agent's token, when it has one (a client certificate may stand for it).
 fn authed(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
     match token {
@@ -132,6 +204,7 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> Result
         error,
     })?;
     let http = client(&config)?;
+    let servers = Arc::new(Servers::parse(&config.server));
     let (results_tx, results_rx) = mpsc::channel::<Executed>(4096);
     let mut probe_context = ProbeContext::default();
     // The agent runs on a single-threaded runtime: no hand-off to another thread per execution.
@@ -142,6 +215,7 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> Result
     let counters = Arc::new(Counters::default());
     let sender = tokio::spawn(send_results(
         config.clone(),
+        Arc::clone(&servers),
         http.clone(),
         spool,
         results_rx,
@@ -150,11 +224,12 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> Result
     ));
     let keepalives = tokio::spawn(send_keepalives(
         config.clone(),
+        Arc::clone(&servers),
         http.clone(),
         shutdown.clone(),
         counters,
     ));
-    pull_checks(&config, &http, scheduler, shutdown).await;
+    pull_checks(&config, &servers, &http, scheduler, shutdown).await;
     let _ = sender.await;
     let _ = keepalives.await;
     Ok(())
@@ -189,14 +264,11 @@ fn host_facts() -> serde_json::Value {
 /// Tells the server every `keepalive_every` that this agent is alive, and what it is.
 async fn send_keepalives(
     config: AgentConfig,
+    servers: Arc<Servers>,
     http: reqwest::Client,
     shutdown: CancellationToken,
     counters: Arc<Counters>,
 ) {
-    let url = format!(
-        "{}/api/v1/agent/keepalive",
-        config.server.trim_end_matches('/')
-    );
     let facts = host_facts();
     let mut tick = tokio::time::interval(config.keepalive_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,6 +291,7 @@ async fn send_keepalives(
             "deregister": config.deregister,
         })
         .to_string();
+        let (used, url) = servers.url("/api/v1/agent/keepalive");
         let sent = authed(http.post(&url), config.token.as_deref())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
@@ -227,11 +300,15 @@ async fn send_keepalives(
             .await;
         match sent {
             Ok(r) if r.status().is_success() => {}
+            Ok(r) if Servers::gone(r.status()) => servers.failed(used),
             Ok(r) => tracing::warn!("keepalive refused: {}", r.status()),
-            Err(e) => tracing::debug!(
-                "keepalive not delivered: {}",
-                mdd_probes::describe_error(&e)
-            ),
+            Err(e) => {
+                servers.failed(used);
+                tracing::debug!(
+                    "keepalive not delivered: {}",
+                    mdd_probes::describe_error(&e)
+                )
+            }
         }
     }
 }
@@ -280,6 +357,7 @@ fn client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
 /// Long-polls for the checks of this agent's subscriptions and keeps the scheduler in step.
 async fn pull_checks(
     config: &AgentConfig,
+    servers: &Servers,
     http: &reqwest::Client,
     mut scheduler: Scheduler,
     shutdown: CancellationToken,
@@ -311,11 +389,10 @@ async fn pull_checks(
     }
     let mut backoff = Duration::from_millis(500);
     loop {
-        let mut url = format!(
-            "{}/api/v1/agent/checks?subscriptions={}&wait={POLL_WAIT}",
-            config.server.trim_end_matches('/'),
+        let (used, mut url) = servers.url(&format!(
+            "/api/v1/agent/checks?subscriptions={}&wait={POLL_WAIT}",
             config.subscriptions.join(",")
-        );
+        ));
         if let Some(v) = &version {
             url.push_str(&format!("&after={v}"));
         }
@@ -340,8 +417,16 @@ async fn pull_checks(
                     config.token_hint
                 ))
             }
-            Ok(response) => Err(format!("server answered {}", response.status())),
-            Err(e) => Err(mdd_probes::describe_error(&e)),
+            Ok(response) => {
+                if Servers::gone(response.status()) {
+                    servers.failed(used);
+                }
+                Err(format!("server answered {}", response.status()))
+            }
+            Err(e) => {
+                servers.failed(used);
+                Err(mdd_probes::describe_error(&e))
+            }
         };
         match parsed {
             Ok(answer) => {
@@ -361,13 +446,16 @@ async fn pull_checks(
                 // The checks already running keep running; results go to the spool meanwhile.
                 tracing::warn!(
                     "cannot fetch checks from {}: {reason}; retrying in {backoff:?}",
-                    config.server
+                    servers.urls()[used]
                 );
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                // Another server is tried at once; the same one (or a full round) backs off.
+                if servers.current() == servers.urls()[used] || used + 1 == servers.urls().len() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -407,6 +495,7 @@ fn to_line(config: &AgentConfig, run: Executed) -> Option<String> {
 
 async fn send_results(
     config: AgentConfig,
+    servers: Arc<Servers>,
     http: reqwest::Client,
     spool: Spool,
     mut results: mpsc::Receiver<Executed>,
@@ -415,7 +504,7 @@ async fn send_results(
 ) {
     let refused_path = config.data_dir.join("refused.jsonl");
     let mut sender = Sender {
-        url: format!("{}/api/v1/results", config.server.trim_end_matches('/')),
+        servers,
         token: config.token.clone(),
         token_hint: config.token_hint.clone(),
         http,
@@ -475,7 +564,7 @@ const REFUSED_RETRY_FOR: Duration = Duration::from_secs(5 * 60);
 const MAX_AUTH_PAUSE: Duration = Duration::from_secs(60);
 
 struct Sender {
-    url: String,
+    servers: Arc<Servers>,
     token: Option<String>,
     token_hint: String,
     http: reqwest::Client,
@@ -772,7 +861,8 @@ impl Sender {
     async fn post(&self, batch: &[String]) -> Delivery {
         let lines: Vec<String> = batch.iter().map(|l| self.dated(l)).collect();
         let body = format!("{{\"results\":[{}]}}", lines.join(","));
-        let sent = authed(self.http.post(&self.url), self.token.as_deref())
+        let (used, url) = self.servers.url("/api/v1/results");
+        let sent = authed(self.http.post(&url), self.token.as_deref())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -793,6 +883,9 @@ impl Sender {
                 Delivery::Unauthorized(status, r.text().await.unwrap_or_default())
             }
             Ok(r) => {
+                if Servers::gone(r.status()) {
+                    self.servers.failed(used);
+                }
                 tracing::warn!(
                     "the server cannot take results now ({}); they wait in the spool",
                     r.status()
@@ -800,12 +893,39 @@ impl Sender {
                 Delivery::Unavailable
             }
             Err(e) => {
+                self.servers.failed(used);
                 tracing::warn!(
-                    "cannot reach the server: {}; results wait in the spool",
+                    "cannot reach {}: {}; results wait in the spool",
+                    self.servers.urls()[used],
                     mdd_probes::describe_error(&e)
                 );
                 Delivery::Unavailable
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod servers_tests {
+    use super::Servers;
+
+    #[test]
+    fn the_next_server_takes_over_once_per_failure() {
+        let servers = Servers::parse(" http://a:1/ , http://b:2,,http://c:3 ");
+        assert_eq!(servers.urls(), ["http://a:1", "http://b:2", "http://c:3"]);
+        let (used, url) = servers.url("/api/v1/results");
+        assert_eq!((used, url.as_str()), (0, "http://a:1/api/v1/results"));
+        // Two tasks saw the same failure: the agent moves one step, not two.
+        servers.failed(used);
+        servers.failed(used);
+        assert_eq!(servers.current(), "http://b:2");
+        servers.failed(1);
+        servers.failed(2);
+        assert_eq!(servers.current(), "http://a:1", "round and round");
+        // One server: nowhere to go.
+        let one = Servers::parse("http://only:1");
+        one.failed(0);
+        assert_eq!(one.current(), "http://only:1");
+        assert!(Servers::parse(" , ").urls().is_empty());
     }
 }

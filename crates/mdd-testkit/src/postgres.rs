@@ -73,7 +73,13 @@ impl Postgres {
         let data = pg.dir.join("data");
         let output = pg
             .command("initdb")
-            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "-D"])
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-D",
+            ])
             .arg(&data)
             .output()
             .expect("initdb runs");
@@ -109,7 +115,10 @@ impl Postgres {
             if ready {
                 break;
             }
-            assert!(Instant::now() < deadline, "PostgreSQL did not come up in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not come up in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         pg
@@ -122,7 +131,12 @@ impl Postgres {
             // the child's pid is the postmaster's.
             let mut command = Command::new("setpriv");
             command
-                .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+                .args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
                 .arg(path);
             command
         } else {

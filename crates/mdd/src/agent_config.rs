@@ -96,6 +96,17 @@ pub fn agent_config(args: AgentArgs) -> Result<mdd_agent::AgentConfig> {
         .server
         .or(file.server)
         .context("no server: pass --server URL (or MDD_SERVER, or `server:` in --config)")?;
+    let servers = mdd_agent::Servers::parse(&server);
+    if servers.urls().is_empty() {
+        anyhow::bail!(
+            "--server `{server}` names no server: give one URL or several, comma separated"
+        );
+    }
+    for url in servers.urls() {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("--server: `{url}` is not an http:// or https:// URL");
+        }
+    }
     // Flags, then the environment, then the file: MDD_TOKEN set in a shell does not clash
     // with a --token-file on the command line.
     let from_env = std::env::var("MDD_TOKEN")

@@ -361,8 +361,9 @@ pub struct AgentArgs {
     /// `labels: {k: v}`, `token_file: …`); flags and environment variables override it.
     #[arg(long, env = "MDD_AGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The server's URL.
-    #[arg(long, env = "MDD_SERVER")]
+    /// The server's URL, or several comma separated (the servers of a cluster): the agent
+    /// talks to one and moves to the next when it cannot be reached.
+    #[arg(long, env = "MDD_SERVER", value_name = "URL[,URL...]")]
     pub server: Option<String>,
     /// An agent token (`mdd token create --role agent`); MDD_TOKEN in the environment is used
     /// when neither this nor --token-file is given (flags win over the environment).

@@ -2767,3 +2767,77 @@ checks:
     assert_eq!(row.matches(" %").count(), 3, "{row}");
     assert!(server.stop().await.success());
 }
+
+/// An agent given several servers moves to the next one when its server is gone (here a
+/// second server on the same store, started after the first is killed), within seconds, and
+/// every result it made arrives once.
+#[tokio::test]
+async fn an_agent_given_several_servers_moves_on_when_one_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let first = format!("127.0.0.1:{}", mdd_testkit::free_port());
+    let second = format!("127.0.0.1:{}", mdd_testkit::free_port());
+    let server = TestServer::start(&data, &["--listen", &first]).await;
+    let spec = "defaults: { interval: 250ms, timeout: 1s }
+checks:
+  - { name: tick, subscriptions: [all], command: [echo, 'OK - tick'] }
+";
+    server.apply(&[("dc.yaml", spec)]).await;
+    let token = agent_token(&server).await;
+    let agent_data = dir.path().join("agent");
+    let servers = format!("http://{first},http://{second}");
+    let agent = TestAgent::start(&servers, &token, "host1", "all", &agent_data);
+    wait_for_events(&server, |events| {
+        pairs(events).contains(&("tick".into(), "host1".into()))
+    })
+    .await;
+    server.kill9().await;
+    // The agent spools while nobody answers; then the other server comes up on the store.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = TestServer::start(&data, &["--listen", &second]).await;
+    let back = std::time::Instant::now();
+    let before = {
+        let (_, event) = server.get("/api/v1/events/tick/host1").await;
+        event["occurrences"].as_u64().unwrap_or(0)
+    };
+    let mut moved = None;
+    for _ in 0..300 {
+        let (_, event) = server.get("/api/v1/events/tick/host1").await;
+        if event["occurrences"].as_u64().unwrap_or(0) > before + 4 {
+            moved = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved = moved.expect("the agent reported to the second server within 30 s");
+    assert!(
+        moved < Duration::from_secs(15),
+        "moved to the second server in {moved:?}"
+    );
+    // Nothing made while no server answered is lost, nothing is counted twice.
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = spooled_ids(&agent_data).len();
+        if left <= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        left <= 4,
+        "the spool drained into the second server: {left} left"
+    );
+    agent.kill9().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, event) = server.get("/api/v1/events/tick/host1").await;
+    let occurrences = event["occurrences"].as_u64().unwrap_or(0) as usize;
+    let (_, results) = server
+        .get("/api/v1/checks/tick/results?from=1970-01-01T00:00:00Z&limit=10000")
+        .await;
+    let stored = results["results"].as_array().map_or(0, Vec::len);
+    assert!(
+        occurrences <= stored && occurrences + 2 >= stored,
+        "each result applied once: {occurrences} of {stored}"
+    );
+    assert!(server.stop().await.success());
+}
