@@ -17,8 +17,9 @@ use std::time::Duration;
 use mdd_core::Status;
 use mdd_core::perfdata::PerfDatum;
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Row, SqlitePool};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "mdd.db";
@@ -185,13 +186,63 @@ pub struct NotifiedRow {
     pub notified_at: i64,
 }
 
+/// The database behind a store: the embedded SQLite file, or a PostgreSQL server.
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever kind it is: the same code is
+/// compiled once per database, so each query is typed for the one it runs on.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A stored result from a row of `SELECT id, check_name, entity, status, summary, long_output,
+/// perfdata, duration_ms, exit_code, executed_at, received_at, output`, on either database.
+macro_rules! decode_result {
+    ($store:expr, $row:expr) => {{
+        let row = $row;
+        let get = |e: sqlx::Error| $store.err(e);
+        let decoded: Result<StoredResult, StoreError> = (|| {
+            let perfdata: String = row.try_get(6).map_err(get)?;
+            Ok(StoredResult {
+                id: row.try_get(0).map_err(get)?,
+                check: row.try_get(1).map_err(get)?,
+                entity: row.try_get(2).map_err(get)?,
+                status: Status::from_exit_code(Some(row.try_get(3).map_err(get)?)),
+                summary: row.try_get(4).map_err(get)?,
+                long_output: row.try_get(5).map_err(get)?,
+                perfdata: serde_json::from_str(&perfdata).map_err(|e| StoreError::Corrupt {
+                    path: $store.path.clone(),
+                    detail: format!("perfdata of a result: {e}"),
+                })?,
+                duration_ms: row.try_get(7).map_err(get)?,
+                exit_code: row.try_get(8).map_err(get)?,
+                executed_at: row.try_get(9).map_err(get)?,
+                received_at: row.try_get(10).map_err(get)?,
+                output: row.try_get(11).map_err(get)?,
+            })
+        })();
+        decoded
+    }};
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
+    /// The SQLite file, or the PostgreSQL server's URL (without a password), for messages.
     path: PathBuf,
     /// Held (locked) for as long as any handle on the store lives: a second server on the
-    /// same directory would silently diverge from the first.
-    lock: std::sync::Arc<File>,
+    /// same directory would silently diverge from the first. (None on PostgreSQL.)
+    lock: Option<std::sync::Arc<File>>,
+
     /// Taken by every write, in turn. SQLite has one writer; left to its busy handler, a
     /// writer retrying with back-off loses to one taking the lock again at once (a group
     /// commit waited 300 ms behind a checkpoint's transactions). A queue is fair.
@@ -245,11 +296,69 @@ impl Store {
                 error,
             })?;
         Ok(Store {
-            pool,
+            pool: Pool::Sqlite(pool),
             path,
-            lock: std::sync::Arc::new(lock),
+            lock: Some(std::sync::Arc::new(lock)),
             writes: std::sync::Arc::default(),
         })
+    }
+
+    /// Connects to a PostgreSQL server (`postgres://user@host/db`, or a unix socket:
+    /// `postgres:///db?host=/run/postgresql`) and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let shown = PathBuf::from(redact(url));
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Database {
+                path: shown.clone(),
+                error,
+            })?
+            .application_name("mdd")
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|error| StoreError::Database {
+                path: shown.clone(),
+                error,
+            })?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|error| StoreError::Migrate {
+                path: shown.clone(),
+                error,
+            })?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+            path: shown,
+            lock: None,
+            writes: std::sync::Arc::default(),
+        })
+    }
+
+    fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// The larger of two values, as this database spells it.
+    fn greatest(&self) -> &'static str {
+        if self.is_postgres() {
+            "GREATEST"
+        } else {
+            "max"
+        }
+    }
+
+    /// The smaller of two values.
+    fn least(&self) -> &'static str {
+        if self.is_postgres() { "LEAST" } else { "min" }
+    }
+
+    /// The column that numbers results in the order they were stored.
+    fn seq(&self) -> &'static str {
+        if self.is_postgres() { "seq" } else { "rowid" }
     }
 
     pub fn path(&self) -> &Path {
@@ -257,78 +366,87 @@ impl Store {
     }
 
     fn err(&self, source: sqlx::Error) -> StoreError {
-        classify(&self.path, source)
+        if self.is_postgres() {
+            classify_postgres(&self.path, source)
+        } else {
+            classify(&self.path, source)
+        }
     }
 
     /// Writes a group in one transaction; when this returns Ok, all of it is on disk. Returns
     /// the ids that were new (a result whose id is already stored is left as it was).
     pub async fn commit(&self, commit: Commit<'_>) -> Result<HashSet<String>, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut inserted = HashSet::with_capacity(commit.results.len());
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for chunk in commit.results.chunks(RESULT_ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output) ",
-            );
-            let mut encode_error = None;
-            query.push_values(chunk, |mut row, r| {
-                let perfdata = serde_json::to_string(&r.perfdata).unwrap_or_else(|e| {
-                    encode_error = Some(e.to_string());
-                    "[]".into()
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut inserted = HashSet::with_capacity(commit.results.len());
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            for chunk in commit.results.chunks(RESULT_ROWS_PER_INSERT) {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output) ",
+                );
+                let mut encode_error = None;
+                query.push_values(chunk, |mut row, r| {
+                    let perfdata = serde_json::to_string(&r.perfdata).unwrap_or_else(|e| {
+                        encode_error = Some(e.to_string());
+                        "[]".into()
+                    });
+                    row.push_bind(&r.id)
+                        .push_bind(&r.check)
+                        .push_bind(&r.entity)
+                        .push_bind(r.status.exit_code())
+                        .push_bind(&r.summary)
+                        .push_bind(&r.long_output)
+                        .push_bind(perfdata)
+                        .push_bind(r.duration_ms)
+                        .push_bind(r.exit_code)
+                        .push_bind(r.executed_at)
+                        .push_bind(r.received_at)
+                        .push_bind(&r.output);
                 });
-                row.push_bind(&r.id)
-                    .push_bind(&r.check)
-                    .push_bind(&r.entity)
-                    .push_bind(r.status.exit_code())
-                    .push_bind(&r.summary)
-                    .push_bind(&r.long_output)
-                    .push_bind(perfdata)
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.exit_code)
-                    .push_bind(r.executed_at)
-                    .push_bind(r.received_at)
-                    .push_bind(&r.output);
-            });
-            if let Some(detail) = encode_error {
-                return Err(StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("cannot encode perfdata: {detail}"),
-                });
+                if let Some(detail) = encode_error {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("cannot encode perfdata: {detail}"),
+                    });
+                }
+                query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                let rows = query
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                for row in rows {
+                    inserted.insert(row.try_get::<String, _>(0).map_err(|e| self.err(e))?);
+                }
             }
-            query.push(" RETURNING id");
-            let rows = query
-                .build()
-                .fetch_all(&mut *tx)
+            for (name, seen) in commit.entities {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO entities (name, first_seen, last_seen) VALUES ($1, $2, $2)
+                     ON CONFLICT (name) DO UPDATE SET last_seen = {}(entities.last_seen, excluded.last_seen)",
+                    self.greatest()
+                )))
+                .bind(name)
+                .bind(seen)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
-            for row in rows {
-                inserted.insert(row.try_get::<String, _>(0).map_err(|e| self.err(e))?);
             }
-        }
-        for (name, seen) in commit.entities {
-            sqlx::query(
-                "INSERT INTO entities (name, first_seen, last_seen) VALUES (?1, ?2, ?2)
-                 ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-            )
-            .bind(name)
-            .bind(seen)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(inserted)
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(inserted)
+        })
     }
 
     /// The sequence number of the newest stored result (0 for none): what the events include
     /// once every result up to it has been folded into them.
     pub async fn newest_result_seq(&self) -> Result<i64, StoreError> {
-        sqlx::query("SELECT coalesce(max(rowid), 0) FROM results")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?
-            .try_get(0)
-            .map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT coalesce(max({}), 0) FROM results", self.seq())))
+                .fetch_one(pool)
+                .await
+                .map_err(|e| self.err(e))?
+                .try_get(0)
+                .map_err(|e| self.err(e))
+        })
     }
 
     /// Writes the events that changed since the last checkpoint, and records that the stored
@@ -349,68 +467,76 @@ impl Store {
         events: &[EventRow],
         through: i64,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for chunk in events.chunks(EVENT_ROWS_PER_UPSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body) ",
-            );
-            query.push_values(chunk, |mut row, e| {
-                row.push_bind(&e.check)
-                    .push_bind(&e.entity)
-                    .push_bind(e.status.exit_code())
-                    .push_bind(e.executed_at)
-                    .push_bind(&e.last_result_id)
-                    .push_bind(&e.body);
-            });
-            query.push(
-                " ON CONFLICT (check_name, entity) DO UPDATE SET
-                   status = excluded.status, executed_at = excluded.executed_at,
-                   last_result_id = excluded.last_result_id, body = excluded.body",
-            );
-            query
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        sqlx::query(
-            "INSERT INTO checkpoints (name, value) VALUES ('events', ?1)
-             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-        )
-        .bind(through)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(())
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            for chunk in events.chunks(EVENT_ROWS_PER_UPSERT) {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body) ",
+                );
+                query.push_values(chunk, |mut row, e| {
+                    row.push_bind(&e.check)
+                        .push_bind(&e.entity)
+                        .push_bind(e.status.exit_code())
+                        .push_bind(e.executed_at)
+                        .push_bind(&e.last_result_id)
+                        .push_bind(&e.body);
+                });
+                query.push(
+                    " ON CONFLICT (check_name, entity) DO UPDATE SET
+                       status = excluded.status, executed_at = excluded.executed_at,
+                       last_result_id = excluded.last_result_id, body = excluded.body",
+                );
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO checkpoints (name, value) VALUES ('events', $1)
+                 ON CONFLICT (name) DO UPDATE SET value = {}(checkpoints.value, excluded.value)",
+                self.greatest()
+            )))
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(())
+        })
     }
 
     /// Records that the server was up at `at` (ms), so that the next start knows how long it
     /// was down.
     pub async fn mark_alive(&self, at: i64) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO checkpoints (name, value) VALUES ('alive', ?1)
-             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-        )
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO checkpoints (name, value) VALUES ('alive', $1)
+                 ON CONFLICT (name) DO UPDATE SET value = {}(checkpoints.value, excluded.value)",
+                self.greatest()
+            )))
+            .bind(at)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
     }
 
     /// The last time a server on this store said it was up (None for a store that never ran
     /// one, or ran one older than this record).
     pub async fn last_alive(&self) -> Result<Option<i64>, StoreError> {
-        sqlx::query("SELECT value FROM checkpoints WHERE name = 'alive'")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            sqlx::query("SELECT value FROM checkpoints WHERE name = 'alive'")
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| self.err(e))?
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(|e| self.err(e))
+        })
     }
 
     /// Results stored after `rowid`, oldest first, to bring checkpointed events up to date.
@@ -419,60 +545,67 @@ impl Store {
         rowid: i64,
         limit: u32,
     ) -> Result<Vec<(i64, StoredResult)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output, rowid
-             FROM results WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-        )
-        .bind(rowid)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|row| {
-                let rowid: i64 = row.try_get(12).map_err(|e| self.err(e))?;
-                Ok((rowid, self.decode_result(row)?))
-            })
-            .collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output, {seq}
+                 FROM results WHERE {seq} > $1 ORDER BY {seq} LIMIT $2",
+                seq = self.seq()
+            )))
+            .bind(rowid)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|row| {
+                    let rowid: i64 = row.try_get(12).map_err(|e| self.err(e))?;
+                    Ok((rowid, decode_result!(self, row)?))
+                })
+                .collect()
+        })
     }
 
     /// Every stored event and the result they are complete through.
     pub async fn load_event_checkpoint(&self) -> Result<EventCheckpoint, StoreError> {
-        let through: Option<i64> =
-            sqlx::query("SELECT value FROM checkpoints WHERE name = 'events'")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?
-                .map(|row| row.try_get(0))
-                .transpose()
-                .map_err(|e| self.err(e))?;
-        Ok(EventCheckpoint {
-            events: self.load_events().await?,
-            through_rowid: through.unwrap_or(0),
+        on_pool!(self, pool => {
+            let through: Option<i64> =
+                sqlx::query("SELECT value FROM checkpoints WHERE name = 'events'")
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .map(|row| row.try_get(0))
+                    .transpose()
+                    .map_err(|e| self.err(e))?;
+            Ok(EventCheckpoint {
+                events: self.load_events().await?,
+                through_rowid: through.unwrap_or(0),
+            })
         })
     }
 
     /// Every event, for the server to keep in memory.
     async fn load_events(&self) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT check_name, entity, status, executed_at, last_result_id, body FROM events",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e: sqlx::Error| self.err(e);
-                Ok(EventRow {
-                    check: row.try_get(0).map_err(get)?,
-                    entity: row.try_get(1).map_err(get)?,
-                    status: Status::from_exit_code(Some(row.try_get(2).map_err(get)?)),
-                    executed_at: row.try_get(3).map_err(get)?,
-                    last_result_id: row.try_get(4).map_err(get)?,
-                    body: row.try_get(5).map_err(get)?,
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT check_name, entity, status, executed_at, last_result_id, body FROM events",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|row| {
+                    let get = |e: sqlx::Error| self.err(e);
+                    Ok(EventRow {
+                        check: row.try_get(0).map_err(get)?,
+                        entity: row.try_get(1).map_err(get)?,
+                        status: Status::from_exit_code(Some(row.try_get(2).map_err(get)?)),
+                        executed_at: row.try_get(3).map_err(get)?,
+                        last_result_id: row.try_get(4).map_err(get)?,
+                        body: row.try_get(5).map_err(get)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Results of a check (optionally one entity) executed in `[from, to]`, newest first.
@@ -484,93 +617,81 @@ impl Store {
         to: i64,
         limit: u32,
     ) -> Result<Vec<StoredResult>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output
-             FROM results
-             WHERE check_name = ?1 AND (?2 IS NULL OR entity = ?2) AND executed_at BETWEEN ?3 AND ?4
-             ORDER BY executed_at DESC LIMIT ?5",
-        )
-        .bind(check)
-        .bind(entity)
-        .bind(from)
-        .bind(to)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter().map(|row| self.decode_result(row)).collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output
+                 FROM results
+                 WHERE check_name = $1 AND ($2 IS NULL OR entity = $2) AND executed_at BETWEEN $3 AND $4
+                 ORDER BY executed_at DESC LIMIT $5",
+            )
+            .bind(check)
+            .bind(entity)
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.iter().map(|row| decode_result!(self, row)).collect()
+        })
     }
 
     pub async fn result(&self, id: &str) -> Result<Option<StoredResult>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output
-             FROM results WHERE id = ?1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        row.map(|row| self.decode_result(&row)).transpose()
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output
+                 FROM results WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            row.map(|row| decode_result!(self, &row)).transpose()
+        })
     }
 
     /// Whether any result of `check` is stored.
     pub async fn has_results(&self, check: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM results WHERE check_name = ?1)")
-            .bind(check)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        row.try_get::<bool, _>(0).map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM results WHERE check_name = $1)")
+                .bind(check)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            row.try_get::<bool, _>(0).map_err(|e| self.err(e))
+        })
     }
 
     pub async fn count_results(&self) -> Result<i64, StoreError> {
-        sqlx::query("SELECT count(*) FROM results")
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| self.err(e))
-    }
-
-    fn decode_result(&self, row: &sqlx::sqlite::SqliteRow) -> Result<StoredResult, StoreError> {
-        let get = |e: sqlx::Error| self.err(e);
-        let perfdata: String = row.try_get(6).map_err(get)?;
-        Ok(StoredResult {
-            id: row.try_get(0).map_err(get)?,
-            check: row.try_get(1).map_err(get)?,
-            entity: row.try_get(2).map_err(get)?,
-            status: Status::from_exit_code(Some(row.try_get(3).map_err(get)?)),
-            summary: row.try_get(4).map_err(get)?,
-            long_output: row.try_get(5).map_err(get)?,
-            perfdata: serde_json::from_str(&perfdata).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("perfdata of a result: {e}"),
-            })?,
-            duration_ms: row.try_get(7).map_err(get)?,
-            exit_code: row.try_get(8).map_err(get)?,
-            executed_at: row.try_get(9).map_err(get)?,
-            received_at: row.try_get(10).map_err(get)?,
-            output: row.try_get(11).map_err(get)?,
+        on_pool!(self, pool => {
+            sqlx::query("SELECT count(*) FROM results")
+                .fetch_one(pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| self.err(e))
         })
     }
 
     pub async fn entities(&self) -> Result<Vec<EntityRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, first_seen, last_seen, info, last_keepalive FROM entities ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|row| {
-                Ok(EntityRecord {
-                    name: row.try_get(0).map_err(|e| self.err(e))?,
-                    first_seen: row.try_get(1).map_err(|e| self.err(e))?,
-                    last_seen: row.try_get(2).map_err(|e| self.err(e))?,
-                    info: row.try_get(3).map_err(|e| self.err(e))?,
-                    last_keepalive: row.try_get(4).map_err(|e| self.err(e))?,
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT name, first_seen, last_seen, info, last_keepalive FROM entities ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(EntityRecord {
+                        name: row.try_get(0).map_err(|e| self.err(e))?,
+                        first_seen: row.try_get(1).map_err(|e| self.err(e))?,
+                        last_seen: row.try_get(2).map_err(|e| self.err(e))?,
+                        info: row.try_get(3).map_err(|e| self.err(e))?,
+                        last_keepalive: row.try_get(4).map_err(|e| self.err(e))?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Records an agent's keepalive: what it says of itself, and when.
@@ -580,37 +701,42 @@ impl Store {
         info: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO entities (name, first_seen, last_seen, info, last_keepalive) VALUES (?1, ?2, ?2, ?3, ?2)
-             ON CONFLICT (name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),
-               info = excluded.info, last_keepalive = excluded.last_keepalive",
-        )
-        .bind(name)
-        .bind(at)
-        .bind(info)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO entities (name, first_seen, last_seen, info, last_keepalive) VALUES ($1, $2, $2, $3, $2)
+                 ON CONFLICT (name) DO UPDATE SET last_seen = {}(entities.last_seen, excluded.last_seen),
+                   info = excluded.info, last_keepalive = excluded.last_keepalive",
+                self.greatest()
+            )))
+            .bind(name)
+            .bind(at)
+            .bind(info)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
     }
 
     /// Removes an entity and its events (a `deregister` agent that went away). Its results stay
     /// until retention removes them.
     pub async fn delete_entity(&self, name: &str) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for sql in [
-            "DELETE FROM events WHERE entity = ?1",
-            "DELETE FROM entities WHERE name = ?1",
-        ] {
-            sqlx::query(sql)
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            for sql in [
+                "DELETE FROM events WHERE entity = $1",
+                "DELETE FROM entities WHERE name = $1",
+            ] {
+                sqlx::query(sql)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
     }
 
     /// How much of `from..to` each check spent OK, from its results: a result's status holds
@@ -623,58 +749,66 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
-        let mut answer = HashMap::new();
-        // SQLite takes at most 32,766 bound values; 2 per check and 2 more.
-        for chunk in checks.chunks(10_000) {
-            let mut query = QueryBuilder::<Sqlite>::new("WITH caps(name, cap) AS (");
-            query.push_values(chunk, |mut row, (name, cap)| {
-                row.push_bind(*name).push_bind(*cap);
-            });
-            query.push(
-                "), spans AS (SELECT r.check_name AS name, r.status AS status, caps.cap AS cap, \
-                 min(coalesce(LEAD(r.executed_at) OVER (PARTITION BY r.check_name, r.entity ORDER BY r.executed_at), ",
-            );
-            query.push_bind(to);
-            query.push("), ");
-            query.push_bind(to);
-            query.push(") - r.executed_at AS span FROM results r JOIN caps ON caps.name = r.check_name WHERE r.executed_at >= ");
-            query.push_bind(from);
-            query.push(" AND r.executed_at <= ");
-            query.push_bind(to);
-            query.push(
-                ") SELECT name, coalesce(sum(CASE WHEN status = 0 THEN min(span, cap) ELSE 0 END), 0), \
-                 coalesce(sum(span), 0) FROM spans GROUP BY name",
-            );
-            let rows = query
-                .build()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let name: String = row.try_get(0).map_err(|e| self.err(e))?;
-                let ok: i64 = row.try_get(1).map_err(|e| self.err(e))?;
-                let total: i64 = row.try_get(2).map_err(|e| self.err(e))?;
-                answer.insert(name, (ok, total));
+        on_pool!(self, pool => {
+            let mut answer = HashMap::new();
+            // SQLite takes at most 32,766 bound values; 2 per check and 2 more.
+            for chunk in checks.chunks(10_000) {
+                let mut query = QueryBuilder::new("WITH caps(name, cap) AS (");
+                query.push_values(chunk, |mut row, (name, cap)| {
+                    row.push_bind(*name).push_bind(*cap);
+                });
+                query.push(format!(
+                    "), spans AS (SELECT r.check_name AS name, r.status AS status, caps.cap AS cap, \
+                     {}(coalesce(LEAD(r.executed_at) OVER (PARTITION BY r.check_name, r.entity ORDER BY r.executed_at), ",
+                    self.least()
+                ));
+                query.push_bind(to);
+                query.push("), ");
+                query.push_bind(to);
+                query.push(") - r.executed_at AS span FROM results r JOIN caps ON caps.name = r.check_name WHERE r.executed_at >= ");
+                query.push_bind(from);
+                query.push(" AND r.executed_at <= ");
+                query.push_bind(to);
+                // Sums as BIGINT: PostgreSQL sums BIGINTs into NUMERIC.
+                query.push(format!(
+                    ") SELECT name, CAST(coalesce(sum(CASE WHEN status = 0 THEN {}(span, cap) ELSE 0 END), 0) AS BIGINT), \
+                     CAST(coalesce(sum(span), 0) AS BIGINT) FROM spans GROUP BY name",
+                    self.least()
+                ));
+                let rows = query
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                for row in rows {
+                    let name: String = row.try_get(0).map_err(|e| self.err(e))?;
+                    let ok: i64 = row.try_get(1).map_err(|e| self.err(e))?;
+                    let total: i64 = row.try_get(2).map_err(|e| self.err(e))?;
+                    answer.insert(name, (ok, total));
+                }
             }
-        }
-        Ok(answer)
+            Ok(answer)
+        })
     }
 
     /// Deletes results received before `before` (ms since the epoch); returns how many.
     /// Events keep pointing at their last result, which retention never removes, and results
     /// not yet in an event checkpoint are never removed either.
     pub async fn prune_results(&self, before: i64) -> Result<u64, StoreError> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "DELETE FROM results WHERE received_at < ?1
-             AND id NOT IN (SELECT last_result_id FROM events)
-             AND rowid <= (SELECT value FROM checkpoints WHERE name = 'events')",
-        )
-        .bind(before)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected())
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM results WHERE received_at < $1
+                 AND id NOT IN (SELECT last_result_id FROM events)
+                 AND {} <= (SELECT value FROM checkpoints WHERE name = 'events')",
+                self.seq()
+            )))
+            .bind(before)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            Ok(done.rows_affected())
+        })
     }
 
     /// Writes deployment tracks (name, JSON) and forgets the deployments named in `removed`,
@@ -685,44 +819,48 @@ impl Store {
         removed: &[String],
         at: i64,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for (name, track) in tracks {
-            sqlx::query(
-                "INSERT INTO deployment_tracks (name, track, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET track = excluded.track, updated_at = excluded.updated_at",
-            )
-            .bind(name)
-            .bind(track)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        for name in removed {
-            sqlx::query("DELETE FROM deployment_tracks WHERE name = ?1")
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            for (name, track) in tracks {
+                sqlx::query(
+                    "INSERT INTO deployment_tracks (name, track, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET track = excluded.track, updated_at = excluded.updated_at",
+                )
                 .bind(name)
+                .bind(track)
+                .bind(at)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
+            }
+            for name in removed {
+                sqlx::query("DELETE FROM deployment_tracks WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
     }
 
     /// Every stored deployment track: (name, JSON).
     pub async fn deployment_tracks(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT name, track FROM deployment_tracks ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(|e| self.err(e))?,
-                    row.try_get(1).map_err(|e| self.err(e))?,
-                ))
-            })
-            .collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT name, track FROM deployment_tracks ORDER BY name")
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0).map_err(|e| self.err(e))?,
+                        row.try_get(1).map_err(|e| self.err(e))?,
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// Stores a silence (its JSON), replacing one with the same id.
@@ -732,46 +870,52 @@ impl Store {
         body: &str,
         expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO silences (id, body, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
-        )
-        .bind(id)
-        .bind(body)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            sqlx::query(
+                "INSERT INTO silences (id, body, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
+            )
+            .bind(id)
+            .bind(body)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
     }
 
     /// Deletes silences by id; returns how many there were.
     pub async fn delete_silences(&self, ids: &[String]) -> Result<u64, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let mut deleted = 0;
-        for id in ids {
-            deleted += sqlx::query("DELETE FROM silences WHERE id = ?1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(deleted)
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            let mut deleted = 0;
+            for id in ids {
+                deleted += sqlx::query("DELETE FROM silences WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(deleted)
+        })
     }
 
     /// Every stored silence (JSON bodies).
     pub async fn silences(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT body FROM silences ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|row| row.try_get(0).map_err(|e| self.err(e)))
-            .collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT body FROM silences ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|row| row.try_get(0).map_err(|e| self.err(e)))
+                .collect()
+        })
     }
 
     /// Records incidents opening and closing and flaps starting, in one transaction. Safe to
@@ -781,37 +925,39 @@ impl Store {
         &self,
         changes: &[mdd_core::incident::IncidentChange],
     ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        use mdd_core::incident::IncidentChange;
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for change in changes {
-            let query = match change {
-                IncidentChange::Opened { check, entity, at } => sqlx::query(
-                    "INSERT OR IGNORE INTO incidents (check_name, entity, started_at) VALUES (?1, ?2, ?3)",
-                )
-                .bind(check)
-                .bind(entity)
-                .bind(at),
-                IncidentChange::Closed { check, entity, at } => sqlx::query(
-                    "UPDATE incidents SET ended_at = ?3
-                     WHERE check_name = ?1 AND entity = ?2 AND ended_at IS NULL AND started_at <= ?3",
-                )
-                .bind(check)
-                .bind(entity)
-                .bind(at),
-                IncidentChange::Flapped { check, entity, at } => sqlx::query(
-                    "INSERT OR IGNORE INTO flaps (check_name, entity, at) VALUES (?1, ?2, ?3)",
-                )
-                .bind(check)
-                .bind(entity)
-                .bind(at),
-            };
-            query.execute(&mut *tx).await.map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            use mdd_core::incident::IncidentChange;
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            for change in changes {
+                let query = match change {
+                    IncidentChange::Opened { check, entity, at } => sqlx::query(
+                        "INSERT INTO incidents (check_name, entity, started_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(check)
+                    .bind(entity)
+                    .bind(at),
+                    IncidentChange::Closed { check, entity, at } => sqlx::query(
+                        "UPDATE incidents SET ended_at = $3
+                         WHERE check_name = $1 AND entity = $2 AND ended_at IS NULL AND started_at <= $3",
+                    )
+                    .bind(check)
+                    .bind(entity)
+                    .bind(at),
+                    IncidentChange::Flapped { check, entity, at } => sqlx::query(
+                        "INSERT INTO flaps (check_name, entity, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(check)
+                    .bind(entity)
+                    .bind(at),
+                };
+                query.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
     }
 
     /// Incidents that were going at some point since `from` (still open, or ended after it),
@@ -827,41 +973,43 @@ impl Store {
         ),
         StoreError,
     > {
-        let rows = sqlx::query(
-            "SELECT check_name, entity, started_at, ended_at FROM incidents
-             WHERE ended_at IS NULL OR ended_at >= ?1 ORDER BY started_at",
-        )
-        .bind(from)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        let incidents = rows
-            .into_iter()
-            .map(|row| {
-                Ok(mdd_core::incident::Incident {
-                    check: row.try_get(0).map_err(|e| self.err(e))?,
-                    entity: row.try_get(1).map_err(|e| self.err(e))?,
-                    started_at: row.try_get(2).map_err(|e| self.err(e))?,
-                    ended_at: row.try_get(3).map_err(|e| self.err(e))?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let rows = sqlx::query("SELECT check_name, entity, at FROM flaps WHERE at >= ?1")
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT check_name, entity, started_at, ended_at FROM incidents
+                 WHERE ended_at IS NULL OR ended_at >= $1 ORDER BY started_at",
+            )
             .bind(from)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await
             .map_err(|e| self.err(e))?;
-        let flaps = rows
-            .into_iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(|e| self.err(e))?,
-                    row.try_get(1).map_err(|e| self.err(e))?,
-                    row.try_get(2).map_err(|e| self.err(e))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok((incidents, flaps))
+            let incidents = rows
+                .into_iter()
+                .map(|row| {
+                    Ok(mdd_core::incident::Incident {
+                        check: row.try_get(0).map_err(|e| self.err(e))?,
+                        entity: row.try_get(1).map_err(|e| self.err(e))?,
+                        started_at: row.try_get(2).map_err(|e| self.err(e))?,
+                        ended_at: row.try_get(3).map_err(|e| self.err(e))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let rows = sqlx::query("SELECT check_name, entity, at FROM flaps WHERE at >= $1")
+                .bind(from)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            let flaps = rows
+                .into_iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0).map_err(|e| self.err(e))?,
+                        row.try_get(1).map_err(|e| self.err(e))?,
+                        row.try_get(2).map_err(|e| self.err(e))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok((incidents, flaps))
+        })
     }
 
     /// Writes delivery log entries and changes to what handlers were notified, in one
@@ -874,92 +1022,94 @@ impl Store {
         resolved: &[(String, String, String)],
         keep_per_handler: usize,
     ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        if deliveries.is_empty() && notified.is_empty() && resolved.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        // 9 columns a row, well under SQLite's bound-parameter limit.
-        for chunk in deliveries.chunks(1_000) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (handler, at, check_name, entity, kind, attempt, outcome, latency_ms, output) ",
-            );
-            query.push_values(chunk, |mut row, d| {
-                row.push_bind(&d.handler)
-                    .push_bind(d.at)
-                    .push_bind(&d.check)
-                    .push_bind(&d.entity)
-                    .push_bind(&d.kind)
-                    .push_bind(d.attempt)
-                    .push_bind(&d.outcome)
-                    .push_bind(d.latency_ms)
-                    .push_bind(&d.output);
-            });
-            query
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        let touched: std::collections::BTreeSet<&str> =
-            deliveries.iter().map(|d| d.handler.as_str()).collect();
-        let keep = i64::try_from(keep_per_handler).unwrap_or(i64::MAX);
-        for handler in touched {
-            sqlx::query(
-                "DELETE FROM deliveries WHERE handler = ?1 AND id <=
-                 (SELECT id FROM deliveries WHERE handler = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            )
-            .bind(handler)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        // Many rows per statement: the write lock is shared with result ingestion, so the less
-        // time spent holding it the better.
-        for chunk in notified.chunks(1_000) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO notified (handler, check_name, entity, status, notified_at) ",
-            );
-            query.push_values(chunk, |mut row, n| {
-                row.push_bind(&n.handler)
-                    .push_bind(&n.check)
-                    .push_bind(&n.entity)
-                    .push_bind(n.status.exit_code())
-                    .push_bind(n.notified_at);
-            });
-            query.push(
-                " ON CONFLICT (handler, check_name, entity)
-                 DO UPDATE SET status = excluded.status, notified_at = excluded.notified_at",
-            );
-            query
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
-        for chunk in resolved.chunks(1_000) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "DELETE FROM notified WHERE (handler, check_name, entity) IN (",
-            );
-            let mut keys = query.separated(", ");
-            for (handler, check, entity) in chunk {
-                keys.push("(")
-                    .push_bind_unseparated(handler)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(check)
-                    .push_unseparated(", ")
-                    .push_bind_unseparated(entity)
-                    .push_unseparated(")");
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            if deliveries.is_empty() && notified.is_empty() && resolved.is_empty() {
+                return Ok(());
             }
-            query.push(")");
-            query
-                .build()
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            // 9 columns a row, well under SQLite's bound-parameter limit.
+            for chunk in deliveries.chunks(1_000) {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO deliveries (handler, at, check_name, entity, kind, attempt, outcome, latency_ms, output) ",
+                );
+                query.push_values(chunk, |mut row, d| {
+                    row.push_bind(&d.handler)
+                        .push_bind(d.at)
+                        .push_bind(&d.check)
+                        .push_bind(&d.entity)
+                        .push_bind(&d.kind)
+                        .push_bind(i64::from(d.attempt))
+                        .push_bind(&d.outcome)
+                        .push_bind(d.latency_ms)
+                        .push_bind(&d.output);
+                });
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            let touched: std::collections::BTreeSet<&str> =
+                deliveries.iter().map(|d| d.handler.as_str()).collect();
+            let keep = i64::try_from(keep_per_handler).unwrap_or(i64::MAX);
+            for handler in touched {
+                sqlx::query(
+                    "DELETE FROM deliveries WHERE handler = $1 AND id <=
+                     (SELECT id FROM deliveries WHERE handler = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                )
+                .bind(handler)
+                .bind(keep)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
+            }
+            // Many rows per statement: the write lock is shared with result ingestion, so the less
+            // time spent holding it the better.
+            for chunk in notified.chunks(1_000) {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO notified (handler, check_name, entity, status, notified_at) ",
+                );
+                query.push_values(chunk, |mut row, n| {
+                    row.push_bind(&n.handler)
+                        .push_bind(&n.check)
+                        .push_bind(&n.entity)
+                        .push_bind(n.status.exit_code())
+                        .push_bind(n.notified_at);
+                });
+                query.push(
+                    " ON CONFLICT (handler, check_name, entity)
+                     DO UPDATE SET status = excluded.status, notified_at = excluded.notified_at",
+                );
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            for chunk in resolved.chunks(1_000) {
+                let mut query = QueryBuilder::new(
+                    "DELETE FROM notified WHERE (handler, check_name, entity) IN (",
+                );
+                let mut keys = query.separated(", ");
+                for (handler, check, entity) in chunk {
+                    keys.push("(")
+                        .push_bind_unseparated(handler)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(check)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(entity)
+                        .push_unseparated(")");
+                }
+                query.push(")");
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
     }
 
     /// The newest `keep_per_handler` deliveries of each handler, oldest first.
@@ -967,186 +1117,214 @@ impl Store {
         &self,
         keep_per_handler: usize,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT handler, at, check_name, entity, kind, attempt, outcome, latency_ms, output
-             FROM (SELECT *, row_number() OVER (PARTITION BY handler ORDER BY id DESC) AS newest
-                   FROM deliveries)
-             WHERE newest <= ?1 ORDER BY id",
-        )
-        .bind(i64::try_from(keep_per_handler).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|row| {
-                let get = |e| self.err(e);
-                Ok(DeliveryRow {
-                    handler: row.try_get(0).map_err(get)?,
-                    at: row.try_get(1).map_err(get)?,
-                    check: row.try_get(2).map_err(get)?,
-                    entity: row.try_get(3).map_err(get)?,
-                    kind: row.try_get(4).map_err(get)?,
-                    attempt: row.try_get(5).map_err(get)?,
-                    outcome: row.try_get(6).map_err(get)?,
-                    latency_ms: row.try_get(7).map_err(get)?,
-                    output: row.try_get(8).map_err(get)?,
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT handler, at, check_name, entity, kind, attempt, outcome, latency_ms, output
+                 FROM (SELECT *, row_number() OVER (PARTITION BY handler ORDER BY id DESC) AS newest
+                       FROM deliveries) AS d
+                 WHERE newest <= $1 ORDER BY id",
+            )
+            .bind(i64::try_from(keep_per_handler).unwrap_or(i64::MAX))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|row| {
+                    let get = |e| self.err(e);
+                    Ok(DeliveryRow {
+                        handler: row.try_get(0).map_err(get)?,
+                        at: row.try_get(1).map_err(get)?,
+                        check: row.try_get(2).map_err(get)?,
+                        entity: row.try_get(3).map_err(get)?,
+                        kind: row.try_get(4).map_err(get)?,
+                        attempt: u32::try_from(row.try_get::<i64, _>(5).map_err(get)?)
+                            .unwrap_or(u32::MAX),
+                        outcome: row.try_get(6).map_err(get)?,
+                        latency_ms: row.try_get(7).map_err(get)?,
+                        output: row.try_get(8).map_err(get)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Every incident a handler was told about and not yet told is resolved.
     pub async fn notified(&self) -> Result<Vec<NotifiedRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT handler, check_name, entity, status, notified_at FROM notified
-             ORDER BY handler, check_name, entity",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.into_iter()
-            .map(|row| {
-                let get = |e| self.err(e);
-                Ok(NotifiedRow {
-                    handler: row.try_get(0).map_err(get)?,
-                    check: row.try_get(1).map_err(get)?,
-                    entity: row.try_get(2).map_err(get)?,
-                    status: Status::from_exit_code(Some(row.try_get(3).map_err(get)?)),
-                    notified_at: row.try_get(4).map_err(get)?,
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT handler, check_name, entity, status, notified_at FROM notified
+                 ORDER BY handler, check_name, entity",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|row| {
+                    let get = |e| self.err(e);
+                    Ok(NotifiedRow {
+                        handler: row.try_get(0).map_err(get)?,
+                        check: row.try_get(1).map_err(get)?,
+                        entity: row.try_get(2).map_err(get)?,
+                        status: Status::from_exit_code(Some(row.try_get(3).map_err(get)?)),
+                        notified_at: row.try_get(4).map_err(get)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// Stores a new spec revision and returns its number.
     pub async fn apply_spec(&self, files: &[SpecFile], applied_at: i64) -> Result<i64, StoreError> {
-        let _turn = self.write_turn().await;
-        let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail: format!("cannot encode the spec: {e}"),
-        })?;
-        let row = sqlx::query(
-            "INSERT INTO spec_revisions (applied_at, files) VALUES (?1, ?2) RETURNING revision",
-        )
-        .bind(applied_at)
-        .bind(files)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        row.try_get(0).map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("cannot encode the spec: {e}"),
+            })?;
+            let row = sqlx::query(
+                "INSERT INTO spec_revisions (applied_at, files) VALUES ($1, $2) RETURNING revision",
+            )
+            .bind(applied_at)
+            .bind(files)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            row.try_get(0).map_err(|e| self.err(e))
+        })
     }
 
     /// The revision the next `apply_spec` will get.
     pub async fn next_revision(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'spec_revisions'), 0)
-                    + 1",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        row.try_get(0).map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            // Revisions are never reused, even after a failed apply: the sequence says what
+            // comes next, not the newest row.
+            let sql = if self.is_postgres() {
+                "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END
+                 FROM spec_revisions_revision_seq"
+            } else {
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'spec_revisions'), 0)
+                        + 1"
+            };
+            let row = sqlx::query(sql)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            row.try_get(0).map_err(|e| self.err(e))
+        })
     }
 
     pub async fn latest_spec(&self) -> Result<Option<SpecRevision>, StoreError> {
-        let row = sqlx::query(
-            "SELECT revision, applied_at, files FROM spec_revisions ORDER BY revision DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        let Some(row) = row else { return Ok(None) };
-        let files: String = row.try_get(2).map_err(|e| self.err(e))?;
-        Ok(Some(SpecRevision {
-            revision: row.try_get(0).map_err(|e| self.err(e))?,
-            applied_at: row.try_get(1).map_err(|e| self.err(e))?,
-            files: serde_json::from_str(&files).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("a spec revision: {e}"),
-            })?,
-        }))
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT revision, applied_at, files FROM spec_revisions ORDER BY revision DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            let Some(row) = row else { return Ok(None) };
+            let files: String = row.try_get(2).map_err(|e| self.err(e))?;
+            Ok(Some(SpecRevision {
+                revision: row.try_get(0).map_err(|e| self.err(e))?,
+                applied_at: row.try_get(1).map_err(|e| self.err(e))?,
+                files: serde_json::from_str(&files).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("a spec revision: {e}"),
+                })?,
+            }))
+        })
     }
 
     /// Stores a token: its hash (never the secret) and its record.
     pub async fn create_token(&self, hash: &[u8], token: &TokenRecord) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO tokens (id, hash, role, name, created_at, entity, expires_at, uses_left, grants)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(&token.id)
-        .bind(hash)
-        .bind(&token.role)
-        .bind(&token.name)
-        .bind(token.created_at)
-        .bind(&token.entity)
-        .bind(token.expires_at)
-        .bind(token.uses_left)
-        .bind(&token.grants)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            sqlx::query(
+                "INSERT INTO tokens (id, hash, role, name, created_at, entity, expires_at, uses_left, grants)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&token.id)
+            .bind(hash)
+            .bind(&token.role)
+            .bind(&token.name)
+            .bind(token.created_at)
+            .bind(&token.entity)
+            .bind(token.expires_at)
+            .bind(token.uses_left)
+            .bind(&token.grants)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
     }
 
     /// Every token's hash with its record, for the server to check tokens against in memory.
     pub async fn tokens(&self) -> Result<Vec<(Vec<u8>, TokenRecord)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT hash, id, role, name, created_at, entity, last_used_at, expires_at, uses_left, grants FROM tokens",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e: sqlx::Error| self.err(e);
-                Ok((
-                    row.try_get(0).map_err(get)?,
-                    TokenRecord {
-                        id: row.try_get(1).map_err(get)?,
-                        role: row.try_get(2).map_err(get)?,
-                        name: row.try_get(3).map_err(get)?,
-                        created_at: row.try_get(4).map_err(get)?,
-                        entity: row.try_get(5).map_err(get)?,
-                        last_used_at: row.try_get(6).map_err(get)?,
-                        expires_at: row.try_get(7).map_err(get)?,
-                        uses_left: row.try_get(8).map_err(get)?,
-                        grants: row.try_get(9).map_err(get)?,
-                    },
-                ))
-            })
-            .collect()
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT hash, id, role, name, created_at, entity, last_used_at, expires_at, uses_left, grants FROM tokens",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|row| {
+                    let get = |e: sqlx::Error| self.err(e);
+                    Ok((
+                        row.try_get(0).map_err(get)?,
+                        TokenRecord {
+                            id: row.try_get(1).map_err(get)?,
+                            role: row.try_get(2).map_err(get)?,
+                            name: row.try_get(3).map_err(get)?,
+                            created_at: row.try_get(4).map_err(get)?,
+                            entity: row.try_get(5).map_err(get)?,
+                            last_used_at: row.try_get(6).map_err(get)?,
+                            expires_at: row.try_get(7).map_err(get)?,
+                            uses_left: row.try_get(8).map_err(get)?,
+                            grants: row.try_get(9).map_err(get)?,
+                        },
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// Removes a token; false if there was none with that id.
     pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query("DELETE FROM tokens WHERE id = ?1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() > 0)
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     /// Records when tokens were last used, in one transaction.
     pub async fn token_uses(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        if used.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for (id, at) in used {
-            sqlx::query(
-                "UPDATE tokens SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            if used.is_empty() {
+                return Ok(());
+            }
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            for (id, at) in used {
+                sqlx::query(
+                    sqlx::AssertSqlSafe(format!(
+                    "UPDATE tokens SET last_used_at = {}(coalesce(last_used_at, 0), $2) WHERE id = $1",
+                    self.greatest()
+                )),
+                )
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.err(e))
+        })
     }
 
     /// Takes one use of an enrollment token and stores the agent token it makes, in one
@@ -1157,41 +1335,45 @@ impl Store {
         agent_hash: &[u8],
         agent: &TokenRecord,
     ) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let taken = sqlx::query(
-            "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1 AND (uses_left IS NULL OR uses_left > 0)",
-        )
-        .bind(enroll_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        if taken.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO tokens (id, hash, role, name, created_at, entity, expires_at, uses_left, grants)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(&agent.id)
-        .bind(agent_hash)
-        .bind(&agent.role)
-        .bind(&agent.name)
-        .bind(agent.created_at)
-        .bind(&agent.entity)
-        .bind(agent.expires_at)
-        .bind(agent.uses_left)
-        .bind(&agent.grants)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(true)
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            let taken = sqlx::query(
+                "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1 AND (uses_left IS NULL OR uses_left > 0)",
+            )
+            .bind(enroll_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            if taken.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO tokens (id, hash, role, name, created_at, entity, expires_at, uses_left, grants)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&agent.id)
+            .bind(agent_hash)
+            .bind(&agent.role)
+            .bind(&agent.name)
+            .bind(agent.created_at)
+            .bind(&agent.entity)
+            .bind(agent.expires_at)
+            .bind(agent.uses_left)
+            .bind(&agent.grants)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(true)
+        })
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
-        let _ = self.lock.unlock();
+        on_pool!(self, pool => pool.close().await);
+        if let Some(lock) = &self.lock {
+            let _ = lock.unlock();
+        }
     }
 }
 
@@ -1231,6 +1413,44 @@ fn classify(path: &Path, source: sqlx::Error) -> StoreError {
     StoreError::Database {
         path: path.to_path_buf(),
         error: source,
+    }
+}
+
+/// PostgreSQL's own words for a full disk (53100) and a read-only server (25006) become the
+/// errors an operator acts on, like SQLite's.
+fn classify_postgres(path: &Path, source: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &source {
+        let detail = db.message().to_string();
+        match db.code().as_deref() {
+            Some("53100") => {
+                return StoreError::DiskFull {
+                    path: path.to_path_buf(),
+                    detail,
+                };
+            }
+            Some("25006") => {
+                return StoreError::ReadOnly {
+                    path: path.to_path_buf(),
+                    detail,
+                };
+            }
+            _ => {}
+        }
+    }
+    StoreError::Database {
+        path: path.to_path_buf(),
+        error: source,
+    }
+}
+
+/// A database URL with its password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 

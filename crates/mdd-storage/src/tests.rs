@@ -1,5 +1,50 @@
 use super::*;
 
+/// Where a test's store lives: a data directory (SQLite), or a database of its own on a
+/// private PostgreSQL server. Every test that is not about the data directory runs on both.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    /// The server (kept running for as long as the place lives) and the database's URL.
+    Postgres(#[allow(dead_code)] mdd_testkit::postgres::Postgres, String),
+}
+
+impl Place {
+    fn sqlite() -> Place {
+        Place::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn postgres() -> Place {
+        let server = mdd_testkit::postgres::Postgres::start();
+        let url = server.create_database("mdd");
+        Place::Postgres(server, url)
+    }
+
+    /// Opens the store (again: what was written before is there).
+    async fn open(&self) -> Store {
+        match self {
+            Place::Sqlite(dir) => Store::open(dir.path()).await.expect("open"),
+            Place::Postgres(_, url) => Store::connect(url).await.expect("connect"),
+        }
+    }
+}
+
+/// The test `$name` once on SQLite and once on PostgreSQL: `$name::sqlite`, `$name::postgres`.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Place::sqlite()).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Place::postgres()).await
+            }
+        }
+    };
+}
+
 fn event_row(result_id: &str, status: Status, at: i64) -> EventRow {
     EventRow {
         check: "dns".into(),
@@ -28,10 +73,9 @@ fn result(id: &str, status: Status, at: i64) -> StoredResult {
     }
 }
 
-#[tokio::test]
-async fn results_events_and_entities_survive_a_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(results_events_and_entities_survive_a_reopen);
+async fn results_events_and_entities_survive_a_reopen(place: Place) {
+    let store = place.open().await;
     let r1 = result("a", Status::Ok, 1_000);
     let r2 = result("b", Status::Critical, 2_000);
     let event = event_row("b", Status::Critical, 2_000);
@@ -59,7 +103,7 @@ async fn results_events_and_entities_survive_a_reopen() {
         .expect("commit after the checkpoint");
     store.close().await;
 
-    let store = Store::open(dir.path()).await.expect("reopen");
+    let store = place.open().await;
     let checkpoint = store.load_event_checkpoint().await.expect("events");
     assert_eq!(checkpoint.events, [event]);
     assert_eq!(checkpoint.through_rowid, 2);
@@ -84,10 +128,9 @@ async fn results_events_and_entities_survive_a_reopen() {
     );
 }
 
-#[tokio::test]
-async fn a_replayed_result_is_stored_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(a_replayed_result_is_stored_once);
+async fn a_replayed_result_is_stored_once(place: Place) {
+    let store = place.open().await;
     let r = result("same", Status::Ok, 1_000);
     for attempt in 0..3 {
         let inserted = store
@@ -106,10 +149,9 @@ async fn a_replayed_result_is_stored_once() {
     assert_eq!(store.count_results().await.expect("count"), 1);
 }
 
-#[tokio::test]
-async fn retention_keeps_what_events_point_at() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(retention_keeps_what_events_point_at);
+async fn retention_keeps_what_events_point_at(place: Place) {
+    let store = place.open().await;
     let old = result("old", Status::Ok, 1_000);
     let latest = result("latest", Status::Ok, 2_000);
     let event = event_row("latest", Status::Ok, 2_000);
@@ -138,10 +180,9 @@ async fn retention_keeps_what_events_point_at() {
     );
 }
 
-#[tokio::test]
-async fn spec_revisions_and_tokens() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(spec_revisions_and_tokens);
+async fn spec_revisions_and_tokens(place: Place) {
+    let store = place.open().await;
     assert!(store.latest_spec().await.expect("spec").is_none());
     let files = vec![SpecFile {
         file: "a.yaml".into(),
@@ -205,10 +246,9 @@ async fn spec_revisions_and_tokens() {
     assert!(!store.delete_token("a1").await.expect("delete again"));
 }
 
-#[tokio::test]
-async fn deployment_tracks_are_upserted_removed_and_survive_a_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(deployment_tracks_are_upserted_removed_and_survive_a_reopen);
+async fn deployment_tracks_are_upserted_removed_and_survive_a_reopen(place: Place) {
+    let store = place.open().await;
     let tracks = [
         ("ams1".to_string(), "{\"v\":1}".to_string()),
         ("fra1".to_string(), "{\"v\":1}".to_string()),
@@ -226,17 +266,16 @@ async fn deployment_tracks_are_upserted_removed_and_survive_a_reopen() {
         .await
         .expect("update");
     store.close().await;
-    let store = Store::open(dir.path()).await.expect("reopen");
+    let store = place.open().await;
     assert_eq!(
         store.deployment_tracks().await.expect("read"),
         [("ams1".to_string(), "{\"v\":2}".to_string())]
     );
 }
 
-#[tokio::test]
-async fn silences_are_kept_replaced_and_deleted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(silences_are_kept_replaced_and_deleted);
+async fn silences_are_kept_replaced_and_deleted(place: Place) {
+    let store = place.open().await;
     store
         .save_silence("a", "{\"v\":1}", Some(5))
         .await
@@ -257,15 +296,14 @@ async fn silences_are_kept_replaced_and_deleted() {
         1
     );
     store.close().await;
-    let store = Store::open(dir.path()).await.expect("reopen");
+    let store = place.open().await;
     assert_eq!(store.silences().await.expect("read"), ["{\"v\":2}"]);
 }
 
-#[tokio::test]
-async fn incidents_open_close_and_replay_harmlessly() {
+on_both!(incidents_open_close_and_replay_harmlessly);
+async fn incidents_open_close_and_replay_harmlessly(place: Place) {
     use mdd_core::incident::IncidentChange::{Closed, Flapped, Opened};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+    let store = place.open().await;
     let (c, e) = ("dns".to_string(), "a".to_string());
     let changes = [
         Opened {
@@ -331,10 +369,9 @@ fn notified(handler: &str, check: &str, status: Status) -> NotifiedRow {
     }
 }
 
-#[tokio::test]
-async fn delivery_logs_keep_the_newest_per_handler_across_a_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(delivery_logs_keep_the_newest_per_handler_across_a_reopen);
+async fn delivery_logs_keep_the_newest_per_handler_across_a_reopen(place: Place) {
+    let store = place.open().await;
     let first: Vec<_> = (0..8).map(|n| delivery("pager", n)).collect();
     store
         .save_notifications(&first, &[], &[], 5)
@@ -346,7 +383,7 @@ async fn delivery_logs_keep_the_newest_per_handler_across_a_reopen() {
         .await
         .expect("save");
     store.close().await;
-    let store = Store::open(dir.path()).await.expect("reopen");
+    let store = place.open().await;
     let kept = store.deliveries(5).await.expect("read");
     let pager: Vec<i64> = kept
         .iter()
@@ -365,10 +402,9 @@ async fn delivery_logs_keep_the_newest_per_handler_across_a_reopen() {
     assert_eq!(two.iter().map(|d| d.at).collect::<Vec<_>>(), [7, 8, 100]);
 }
 
-#[tokio::test]
-async fn notified_incidents_are_upserted_and_resolved() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(notified_incidents_are_upserted_and_resolved);
+async fn notified_incidents_are_upserted_and_resolved(place: Place) {
+    let store = place.open().await;
     store
         .save_notifications(
             &[],
@@ -391,7 +427,7 @@ async fn notified_incidents_are_upserted_and_resolved() {
         .await
         .expect("save");
     store.close().await;
-    let store = Store::open(dir.path()).await.expect("reopen");
+    let store = place.open().await;
     assert_eq!(
         store.notified().await.expect("read"),
         [notified("pager", "dns", Status::Critical)]
@@ -451,10 +487,9 @@ async fn a_second_store_on_one_directory_is_refused_naming_the_holder() {
         .expect("free again once the first is gone");
 }
 
-#[tokio::test]
-async fn availability_is_the_time_results_said_ok() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).await.expect("open");
+on_both!(availability_is_the_time_results_said_ok);
+async fn availability_is_the_time_results_said_ok(place: Place) {
+    let store = place.open().await;
     // server: OK at 0 s, CRITICAL at 10 s, OK at 20 s; other: OK at 0 s, then silent.
     let rows = [
         result("a", Status::Ok, 0),
