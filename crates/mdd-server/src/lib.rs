@@ -24,6 +24,9 @@ pub mod silences;
 pub mod tls;
 pub mod view;
 
+/// A database URL with its password hidden, for messages.
+pub use mdd_storage::redact as redact_database_url;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -131,6 +134,8 @@ pub struct SpecPath {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the store lives there instead of the data directory's SQLite.
+    pub database: Option<String>,
     /// Spec files loaded at start and on SIGHUP (in addition to what was applied before).
     pub specs: Vec<SpecPath>,
     /// Reads without a token.
@@ -158,6 +163,7 @@ impl ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             data_dir,
+            database: None,
             specs: Vec::new(),
             public_read: false,
             admin_token: None,
@@ -564,7 +570,10 @@ pub async fn start(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningServer, ServerError> {
-    let store = Store::open(&config.data_dir).await?;
+    let store = match &config.database {
+        Some(url) => Store::connect(url).await?,
+        None => Store::open(&config.data_dir).await?,
+    };
 
     // The last applied revision, plus the --spec files on top.
     let mut files = BTreeMap::new();

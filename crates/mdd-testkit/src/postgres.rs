@@ -17,7 +17,7 @@ pub struct Postgres {
 }
 
 /// Where Debian puts the server's programs: the newest `/usr/lib/postgresql/N/bin`.
-fn bin_dir() -> PathBuf {
+pub fn bin_dir() -> PathBuf {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is installed (the test command installs Debian's postgresql)")
         .filter_map(|e| e.ok())

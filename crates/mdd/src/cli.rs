@@ -318,6 +318,11 @@ pub struct ServerArgs {
     /// Data directory (SQLite database inside) [default: mdd-data].
     #[arg(long, env = "MDD_DATA")]
     pub data: Option<PathBuf>,
+    /// Keep everything in PostgreSQL instead of the data directory's SQLite:
+    /// `postgres://user:password@host/db`, or over a unix socket
+    /// `postgres:///db?host=/run/postgresql`.
+    #[arg(long, env = "MDD_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
     /// Spec files to load at start and again on SIGHUP.
     #[arg(long = "spec", value_name = "SPEC")]
     pub specs: Vec<PathBuf>,

@@ -20,7 +20,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn server(args: ServerArgs) -> Result<u8> {
     let crate::server_config::Settings { config } = crate::server_config::server_settings(args)?;
-    let data = config.data_dir.clone();
+    let data = match &config.database {
+        Some(url) => mdd_server::redact_database_url(url),
+        None => config.data_dir.display().to_string(),
+    };
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -46,8 +49,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         }
         eprintln!(
             "mdd: serving on {scheme}://{} with data in {}",
-            running.addr,
-            data.display()
+            running.addr, data
         );
         tokio::spawn(handle_signals(running.shared.clone(), shutdown));
         running.finished().await;

@@ -17,6 +17,8 @@ use crate::cli::ServerArgs;
 struct ServerFile {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
+    /// A PostgreSQL URL, like `--database`.
+    database: Option<String>,
     /// Spec files, like `--spec`.
     spec: Option<Vec<PathBuf>>,
     public_read: Option<bool>,
@@ -94,6 +96,15 @@ pub fn server_settings(args: ServerArgs) -> Result<Settings> {
         .data
         .or(file.data)
         .unwrap_or_else(|| PathBuf::from("mdd-data"));
+    let database = args.database.or(file.database);
+    if let Some(url) = &database
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        bail!(
+            "--database `{}`: give a PostgreSQL URL (postgres://user@host/db, or postgres:///db?host=/run/postgresql); without it the data directory's SQLite is used",
+            mdd_server::redact_database_url(url)
+        );
+    }
     let admin_token = match args.admin_token_file.or(file.admin_token_file) {
         Some(token_file) => Some(
             std::fs::read_to_string(&token_file)
@@ -111,6 +122,7 @@ pub fn server_settings(args: ServerArgs) -> Result<Settings> {
         bail!("the admin token must be at least 16 characters");
     }
     let mut config = mdd_server::ServerConfig::new(data);
+    config.database = database;
     if let Some(listen) = args.listen.or(file.listen) {
         config.listen = listen;
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 mod common;
-use common::{ADMIN, TestServer};
+use common::{ADMIN, TestServer, open_store};
 
 /// After sign-in only a path on this server is followed: `next=/<TAB>/evil.example/x` went to
 /// `Location: /<TAB>/evil.example/x`, which browsers follow to another site; a `next` with
@@ -88,9 +88,7 @@ async fn a_result_from_the_far_future_pins_nothing() {
     server.stop().await;
 
     // One stored by an older mdd, written straight into the store as it would have been.
-    let store = mdd_storage::Store::open(&data)
-        .await
-        .expect("open the store");
+    let store = open_store(&data).await;
     let far = 32_503_680_000_000; // 3000-01-01
     let now = jiff::Timestamp::now().as_millisecond();
     let stored = mdd_storage::StoredResult {
@@ -148,7 +146,7 @@ async fn a_result_from_the_far_future_pins_nothing() {
 #[tokio::test]
 async fn a_second_server_on_one_data_directory_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = TestServer::start(dir.path(), &[]).await;
+    let first = TestServer::start_on_sqlite(dir.path(), &[]).await;
     let pid = first.pid();
     let second = TestServer::start_wrapped(&[], dir.path(), &[]).await;
     let said = match second {

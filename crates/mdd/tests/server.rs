@@ -462,7 +462,7 @@ async fn a_full_disk_is_reported_and_nothing_unstored_is_acknowledged() {
 async fn a_read_only_data_directory_is_refused_at_start_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let server = TestServer::start(&data, &[]).await;
+    let server = TestServer::start_on_sqlite(&data, &[]).await;
     assert!(server.stop().await.success());
     let wrapper = [
         "unshare",
@@ -2840,4 +2840,43 @@ checks:
         "each result applied once: {occurrences} of {stored}"
     );
     assert!(server.stop().await.success());
+}
+
+/// `--database` takes PostgreSQL URLs only, and one that cannot be reached stops the start
+/// with a message naming it, its password hidden.
+#[tokio::test]
+async fn a_database_that_is_not_postgres_or_not_there_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (url, says) in [
+        ("mysql://u:secret@h/db", "give a PostgreSQL URL"),
+        (
+            "postgres://mdd:secret@localhost/x?host=/nonexistent-socket-dir",
+            "cannot start the server: database postgres://mdd:***@localhost/x",
+        ),
+    ] {
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            Command::new(env!("CARGO_BIN_EXE_mdd"))
+                .args([
+                    "server",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--database",
+                    url,
+                    "--data",
+                ])
+                .arg(dir.path().join("data"))
+                .output(),
+        )
+        .await
+        .expect("in time")
+        .expect("ran");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{said}");
+        assert!(said.contains(says), "{said}");
+        assert!(
+            !said.contains("secret"),
+            "the password is never shown: {said}"
+        );
+    }
 }

@@ -993,7 +993,7 @@ async fn files_mdd_writes_have_the_modes_users_expect() {
 
     // The server's data directory and database.
     let data = dir.path().join("data");
-    let server = TestServer::start(&data, &[]).await;
+    let server = TestServer::start_on_sqlite(&data, &[]).await;
     assert_eq!(mode_of(&data), 0o700);
     assert_eq!(mode_of(&data.join("mdd.db")), 0o600);
     server.stop().await;

@@ -20,8 +20,22 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts `mdd server` on a port the OS picks and waits until it serves.
+    /// Starts `mdd server` on a port the OS picks and waits until it serves. When the suite
+    /// runs on PostgreSQL (see [`postgres_for`]), its store is a database named after `data`.
     pub async fn start(data: &Path, extra: &[&str]) -> TestServer {
+        let database = postgres_for(data);
+        let mut all: Vec<&str> = extra.to_vec();
+        if let Some(url) = &database {
+            all.extend(["--database", url.as_str()]);
+        }
+        TestServer::start_wrapped(&[], data, &all)
+            .await
+            .expect("server starts")
+    }
+
+    /// Starts `mdd server` on the data directory's SQLite whatever the suite runs on: for the
+    /// tests about the data directory itself (its lock, a full or read-only disk).
+    pub async fn start_on_sqlite(data: &Path, extra: &[&str]) -> TestServer {
         TestServer::start_wrapped(&[], data, extra)
             .await
             .expect("server starts")
@@ -410,3 +424,41 @@ impl Receiver {
 }
 
 pub mod browser;
+
+/// When the test command runs the suite on PostgreSQL, `MDD_TEST_POSTGRES` names the socket
+/// directory of the private server it started: each data directory then gets a database of
+/// its own, named after the directory, so a server restarted on the same directory finds what
+/// it stored before.
+pub fn postgres_for(data: &Path) -> Option<String> {
+    let socket = std::env::var("MDD_TEST_POSTGRES").ok()?;
+    // FNV-1a of the path: a stable, valid database name.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in data.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("mdd_{hash:016x}");
+    let output = std::process::Command::new(mdd_testkit::postgres::bin_dir().join("createdb"))
+        .args(["-h", &socket, "-p", "5432", "-U", "postgres", &name])
+        .output()
+        .expect("createdb runs");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() || said.contains("already exists"),
+        "createdb {name}: {said}"
+    );
+    Some(format!(
+        "postgres:///{name}?host={socket}&port=5432&user=postgres"
+    ))
+}
+
+/// The store a test server on `data` uses (the same database when the suite runs on
+/// PostgreSQL), for tests that write into it as an older mdd would have.
+pub async fn open_store(data: &Path) -> mdd_storage::Store {
+    match postgres_for(data) {
+        Some(url) => mdd_storage::Store::connect(&url).await.expect("connect"),
+        None => mdd_storage::Store::open(data)
+            .await
+            .expect("open the store"),
+    }
+}
