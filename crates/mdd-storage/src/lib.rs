@@ -8,7 +8,7 @@
 //! Owns SQL and nothing else: it does not decide what a result means (that is the core's event
 //! state machine, driven by the server) and knows nothing of HTTP.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -112,6 +112,27 @@ pub struct SpecRevision {
     pub revision: i64,
     pub applied_at: i64,
     pub files: Vec<SpecFile>,
+}
+
+/// What an apply on top of a given revision came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecApplied {
+    /// Stored as this revision.
+    Stored(i64),
+    /// Another apply (through another server) stored a newer revision first: nothing was
+    /// stored, and the caller re-bases on `head` or gives up.
+    Moved { head: i64 },
+}
+
+/// A dashboard session as stored: by the hash of its cookie, never the cookie itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: Vec<u8>,
+    pub token_id: String,
+    pub role: String,
+    pub name: String,
+    pub csrf: String,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1190,6 +1211,146 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
             row.try_get(0).map_err(|e| self.err(e))
+        })
+    }
+
+    /// Stores a new spec revision if the newest stored one is still `base` (compare and swap:
+    /// two applies through two servers never lose each other's files).
+    pub async fn apply_spec_on(
+        &self,
+        base: i64,
+        files: &[SpecFile],
+        applied_at: i64,
+    ) -> Result<SpecApplied, StoreError> {
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let files = serde_json::to_string(files).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("cannot encode the spec: {e}"),
+            })?;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            // Applies queue on the spec's row of shared_versions (PostgreSQL); SQLite has one
+            // writer at a time anyway.
+            if self.is_postgres() {
+                sqlx::query("SELECT version FROM shared_versions WHERE name = 'spec' FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            let head: i64 = sqlx::query("SELECT coalesce(max(revision), 0) FROM spec_revisions")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?
+                .try_get(0)
+                .map_err(|e| self.err(e))?;
+            if head != base {
+                return Ok(SpecApplied::Moved { head });
+            }
+            let row = sqlx::query(
+                "INSERT INTO spec_revisions (applied_at, files) VALUES ($1, $2) RETURNING revision",
+            )
+            .bind(applied_at)
+            .bind(files)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            let revision: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+            tx.commit().await.map_err(|e| self.err(e))?;
+            Ok(SpecApplied::Stored(revision))
+        })
+    }
+
+    /// The newest stored revision's number (0 before the first apply).
+    pub async fn spec_head(&self) -> Result<i64, StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT coalesce(max(revision), 0) FROM spec_revisions")
+                .fetch_one(pool)
+                .await
+                .map_err(|e| self.err(e))?
+                .try_get(0)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// The version of each kind of shared configuration (`spec`, `tokens`, `silences`,
+    /// `sessions`): it moves with every change, whichever server makes it.
+    pub async fn shared_versions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query("SELECT name, version FROM shared_versions")
+                .fetch_all(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get(0).map_err(|e| self.err(e))?,
+                        row.try_get(1).map_err(|e| self.err(e))?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Stores a dashboard session, and drops the ones that have expired.
+    pub async fn save_session(&self, session: &SessionRecord, now: i64) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, token_id, role, name, csrf, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&session.id_hash)
+            .bind(&session.token_id)
+            .bind(&session.role)
+            .bind(&session.name)
+            .bind(&session.csrf)
+            .bind(session.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            tx.commit().await.map_err(|e| self.err(e))
+        })
+    }
+
+    /// The session with this hash, if it is stored.
+    pub async fn session(&self, id_hash: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
+        on_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT id_hash, token_id, role, name, csrf, expires_at FROM sessions WHERE id_hash = $1",
+            )
+            .bind(id_hash)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            let Some(row) = row else { return Ok(None) };
+            let get = |e: sqlx::Error| self.err(e);
+            Ok(Some(SessionRecord {
+                id_hash: row.try_get(0).map_err(get)?,
+                token_id: row.try_get(1).map_err(get)?,
+                role: row.try_get(2).map_err(get)?,
+                name: row.try_get(3).map_err(get)?,
+                csrf: row.try_get(4).map_err(get)?,
+                expires_at: row.try_get(5).map_err(get)?,
+            }))
+        })
+    }
+
+    /// Ends a session (signing out).
+    pub async fn delete_session(&self, id_hash: &[u8]) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+                .bind(id_hash)
+                .execute(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok(())
         })
     }
 

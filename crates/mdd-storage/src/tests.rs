@@ -526,3 +526,98 @@ async fn availability_is_the_time_results_said_ok(place: Place) {
         .expect("availability");
     assert_eq!(later.get("dns"), Some(&(10_000, 10_000)));
 }
+
+on_both!(applies_compare_and_swap_and_shared_versions_move_with_every_change);
+async fn applies_compare_and_swap_and_shared_versions_move_with_every_change(place: Place) {
+    let store = place.open().await;
+    let versions = || async { store.shared_versions().await.expect("versions") };
+    let start = versions().await;
+    assert_eq!(
+        start.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["sessions", "silences", "spec", "tokens"]
+    );
+    let files = vec![SpecFile {
+        file: "a.yaml".into(),
+        text: "checks: []\n".into(),
+    }];
+    assert_eq!(store.spec_head().await.expect("head"), 0);
+    assert_eq!(
+        store.apply_spec_on(0, &files, 5).await.expect("apply"),
+        SpecApplied::Stored(1)
+    );
+    // Two applies on the same base: the second finds the head moved and stores nothing.
+    assert_eq!(
+        store.apply_spec_on(0, &files, 6).await.expect("apply"),
+        SpecApplied::Moved { head: 1 }
+    );
+    assert_eq!(store.spec_head().await.expect("head"), 1);
+    assert_eq!(
+        store.apply_spec_on(1, &files, 7).await.expect("apply"),
+        SpecApplied::Stored(2)
+    );
+    let after_spec = versions().await;
+    assert!(after_spec["spec"] > start["spec"]);
+    assert_eq!(after_spec["tokens"], start["tokens"]);
+
+    let token = TokenRecord {
+        id: "t1".into(),
+        role: "admin".into(),
+        name: "first".into(),
+        created_at: 7,
+        ..TokenRecord::default()
+    };
+    store.create_token(&[1], &token).await.expect("token");
+    let created = versions().await;
+    assert!(created["tokens"] > after_spec["tokens"]);
+    // When a token was last used changes no decision: the version stays.
+    store.token_uses(&[("t1".into(), 99)]).await.expect("uses");
+    assert_eq!(versions().await["tokens"], created["tokens"]);
+    assert!(store.delete_token("t1").await.expect("revoke"));
+    let revoked = versions().await;
+    assert!(revoked["tokens"] > created["tokens"]);
+
+    store.save_silence("s1", "{}", None).await.expect("silence");
+    let silenced = versions().await;
+    assert!(silenced["silences"] > revoked["silences"]);
+    store
+        .delete_silences(&["s1".into()])
+        .await
+        .expect("end silence");
+    assert!(versions().await["silences"] > silenced["silences"]);
+
+    // Sessions: stored by hash, read back, expired ones dropped when a new one is stored;
+    // only their end moves the version (a new session is read through where it is missing).
+    let session = |hash: u8, expires_at: i64| SessionRecord {
+        id_hash: vec![hash; 32],
+        token_id: "t2".into(),
+        role: "admin".into(),
+        name: "ops".into(),
+        csrf: "c".into(),
+        expires_at,
+    };
+    let before = versions().await["sessions"];
+    store
+        .save_session(&session(1, 100), 10)
+        .await
+        .expect("save");
+    assert_eq!(versions().await["sessions"], before);
+    assert_eq!(
+        store.session(&[1; 32]).await.expect("read"),
+        Some(session(1, 100))
+    );
+    store
+        .save_session(&session(2, 500), 200)
+        .await
+        .expect("save");
+    assert_eq!(
+        store.session(&[1; 32]).await.expect("read"),
+        None,
+        "expired"
+    );
+    let expired = versions().await["sessions"];
+    assert!(expired > before);
+    store.delete_session(&[2; 32]).await.expect("sign out");
+    assert_eq!(store.session(&[2; 32]).await.expect("read"), None);
+    assert!(versions().await["sessions"] > expired);
+    store.close().await;
+}
