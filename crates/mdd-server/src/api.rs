@@ -253,6 +253,8 @@ async fn healthz(AxumState(shared): AxumState<AppState>) -> Json<serde_json::Val
         "revision": checks.revision,
         "checks": checks.checks().len(),
         "events": shared.events_read().len(),
+        "server": shared.server_id,
+        "once_only_work": shared.holds_once_only_work(),
     }))
 }
 
@@ -1404,66 +1406,93 @@ async fn apply_spec(
     let request: ApplyRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("apply payload", &e))?;
     let _serialised = shared.apply_lock.lock().await;
-    let current = shared.checks();
-    let mut files = if request.prune {
-        BTreeMap::new()
-    } else {
-        current.files.clone()
-    };
     let named: Vec<String> = request.files.iter().map(|f| f.file.clone()).collect();
-    for file in request.files {
-        files.insert(file.file, file.text);
-    }
-    let candidate = match CheckSet::parse(current.revision, files) {
-        Ok(candidate) => candidate,
-        Err(mut errors) => {
-            for error in &mut errors.0 {
-                hint_at_prune(error, &named);
-            }
-            let list: Vec<serde_json::Value> = errors
-                .0
-                .iter()
-                .map(|e| {
-                    json!({
-                        "file": e.file, "line": e.line, "column": e.column,
-                        "field": e.field, "check": e.check, "message": e.message,
-                        "text": e.to_string(),
-                    })
-                })
-                .collect();
-            return Err(ApiError {
-                status: StatusCode::BAD_REQUEST,
-                body: json!({
-                    "error": format!("the spec has {}; nothing was changed", mdd_core::words::count(list.len(), "error")),
-                    "errors": list,
-                }),
-            });
+    // Compare and swap on the revision this apply is made on: when another server stored a
+    // newer one first, the apply is made again on top of it (a re-base), a few times at most.
+    let mut tries = 0;
+    let (revision, diff, warnings) = loop {
+        tries += 1;
+        let current = shared.checks();
+        let mut files = if request.prune {
+            BTreeMap::new()
+        } else {
+            current.files.clone()
+        };
+        for file in &request.files {
+            files.insert(file.file.clone(), file.text.clone());
         }
-    };
-    let candidate = candidate.dated_after(Some(&current), now_ms());
-    let diff = SpecDiff::between(&current, &candidate);
-    let mut warnings = crate::checks::AgentSubscriptions::of(&shared).warnings(&candidate);
-    warnings.extend(crate::signing::secret_warnings(&candidate.spec.handlers));
-    let files_changed = candidate.files != current.files;
-    let mut revision = current.revision;
-    if files_changed {
+        let candidate = match CheckSet::parse(current.revision, files) {
+            Ok(candidate) => candidate,
+            Err(mut errors) => {
+                for error in &mut errors.0 {
+                    hint_at_prune(error, &named);
+                }
+                let list: Vec<serde_json::Value> = errors
+                    .0
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "file": e.file, "line": e.line, "column": e.column,
+                            "field": e.field, "check": e.check, "message": e.message,
+                            "text": e.to_string(),
+                        })
+                    })
+                    .collect();
+                return Err(ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    body: json!({
+                        "error": format!("the spec has {}; nothing was changed", mdd_core::words::count(list.len(), "error")),
+                        "errors": list,
+                    }),
+                });
+            }
+        };
+        let applied_at = now_ms();
+        let candidate = candidate.dated_after(Some(&current), applied_at);
+        let diff = SpecDiff::between(&current, &candidate);
+        let mut warnings = crate::checks::AgentSubscriptions::of(&shared).warnings(&candidate);
+        warnings.extend(crate::signing::secret_warnings(&candidate.spec.handlers));
+        if candidate.files == current.files {
+            break (current.revision, diff, warnings);
+        }
         if request.dry_run {
-            revision = shared
+            let next = shared
                 .store
                 .next_revision()
                 .await
                 .map_err(|e| ApiError::store(&e))?;
-        } else {
-            revision = shared
-                .store
-                .apply_spec(&candidate.files_for_storage(), now_ms())
-                .await
-                .map_err(|e| ApiError::store(&e))?;
-            let mut candidate = candidate;
-            candidate.revision = revision;
-            shared.set_checks(candidate);
+            break (next, diff, warnings);
         }
-    }
+        match shared
+            .store
+            .apply_spec_on(current.revision, &candidate.files_for_storage(), applied_at)
+            .await
+            .map_err(|e| ApiError::store(&e))?
+        {
+            mdd_storage::SpecApplied::Stored(revision) => {
+                let mut candidate = candidate;
+                candidate.revision = revision;
+                shared.set_checks(candidate);
+                break (revision, diff, warnings);
+            }
+            mdd_storage::SpecApplied::Moved { head } => {
+                if tries >= crate::APPLY_TRIES {
+                    return Err(ApiError {
+                        status: StatusCode::CONFLICT,
+                        body: json!({
+                            "error": format!(
+                                "the spec moved under this apply {tries} times in a row (revision {head} now, applied through other servers); nothing was changed by this one: apply again"
+                            ),
+                            "revision": head,
+                        }),
+                    });
+                }
+                crate::follow::catch_up_spec_locked(&shared)
+                    .await
+                    .map_err(|e| ApiError::store(&e))?;
+            }
+        }
+    };
     Ok(Json(json!({
         "revision": revision,
         "dry_run": request.dry_run,

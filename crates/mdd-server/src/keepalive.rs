@@ -140,12 +140,38 @@ pub fn status_after(age_ms: i64, info: &AgentInfo) -> Status {
     }
 }
 
-/// Watches every agent's keepalives and reports when one goes quiet.
+/// How often the watchdog reads what keepalives other servers of a cluster received.
+const READ_SHARED_EVERY: Duration = Duration::from_secs(1);
+
+/// Watches every agent's keepalives and reports when one goes quiet; only on the server doing
+/// the once-only work, which also reads the keepalives other servers received from the store.
 pub async fn watchdog(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut read_shared = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        if !shared.holds_once_only_work() {
+            continue;
+        }
+        if shared.store.is_shared() && read_shared.elapsed() >= READ_SHARED_EVERY {
+            read_shared = std::time::Instant::now();
+            match shared.store.entities().await {
+                Ok(entities) => {
+                    for entity in merge_stored(&shared, &entities) {
+                        let summary =
+                            format!("keepalive from {entity} (received by another server)");
+                        if let Err(e) = report(&shared, &entity, Status::Ok, summary).await {
+                            tracing::error!("cannot record the keepalive event of {entity}: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the keepalives other servers received: {e}");
+                    continue;
+                }
+            }
         }
         let now = now_ms();
         let changes: Vec<(String, Status, bool, i64)> = {
@@ -187,6 +213,33 @@ pub async fn watchdog(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Keepalives other servers received: a later one than this server saw counts, and an agent
+/// only they heard of is watched from now on.
+/// Returns the agents that were reported silent and are heard again.
+fn merge_stored(shared: &Shared, entities: &[mdd_storage::EntityRecord]) -> Vec<String> {
+    let mut back = Vec::new();
+    let mut watches = shared.keepalives();
+    for (name, stored) in resume(entities, |_| None) {
+        match watches.get_mut(&name) {
+            Some(watch) if stored.last > watch.last => {
+                watch.last = stored.last;
+                watch.info = stored.info;
+                if watch.reported != Status::Ok
+                    && status_after(now_ms() - watch.last, &watch.info) == Status::Ok
+                {
+                    watch.reported = Status::Ok;
+                    back.push(name);
+                }
+            }
+            Some(_) => {}
+            None => {
+                watches.insert(name, stored);
+            }
+        }
+    }
+    back
 }
 
 /// The watches to resume after a restart, from what the store remembers.

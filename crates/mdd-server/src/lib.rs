@@ -13,8 +13,10 @@ pub mod auth;
 pub mod checks;
 pub mod dashboard;
 pub mod deployments;
+pub mod follow;
 pub mod ingest;
 pub mod keepalive;
+pub mod lease;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
@@ -229,6 +231,13 @@ pub struct Shared {
     pub connections: Arc<listen::Connections>,
     /// The TLS configuration in use, when the server speaks HTTPS.
     pub tls: Option<Arc<tls::Tls>>,
+    /// This server among those on the store (the holder name of its leases).
+    pub server_id: String,
+    /// Whether this server holds the lease of the once-only work (see `lease.rs`).
+    once_only: tokio::sync::watch::Sender<bool>,
+    /// Goes up when a dashboard session ends anywhere in the cluster: the dashboard drops the
+    /// sessions it has cached and reads them through again.
+    sessions_generation: std::sync::atomic::AtomicU64,
     /// Goes up whenever what pages show changes (a state, a spec, a track, a silence): an
     /// open dashboard tab asks "anything new?" for the price of comparing it.
     version: std::sync::atomic::AtomicU64,
@@ -344,6 +353,63 @@ impl Shared {
     pub fn token(&self, secret: &str) -> Option<TokenEntry> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
         auth::find(&tokens, secret).cloned()
+    }
+
+    /// The tokens as stored now (another server may have made, used or revoked some). When
+    /// each was last used here is kept: it is written to the store now and then.
+    pub fn replace_tokens(&self, stored: Vec<(Vec<u8>, mdd_storage::TokenRecord)>) {
+        let mut tokens = self.tokens_write();
+        let used_here: HashMap<String, Arc<std::sync::atomic::AtomicI64>> = tokens
+            .iter()
+            .map(|t| (t.id.clone(), Arc::clone(&t.last_used)))
+            .collect();
+        *tokens = stored
+            .into_iter()
+            .filter_map(|(hash, record)| stored_token(hash, record))
+            .map(|mut token| {
+                if let Some(here) = used_here.get(&token.id) {
+                    here.fetch_max(
+                        token.last_used.load(std::sync::atomic::Ordering::Relaxed),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    token.last_used = Arc::clone(here);
+                }
+                token
+            })
+            .collect();
+    }
+
+    /// The silences as stored now (another server may have added or ended some).
+    pub fn replace_silences(&self, stored: Vec<mdd_core::silence::Silence>) {
+        *self.silences_write() = stored;
+        self.changed();
+    }
+
+    /// Whether this server does the once-only work now (runs its own checks, watches
+    /// keepalives, applies retention).
+    pub fn holds_once_only_work(&self) -> bool {
+        *self.once_only.borrow()
+    }
+
+    pub fn set_once_only_work(&self, holds: bool) {
+        self.once_only.send_replace(holds);
+    }
+
+    /// A receiver that wakes when this server takes or loses the once-only work.
+    pub fn watch_once_only_work(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.once_only.subscribe()
+    }
+
+    /// A dashboard session ended somewhere: cached sessions are read through again.
+    pub fn sessions_moved(&self) {
+        self.sessions_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times sessions ended somewhere since the start.
+    pub fn sessions_generation(&self) -> u64 {
+        self.sessions_generation
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stores results durably and updates their events; Ok means on disk.
@@ -484,6 +550,28 @@ impl Shared {
     }
 }
 
+/// A stored token as the server checks it; None for a row this version cannot read.
+fn stored_token(hash: Vec<u8>, record: mdd_storage::TokenRecord) -> Option<TokenEntry> {
+    Some(TokenEntry {
+        hash: hash.try_into().ok()?,
+        id: record.id,
+        role: Role::parse(&record.role)?,
+        name: record.name,
+        entity: record.entity,
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        uses_left: record.uses_left,
+        grants: record
+            .grants
+            .as_deref()
+            .and_then(|g| serde_json::from_str(g).ok())
+            .unwrap_or_default(),
+        last_used: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+            record.last_used_at.unwrap_or(0),
+        )),
+    })
+}
+
 /// What a new token is.
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -575,25 +663,8 @@ pub async fn start(
         None => Store::open(&config.data_dir).await?,
     };
 
-    // The last applied revision, plus the --spec files on top.
-    let mut files = BTreeMap::new();
-    let mut revision = 0;
-    let mut applied_at = i64::MIN;
-    if let Some(latest) = store.latest_spec().await? {
-        revision = latest.revision;
-        applied_at = latest.applied_at;
-        for file in latest.files {
-            files.insert(file.file, file.text);
-        }
-    }
-    let stored_files = files.clone();
-    for spec in &config.specs {
-        let text = std::fs::read_to_string(&spec.path).map_err(|e| ServerError::Spec {
-            path: spec.path.clone(),
-            detail: e.to_string(),
-        })?;
-        files.insert(spec.name.clone(), text);
-    }
+    // Read before anything is loaded: whatever other servers change from now on is followed.
+    let versions = store.shared_versions().await?;
     let started_at = now_ms();
     // The store's own record of the last moment a server used it; a store from before that
     // record counts as down until now (every check not yet stale then gets a whole ttl).
@@ -601,24 +672,7 @@ pub async fn start(
         down_at: store.last_alive().await?.unwrap_or(started_at),
         up_at: started_at,
     };
-    let stored_checks = CheckSet::parse(revision, stored_files.clone())
-        .ok()
-        .map(|set| set.dated_after(None, applied_at));
-    let mut checks = CheckSet::parse(revision, files.clone())
-        .map_err(|errors| ServerError::Spec {
-            path: config
-                .specs
-                .first()
-                .map(|s| s.path.clone())
-                .unwrap_or_default(),
-            detail: format!("\n{errors}"),
-        })?
-        .dated_after(stored_checks.as_ref(), started_at);
-    if files != stored_files {
-        checks.revision = store
-            .apply_spec(&checks.files_for_storage(), started_at)
-            .await?;
-    }
+    let checks = initial_checks(&store, &config, started_at).await?;
 
     let events = load_events(&store, &checks, outage).await?;
     let tracks = deployments::load(&store).await?;
@@ -627,26 +681,7 @@ pub async fn start(
         .tokens()
         .await?
         .into_iter()
-        .filter_map(|(hash, record)| {
-            Some(TokenEntry {
-                hash: hash.try_into().ok()?,
-                id: record.id,
-                role: Role::parse(&record.role)?,
-                name: record.name,
-                entity: record.entity,
-                created_at: record.created_at,
-                expires_at: record.expires_at,
-                uses_left: record.uses_left,
-                grants: record
-                    .grants
-                    .as_deref()
-                    .and_then(|g| serde_json::from_str(g).ok())
-                    .unwrap_or_default(),
-                last_used: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
-                    record.last_used_at.unwrap_or(0),
-                )),
-            })
-        })
+        .filter_map(|(hash, record)| stored_token(hash, record))
         .collect();
 
     let (sender, receiver) = mpsc::channel(1024);
@@ -707,6 +742,9 @@ pub async fn start(
         connections: Arc::default(),
         tls: tls.clone(),
         version: std::sync::atomic::AtomicU64::new(0),
+        sessions_generation: std::sync::atomic::AtomicU64::new(0),
+        server_id: uuid::Uuid::now_v7().to_string(),
+        once_only: tokio::sync::watch::channel(false).0,
     });
 
     let mut new_admin_token = None;
@@ -783,6 +821,8 @@ pub async fn start(
     let token_uses = tokio::spawn(token_uses_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
+    let follower = tokio::spawn(follow::run(Arc::clone(&shared), versions, shutdown.clone()));
+    let leaseholder = tokio::spawn(lease::run(Arc::clone(&shared), shutdown.clone()));
     // Notifications run on a thread of their own: a storm of deliveries then never queues
     // in front of ingestion's tasks, and the kernel shares the cores between the two.
     let notifier = {
@@ -829,6 +869,8 @@ pub async fn start(
         let _ = token_uses.await;
         let _ = watchdog.await;
         let _ = progress.await;
+        let _ = follower.await;
+        let _ = leaseholder.await;
         let _ = tokio::task::spawn_blocking(move || notifier.join()).await;
         drop(serve_shared);
     });
@@ -841,6 +883,76 @@ pub async fn start(
         drain,
     })
 }
+
+/// The last applied revision with the `--spec` files on top, stored as a new revision when
+/// they change it. Another server applying at the same moment makes this one read again.
+async fn initial_checks(
+    store: &Store,
+    config: &ServerConfig,
+    started_at: i64,
+) -> Result<CheckSet, ServerError> {
+    let mut given = BTreeMap::new();
+    for spec in &config.specs {
+        let text = std::fs::read_to_string(&spec.path).map_err(|e| ServerError::Spec {
+            path: spec.path.clone(),
+            detail: e.to_string(),
+        })?;
+        given.insert(spec.name.clone(), text);
+    }
+    for _ in 0..APPLY_TRIES {
+        let mut stored_files = BTreeMap::new();
+        let mut revision = 0;
+        let mut applied_at = i64::MIN;
+        if let Some(latest) = store.latest_spec().await? {
+            revision = latest.revision;
+            applied_at = latest.applied_at;
+            for file in latest.files {
+                stored_files.insert(file.file, file.text);
+            }
+        }
+        let mut files = stored_files.clone();
+        files.extend(given.clone());
+        let stored_checks = CheckSet::parse(revision, stored_files.clone())
+            .ok()
+            .map(|set| set.dated_after(None, applied_at));
+        let mut checks = CheckSet::parse(revision, files.clone())
+            .map_err(|errors| ServerError::Spec {
+                path: config
+                    .specs
+                    .first()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_default(),
+                detail: format!("\n{errors}"),
+            })?
+            .dated_after(stored_checks.as_ref(), started_at);
+        if files == stored_files {
+            return Ok(checks);
+        }
+        match store
+            .apply_spec_on(revision, &checks.files_for_storage(), started_at)
+            .await?
+        {
+            mdd_storage::SpecApplied::Stored(stored) => {
+                checks.revision = stored;
+                return Ok(checks);
+            }
+            mdd_storage::SpecApplied::Moved { .. } => continue,
+        }
+    }
+    Err(ServerError::Spec {
+        path: config
+            .specs
+            .first()
+            .map(|s| s.path.clone())
+            .unwrap_or_default(),
+        detail: format!(
+            "the stored spec kept moving under this start ({APPLY_TRIES} applies through other servers in a row); start again"
+        ),
+    })
+}
+
+/// How many times an apply re-bases on a spec another server moved before it gives up.
+pub const APPLY_TRIES: usize = 8;
 
 /// What an operator must hear about listening on `listen` without TLS: nothing on loopback.
 pub fn exposure_warning(listen: SocketAddr, tls: bool) -> Option<String> {
@@ -930,9 +1042,14 @@ async fn token_uses_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     shared.save_token_uses(&mut written).await;
 }
 
-/// Deletes results older than the retention, hourly.
+/// Deletes results older than the retention, hourly, on the server doing the once-only work.
 async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut holding = shared.watch_once_only_work();
     loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            held = holding.wait_for(|holds| *holds) => if held.is_err() { return },
+        }
         let before =
             now_ms() - i64::try_from(shared.config.retention.as_millis()).unwrap_or(i64::MAX);
         match shared.store.prune_results(before).await {
@@ -951,30 +1068,48 @@ async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// file changes nothing; the errors are returned to be logged.
 pub async fn reload_specs(shared: &Shared) -> Result<checks::SpecDiff, String> {
     let _serialised = shared.apply_lock.lock().await;
-    let current = shared.checks();
-    let mut files = current.files.clone();
+    let mut given = BTreeMap::new();
     for spec in &shared.config.specs {
         let text = std::fs::read_to_string(&spec.path)
             .map_err(|e| format!("{}: {e}", spec.path.display()))?;
-        files.insert(spec.name.clone(), text);
+        given.insert(spec.name.clone(), text);
     }
-    if files == current.files {
-        return Ok(checks::SpecDiff::default());
+    for _ in 0..APPLY_TRIES {
+        let current = shared.checks();
+        let mut files = current.files.clone();
+        files.extend(given.clone());
+        if files == current.files {
+            return Ok(checks::SpecDiff::default());
+        }
+        let now = now_ms();
+        let mut candidate = CheckSet::parse(current.revision, files)
+            .map_err(|e| e.to_string())?
+            .dated_after(Some(&current), now);
+        let diff = checks::SpecDiff::between(&current, &candidate);
+        match shared
+            .store
+            .apply_spec_on(current.revision, &candidate.files_for_storage(), now)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            mdd_storage::SpecApplied::Stored(revision) => {
+                for warning in signing::secret_warnings(&candidate.spec.handlers) {
+                    tracing::warn!("{warning}");
+                }
+                candidate.revision = revision;
+                shared.set_checks(candidate);
+                return Ok(diff);
+            }
+            mdd_storage::SpecApplied::Moved { .. } => {
+                follow::catch_up_spec_locked(shared)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
     }
-    let mut candidate = CheckSet::parse(current.revision, files)
-        .map_err(|e| e.to_string())?
-        .dated_after(Some(&current), now_ms());
-    let diff = checks::SpecDiff::between(&current, &candidate);
-    for warning in signing::secret_warnings(&candidate.spec.handlers) {
-        tracing::warn!("{warning}");
-    }
-    candidate.revision = shared
-        .store
-        .apply_spec(&candidate.files_for_storage(), now_ms())
-        .await
-        .map_err(|e| e.to_string())?;
-    shared.set_checks(candidate);
-    Ok(diff)
+    Err(format!(
+        "the stored spec kept moving under this reload ({APPLY_TRIES} applies through other servers in a row); send SIGHUP again"
+    ))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Runs the checks that belong to the server (those without `subscriptions`) with the shared
-//! scheduler of `mdd-probes`, and stores their results like any other producer's.
+//! scheduler of `mdd-probes`, and stores their results like any other producer's. In a cluster
+//! only the server holding the once-only lease runs them.
 
 use std::sync::Arc;
 
@@ -81,16 +82,20 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
     });
+    // Only the server doing the once-only work runs them: once per interval in a cluster.
+    let mut holding = shared.watch_once_only_work();
     loop {
         // Registered before reading the checks, so an apply in between is not missed.
         let changed = shared.checks_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         let checks = shared.checks();
-        scheduler.set_checks(checks.checks().iter().filter(|c| runs_here(c)));
+        let runs = *holding.borrow_and_update();
+        scheduler.set_checks(checks.checks().iter().filter(|c| runs && runs_here(c)));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = changed => {}
+            moved = holding.changed() => if moved.is_err() { break },
         }
     }
     drop(scheduler);

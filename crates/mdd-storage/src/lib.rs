@@ -1291,6 +1291,65 @@ impl Store {
         })
     }
 
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms` by the database's clock;
+    /// its epoch when held (it goes up whenever the lease changes hands), None while another
+    /// holder's lease runs. On SQLite it is always granted: one server has the directory.
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            let (now, free) = if self.is_postgres() {
+                (
+                    "(extract(epoch from clock_timestamp()) * 1000)::bigint",
+                    "leases.expires_at < (extract(epoch from clock_timestamp()) * 1000)::bigint",
+                )
+            } else {
+                ("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", "1 = 1")
+            };
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, {now} + $3)
+                 ON CONFLICT (name) DO UPDATE SET
+                     epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch
+                                  ELSE leases.epoch + 1 END,
+                     holder = excluded.holder,
+                     expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR {free}
+                 RETURNING epoch"
+            )))
+            .bind(name)
+            .bind(holder)
+            .bind(ttl_ms)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            row.map(|row| row.try_get(0).map_err(|e| self.err(e))).transpose()
+        })
+    }
+
+    /// Gives a lease up (a server stopping), so another takes it at once.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            let _turn = self.write_turn().await;
+            sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                .bind(name)
+                .bind(holder)
+                .execute(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    /// Whether several servers may share this store (PostgreSQL), so that what the others
+    /// wrote must be read back.
+    pub fn is_shared(&self) -> bool {
+        self.is_postgres()
+    }
+
     /// Stores a dashboard session, and drops the ones that have expired.
     pub async fn save_session(&self, session: &SessionRecord, now: i64) -> Result<(), StoreError> {
         on_pool!(self, pool => {

@@ -621,3 +621,47 @@ async fn applies_compare_and_swap_and_shared_versions_move_with_every_change(pla
     assert!(versions().await["sessions"] > expired);
     store.close().await;
 }
+
+on_both!(a_lease_has_one_holder_until_it_runs_out_or_is_given_up);
+async fn a_lease_has_one_holder_until_it_runs_out_or_is_given_up(place: Place) {
+    let store = place.open().await;
+    assert_eq!(
+        store.take_lease("work", "a", 60_000).await.expect("take"),
+        Some(1)
+    );
+    // Renewed by its holder: the same epoch.
+    assert_eq!(
+        store.take_lease("work", "a", 60_000).await.expect("renew"),
+        Some(1)
+    );
+    let other = store.take_lease("work", "b", 60_000).await.expect("try");
+    if store.is_shared() {
+        assert_eq!(other, None, "held by a until it runs out");
+        // Run out (a ttl in the past): b takes it, with the next epoch, and a no longer can.
+        assert_eq!(
+            store.take_lease("work", "a", -1).await.expect("renew"),
+            Some(1)
+        );
+        assert_eq!(
+            store.take_lease("work", "b", 60_000).await.expect("take"),
+            Some(2)
+        );
+        assert_eq!(
+            store.take_lease("work", "a", 60_000).await.expect("try"),
+            None
+        );
+        // Given up: taken at once.
+        store.release_lease("work", "b").await.expect("release");
+        assert!(
+            store
+                .take_lease("work", "a", 60_000)
+                .await
+                .expect("take")
+                .is_some()
+        );
+    } else {
+        // One server has the directory: a new holder is the server started after the last.
+        assert_eq!(other, Some(2));
+    }
+    store.close().await;
+}

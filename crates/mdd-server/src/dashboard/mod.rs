@@ -32,8 +32,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 #[derive(Clone)]
 pub struct Dashboard {
     shared: Arc<Shared>,
-    /// Session id → the session. Kept in memory: a restart signs everyone out.
+    /// Session id → the session: a cache of the store's sessions (read through on a miss, so a
+    /// session made on another server of the cluster is valid here), dropped whenever a session
+    /// ends anywhere.
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    /// The shared sessions generation the cache was filled under.
+    sessions_seen: Arc<std::sync::atomic::AtomicU64>,
     /// Pages drawn at once: half the cores (at least one). Ten tabs on a deployment of 50,000
     /// checks wait their turn instead of taking every core from ingestion and the API.
     drawing: Arc<tokio::sync::Semaphore>,
@@ -106,6 +110,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let state = Dashboard {
         shared,
         sessions: Arc::new(Mutex::new(HashMap::new())),
+        sessions_seen: Arc::default(),
         drawing: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
         availability: Arc::default(),
     };
@@ -128,7 +133,62 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/static/live.js", get(script))
         .route("/static/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sessions_read_through,
+        ))
         .with_state(state)
+}
+
+/// Before a page sees the request: drops the cached sessions if one ended anywhere, and reads
+/// the request's session from the store when it is not cached (made through another server).
+async fn sessions_read_through(
+    AxumState(dash): AxumState<Dashboard>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let generation = dash.shared.sessions_generation();
+    if dash
+        .sessions_seen
+        .swap(generation, std::sync::atomic::Ordering::Relaxed)
+        != generation
+    {
+        dash.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+    if let Some(id) = session_cookie(request.headers()).map(str::to_string) {
+        let cached = dash
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id);
+        if !cached {
+            match dash.shared.store.session(&crate::auth::hash(&id)).await {
+                Ok(Some(stored)) => {
+                    if let Some(role) = Role::parse(&stored.role) {
+                        dash.sessions
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(
+                                id,
+                                Session {
+                                    token_id: stored.token_id,
+                                    role,
+                                    name: stored.name,
+                                    expires_at: stored.expires_at,
+                                    csrf: stored.csrf,
+                                },
+                            );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot read a dashboard session: {e}"),
+            }
+        }
+    }
+    next.run(request).await
 }
 
 impl Dashboard {
@@ -626,19 +686,34 @@ async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
     }
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let id = hex(&id);
+    let session = Session {
+        token_id: entry.id.clone(),
+        role: entry.role,
+        name: entry.name.clone(),
+        expires_at: now + SESSION_MS,
+        csrf: hex(&csrf),
+    };
+    let stored = mdd_storage::SessionRecord {
+        id_hash: crate::auth::hash(&id).to_vec(),
+        token_id: session.token_id.clone(),
+        role: session.role.as_str().to_string(),
+        name: session.name.clone(),
+        csrf: session.csrf.clone(),
+        expires_at: session.expires_at,
+    };
+    // Stored before the cookie is given: whichever server the next request reaches knows it.
+    if let Err(e) = dash.shared.store.save_session(&stored, now).await {
+        tracing::warn!("cannot store a dashboard session: {e}");
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<!doctype html><title>mdd</title><p>The session could not be stored; try again.</p>"
+                .into(),
+        );
+    }
     dash.sessions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            id.clone(),
-            Session {
-                token_id: entry.id.clone(),
-                role: entry.role,
-                name: entry.name.clone(),
-                expires_at: now_ms() + SESSION_MS,
-                csrf: hex(&csrf),
-            },
-        );
+        .insert(id.clone(), session);
     let cookie = format!(
         "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
         SESSION_MS / 1000
@@ -656,6 +731,15 @@ async fn login(AxumState(dash): AxumState<Dashboard>, body: Bytes) -> Response {
 
 async fn logout(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
+        // Ended in the store first: every server drops it from its cache when it sees that.
+        if let Err(e) = dash
+            .shared
+            .store
+            .delete_session(&crate::auth::hash(id))
+            .await
+        {
+            tracing::warn!("cannot end a dashboard session in the store: {e}");
+        }
         dash.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())

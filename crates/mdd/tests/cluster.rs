@@ -1,0 +1,377 @@
+//! Several `mdd server`s on one PostgreSQL (a private server started by the test, unix socket
+//! only): what one server is told, every server knows.
+
+mod common;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN, TestServer};
+use serde_json::{Value, json};
+
+/// Servers on the same database, each with a data directory of its own.
+async fn cluster(dir: &std::path::Path, url: &str, count: usize) -> Vec<TestServer> {
+    let mut servers = Vec::new();
+    // One after the other: the first makes the admin token, the others find it.
+    for i in 0..count {
+        let data = dir.join(format!("server-{i}"));
+        servers.push(TestServer::start_on_sqlite(&data, &["--database", url]).await);
+    }
+    servers
+}
+
+/// Waits (at most `limit`) until `done` holds; how long it took.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn spec(warn: u32) -> String {
+    format!(
+        "checks:
+  - {{ name: disk, subscriptions: [web], command: check_disk -w {warn}% -p / }}
+  - {{ name: web-push, ttl: 1h }}
+"
+    )
+}
+
+async fn silence_listed(server: &TestServer, id: &str) -> bool {
+    let (_, body) = server.get("/api/v1/silences").await;
+    body["silences"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|s| s["id"] == json!(id)))
+}
+
+fn names(files: &Value) -> Vec<String> {
+    files
+        .as_array()
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| f["file"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn what_one_server_is_told_every_server_knows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let servers = cluster(dir.path(), &url, 2).await;
+    let (a, b) = (&servers[0], &servers[1]);
+
+    // An apply through A reaches an agent long-polling on B.
+    let (status, applied) = a.apply(&[("dc.yaml", &spec(20))]).await;
+    assert_eq!(status, 200, "{applied}");
+    let (_, made) = a.post("/api/v1/tokens", &json!({"role": "agent"})).await;
+    let agent = made["token"].as_str().expect("token").to_string();
+    let poll = |server: &TestServer, after: Option<String>, wait: &str| {
+        let url = format!(
+            "{}/api/v1/agent/checks?subscriptions=web&wait={wait}{}",
+            server.url,
+            after.map(|v| format!("&after={v}")).unwrap_or_default()
+        );
+        let http = server.http.clone();
+        let token = agent.clone();
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.expect("poll");
+            let status = response.status().as_u16();
+            let body = response.bytes().await.expect("body");
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    // The token made on A works on B, and B serves A's spec.
+    eventually(
+        Duration::from_secs(10),
+        "A's agent token accepted by B",
+        || async { poll(b, None, "0s").await.0 == 200 },
+    )
+    .await;
+    let (_, first) = poll(b, None, "0s").await;
+    assert_eq!(
+        first["checks"][0]["probe"]["command"]["argv"][2], "20%",
+        "{first}"
+    );
+    let version = first["version"].as_str().expect("version").to_string();
+    let waiting = tokio::spawn(poll(b, Some(version.clone()), "20s"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let applied_at = Instant::now();
+    assert_eq!(a.apply(&[("dc.yaml", &spec(15))]).await.0, 200);
+    let (status, woken) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the apply through A reaches the poll on B")
+        .expect("poll task");
+    let lag = applied_at.elapsed();
+    assert_eq!(status, 200);
+    assert_ne!(woken["version"], json!(version));
+    assert_eq!(
+        woken["checks"][0]["probe"]["command"]["argv"][2], "15%",
+        "{woken}"
+    );
+    eprintln!("an apply through A woke a long-poll on B after {lag:?}");
+
+    // B takes results for the check A's spec added, and both answer with the same spec.
+    let result = json!({"results": [{"id": "r1", "check": "web-push", "entity": "web1",
+        "status": 0, "output": "OK"}]});
+    let (status, body) = b.post("/api/v1/results", &result).await;
+    assert!(status < 300, "{status} {body}");
+    let (_, spec_a) = a.get("/api/v1/spec").await;
+    let (_, spec_b) = b.get("/api/v1/spec").await;
+    assert_eq!(spec_a["revision"], spec_b["revision"]);
+    assert_eq!(spec_a["files"], spec_b["files"]);
+
+    // Concurrent applies of different files through both servers: none is lost (each one that
+    // finds the spec moved is made again on top of it).
+    let mut applies = Vec::new();
+    for i in 0..8 {
+        let server = &servers[i % 2];
+        let text = format!("checks:\n  - {{ name: extra-{i}, ttl: 1h }}\n");
+        let file = format!("extra-{i}.yaml");
+        applies.push(async move { server.apply(&[(&file, &text)]).await });
+    }
+    for (status, body) in futures_util::future::join_all(applies).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for server in &servers {
+        eventually(
+            Duration::from_secs(10),
+            "every file on every server",
+            || async {
+                let (_, spec) = server.get("/api/v1/spec").await;
+                let files = names(&spec["files"]);
+                (0..8).all(|i| files.contains(&format!("extra-{i}.yaml")))
+                    && files.contains(&"dc.yaml".to_string())
+            },
+        )
+        .await;
+    }
+
+    // A silence made on A is in force on B.
+    let (status, silence) = a
+        .post(
+            "/api/v1/silences",
+            &json!({"check": "disk", "reason": "disk swap", "for": "2h"}),
+        )
+        .await;
+    assert!(status < 300, "{status} {silence}");
+    let id = silence["id"].as_str().expect("silence id").to_string();
+    eventually(Duration::from_secs(5), "A's silence listed by B", || {
+        silence_listed(b, &id)
+    })
+    .await;
+    // Ended on B, gone on A.
+    let (status, _) = b
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/silences/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{status}");
+    eventually(
+        Duration::from_secs(5),
+        "B's end of the silence seen by A",
+        || async { !silence_listed(a, &id).await },
+    )
+    .await;
+
+    // A dashboard session made on A is valid on B; signed out on B, it is over on A too.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let signed_in = http
+        .post(format!("{}/login", a.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN}&next=/"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let page = |server: &TestServer| {
+        let http = http.clone();
+        let url = format!("{}/", server.url);
+        let cookie = cookie.clone();
+        async move {
+            http.get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("page")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(page(a).await, 200);
+    assert_eq!(
+        page(b).await,
+        200,
+        "a session made on A is valid on B at once"
+    );
+    let out = http
+        .post(format!("{}/logout", b.url))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), 303);
+    eventually(
+        Duration::from_secs(5),
+        "signed out on B, out on A",
+        || async { page(a).await != 200 },
+    )
+    .await;
+
+    // A token revoked through B is refused by A.
+    let token_id = made["id"].as_str().expect("token id").to_string();
+    let (status, _) = b
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tokens/{token_id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{status}");
+    eventually(
+        Duration::from_secs(5),
+        "a token revoked on B refused by A",
+        || async { poll(a, None, "0s").await.0 == 401 },
+    )
+    .await;
+
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
+
+async fn holds_once_only_work(server: &TestServer) -> bool {
+    let (status, health) = server
+        .call(reqwest::Method::GET, "/healthz", None, None)
+        .await;
+    status == 200 && health["once_only_work"] == json!(true)
+}
+
+/// Results of the server's own `tick` check stored in `window`, and the window as measured.
+async fn ticks_in(store: &mdd_storage::Store, window: Duration) -> (i64, Duration) {
+    let before = store.count_results().await.expect("count");
+    let started = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = store.count_results().await.expect("count");
+    (after - before, started.elapsed())
+}
+
+#[tokio::test]
+async fn once_only_work_runs_on_one_server_and_moves_when_it_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let mut servers = cluster(dir.path(), &url, 2).await;
+    let (status, body) = servers[0]
+        .apply(&[(
+            "dc.yaml",
+            "checks:\n  - { name: tick, command: [true], interval: 1s }\n",
+        )])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let store = mdd_storage::Store::connect(&url).await.expect("connect");
+
+    // One holder at a time, and the check runs once a second, not once per server.
+    eventually(
+        Duration::from_secs(15),
+        "one server does the once-only work",
+        || async {
+            let mut holding = 0;
+            for server in &servers {
+                holding += usize::from(holds_once_only_work(server).await);
+            }
+            holding == 1
+        },
+    )
+    .await;
+    let (ticks, window) = ticks_in(&store, Duration::from_secs(4)).await;
+    let per_second = ticks as f64 / window.as_secs_f64();
+    eprintln!("two servers: {ticks} results of a 1 s check in {window:?}");
+    assert!(
+        (0.5..=1.5).contains(&per_second),
+        "{per_second:.2} results a second of a check every second"
+    );
+
+    // kill -9 of the holder: the other takes the work over within the lease's time.
+    let holder = if holds_once_only_work(&servers[0]).await {
+        0
+    } else {
+        1
+    };
+    let killed_at = Instant::now();
+    servers.remove(holder).kill9().await;
+    // servers[0] is the survivor from here on.
+    let took = eventually(
+        Duration::from_secs(15),
+        "the survivor takes the work over",
+        || holds_once_only_work(&servers[0]),
+    )
+    .await;
+    eprintln!(
+        "once-only work moved {:?} after kill -9",
+        killed_at.elapsed()
+    );
+    assert!(took <= Duration::from_secs(10), "took over after {took:?}");
+    let (ticks, window) = ticks_in(&store, Duration::from_secs(3)).await;
+    assert!(
+        ticks >= 1,
+        "no results of the check in {window:?} after the failover"
+    );
+
+    // The killed server comes back: the work stays where it is, still once a second.
+    let data = dir.path().join(format!("server-{holder}"));
+    servers.push(TestServer::start_on_sqlite(&data, &["--database", &url]).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!holds_once_only_work(&servers[1]).await);
+    assert!(holds_once_only_work(&servers[0]).await);
+    let (ticks, window) = ticks_in(&store, Duration::from_secs(4)).await;
+    let per_second = ticks as f64 / window.as_secs_f64();
+    assert!(
+        (0.5..=1.5).contains(&per_second),
+        "{per_second:.2} results a second after the restart"
+    );
+
+    // A graceful stop gives the lease up: the other takes it at its next try.
+    let stopped_at = Instant::now();
+    assert!(servers.remove(0).stop().await.success());
+    eventually(
+        Duration::from_secs(5),
+        "the lease given up is taken",
+        || holds_once_only_work(&servers[0]),
+    )
+    .await;
+    eprintln!(
+        "once-only work moved {:?} after a graceful stop",
+        stopped_at.elapsed()
+    );
+    store.close().await;
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
