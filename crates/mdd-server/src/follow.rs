@@ -5,7 +5,9 @@
 //! transaction (database triggers). A server polls that small table and reloads whatever
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
-//! It must not touch results or events: those are the writer's.
+//! On a store shared by several servers it also follows the events the others folded (rows
+//! written since the oldest transaction running at the last read, taken when their version is
+//! newer than the one in memory). It never writes to the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,17 +23,42 @@ use crate::checks::CheckSet;
 /// made through another server is at most this plus a reload.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
-/// Follows the store until `shutdown`, from the versions read before the start loaded state.
-pub async fn run(
-    shared: Arc<Shared>,
-    mut seen: BTreeMap<String, i64>,
-    shutdown: CancellationToken,
-) {
+/// Where following starts: what the start loaded state from.
+pub struct Seen {
+    /// The shared versions read before anything was loaded.
+    pub versions: BTreeMap<String, i64>,
+    /// On a store shared by several servers, where the events' change feed goes on from.
+    pub events_from: i64,
+}
+
+/// Follows the store until `shutdown`, from what the start loaded.
+pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
+    let Seen {
+        versions: mut seen,
+        mut events_from,
+    } = from;
     let mut failing = false;
+    let mut feed_failing = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        if shared.store.is_shared() {
+            match follow_events(&shared, events_from).await {
+                Ok(next) => {
+                    events_from = next;
+                    feed_failing = false;
+                }
+                Err(e) => {
+                    if !feed_failing {
+                        tracing::warn!(
+                            "cannot read the events other servers wrote (will retry): {e}"
+                        );
+                        feed_failing = true;
+                    }
+                }
+            }
         }
         let versions = match shared.store.shared_versions().await {
             Ok(versions) => versions,
@@ -56,6 +83,51 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Takes the events other servers folded since `from` (those newer than the ones in memory);
+/// where to read from next.
+async fn follow_events(shared: &Shared, from: i64) -> Result<i64, StoreError> {
+    let (next, rows) = shared.store.events_changed(from).await?;
+    let mut newer = Vec::new();
+    {
+        let events = shared.events_read();
+        for row in rows {
+            let key = (row.row.check.clone(), row.row.entity.clone());
+            if events
+                .get(&key)
+                .is_some_and(|held| held.version >= row.version)
+            {
+                continue;
+            }
+            match serde_json::from_str::<crate::CachedEvent>(&row.row.body) {
+                Ok(mut cached) => {
+                    cached.version = row.version;
+                    newer.push((key, cached));
+                }
+                Err(e) => tracing::error!(
+                    "an unreadable stored event {}/{} is skipped: {e}",
+                    key.0,
+                    key.1
+                ),
+            }
+        }
+    }
+    if !newer.is_empty() {
+        let mut events = shared.events_write();
+        for (key, cached) in newer {
+            // Checked again under the write lock: the writer may have put a newer one since.
+            if events
+                .get(&key)
+                .is_none_or(|held| held.version < cached.version)
+            {
+                events.insert(key, Arc::new(cached));
+            }
+        }
+        drop(events);
+        shared.changed();
+    }
+    Ok(next)
 }
 
 async fn reload(shared: &Shared, name: &str) -> Result<(), StoreError> {

@@ -416,29 +416,45 @@ async fn write_group(
         }
     }
     let entity_list: Vec<(&str, i64)> = entities.into_iter().collect();
-    let inserted = match shared
-        .store
-        .commit(Commit {
-            results: &candidates,
-            entities: &entity_list,
-        })
-        .await
-    {
-        Ok(inserted) => inserted,
-        Err(error) => return fail(shared, group, error),
+    let checks = shared.checks();
+    // Several servers on one database: the events move in the results' own transaction, from
+    // the stored events (what every server folded before), and that is the truth. One server
+    // on its own store: its memory is the truth, and events are checkpointed.
+    let shared_store = shared.store.is_shared();
+    let (inserted, staged, base) = if shared_store {
+        match fold_in_store(shared, &candidates, &entity_list, &checks).await {
+            Ok(folded) => folded,
+            Err(error) => return fail(shared, group, error),
+        }
+    } else {
+        let inserted = match shared
+            .store
+            .commit(Commit {
+                results: &candidates,
+                entities: &entity_list,
+            })
+            .await
+        {
+            Ok(inserted) => inserted,
+            Err(error) => return fail(shared, group, error),
+        };
+        // Only now, with the results on disk, do the events move.
+        let fresh: Vec<&StoredResult> = candidates
+            .iter()
+            .copied()
+            .filter(|r| inserted.contains(&r.id))
+            .collect();
+        let (staged, incidents) = {
+            let cache = shared.events_read();
+            apply_results(&cache, &fresh, &checks, shared.outage)
+        };
+        pending_incidents.extend(incidents);
+        (inserted, staged, None)
     };
-
-    // Only now, with the results on disk, do the events move.
     let fresh: Vec<&StoredResult> = candidates
         .into_iter()
         .filter(|r| inserted.contains(&r.id))
         .collect();
-    let checks = shared.checks();
-    let (staged, incidents) = {
-        let cache = shared.events_read();
-        apply_results(&cache, &fresh, &checks, shared.outage)
-    };
-    pending_incidents.extend(incidents);
     // Handlers hear about changes (and about the first results in a row of a failing event,
     // for occurrence thresholds); with no handlers in the spec this costs nothing.
     let watching = !checks.spec.handlers.is_empty();
@@ -459,9 +475,25 @@ async fn write_group(
     {
         let mut cache = shared.events_write();
         for (key, cached) in staged {
-            dirty.insert(key.clone());
             let notice = watching.then(|| cached.clone());
-            let previous = cache.insert(key, Arc::new(cached));
+            let previous = match &base {
+                // What the fold started from; memory may already hold a newer version
+                // (another server's, read by the change feed), which stays.
+                Some(base) => {
+                    let previous = base.get(&key).cloned();
+                    if cache
+                        .get(&key)
+                        .is_none_or(|held| held.version < cached.version)
+                    {
+                        cache.insert(key, Arc::new(cached));
+                    }
+                    previous
+                }
+                None => {
+                    dirty.insert(key.clone());
+                    cache.insert(key, Arc::new(cached))
+                }
+            };
             if let Some(event) = notice {
                 // Back from stale is a change too, even with the same status: handlers that
                 // were told it went stale hear that it reports again.
@@ -511,6 +543,65 @@ async fn write_group(
     for (job, outcome) in group.into_iter().zip(outcomes) {
         let _ = job.reply.send(Ok(outcome));
     }
+}
+
+/// Stores a group and folds it into the stored events in one transaction (see
+/// `Store::commit_folding`): the new ids, the events as written (with their versions), and the
+/// stored events they were folded from.
+#[allow(clippy::type_complexity)]
+async fn fold_in_store(
+    shared: &Shared,
+    candidates: &[&StoredResult],
+    entities: &[(&str, i64)],
+    checks: &crate::checks::CheckSet,
+) -> Result<
+    (
+        HashSet<String>,
+        HashMap<EventKey, CachedEvent>,
+        Option<crate::Events>,
+    ),
+    StoreError,
+> {
+    let outage = shared.outage;
+    let folded = shared
+        .store
+        .commit_folding(
+            Commit {
+                results: candidates,
+                entities,
+            },
+            |inserted, stored| {
+                let mut base = crate::Events::new();
+                for event in stored {
+                    let mut cached: CachedEvent =
+                        serde_json::from_str(&event.row.body).map_err(|e| {
+                            format!("event {}/{}: {e}", event.row.check, event.row.entity)
+                        })?;
+                    cached.version = event.version;
+                    base.insert((event.row.check, event.row.entity), Arc::new(cached));
+                }
+                let fresh: Vec<&StoredResult> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|r| inserted.contains(&r.id))
+                    .collect();
+                let (staged, incidents) = apply_results(&base, &fresh, checks, outage);
+                let events = staged.values().filter_map(CachedEvent::to_row).collect();
+                Ok(mdd_storage::FoldOutput {
+                    events,
+                    incidents,
+                    value: (staged, base),
+                })
+            },
+        )
+        .await?;
+    let (mut staged, base) = folded.value;
+    for (key, cached) in staged.iter_mut() {
+        if let Some(version) = folded.versions.get(key) {
+            cached.version = *version;
+        }
+    }
+    Ok((folded.inserted, staged, Some(base)))
 }
 
 fn fail(shared: &Shared, group: Vec<IngestJob>, error: StoreError) {

@@ -74,6 +74,10 @@ pub struct CachedEvent {
     /// never did). A state that comes back from stale is shown since then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh_since: Option<i64>,
+    /// Its version in a store shared by several servers (one up with every fold that wrote
+    /// it; 0 on SQLite): the change feed takes a row only when it is newer than this.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 impl CachedEvent {
@@ -86,6 +90,7 @@ impl CachedEvent {
             duration_ms: 0.0,
             output: String::new(),
             fresh_since: None,
+            version: 0,
         };
         cached.take_output(result);
         cached
@@ -674,7 +679,7 @@ pub async fn start(
     };
     let checks = initial_checks(&store, &config, started_at).await?;
 
-    let events = load_events(&store, &checks, outage).await?;
+    let (events, events_from) = load_events(&store, &checks, outage).await?;
     let tracks = deployments::load(&store).await?;
     let silences = silences::load(&store).await?;
     let tokens: Vec<TokenEntry> = store
@@ -821,7 +826,14 @@ pub async fn start(
     let token_uses = tokio::spawn(token_uses_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
-    let follower = tokio::spawn(follow::run(Arc::clone(&shared), versions, shutdown.clone()));
+    let follower = tokio::spawn(follow::run(
+        Arc::clone(&shared),
+        follow::Seen {
+            versions,
+            events_from,
+        },
+        shutdown.clone(),
+    ));
     let leaseholder = tokio::spawn(lease::run(Arc::clone(&shared), shutdown.clone()));
     // Notifications run on a thread of their own: a storm of deliveries then never queues
     // in front of ingestion's tasks, and the kernel shares the cores between the two.
@@ -967,7 +979,23 @@ async fn load_events(
     store: &Store,
     checks: &CheckSet,
     outage: mdd_core::event::Outage,
-) -> Result<Events, ServerError> {
+) -> Result<(Events, i64), ServerError> {
+    if store.is_shared() {
+        // Folded with their results: the stored events are current, nothing to replay. The
+        // change feed goes on from where this read ended.
+        let (next, stored) = store.events_changed(0).await?;
+        let mut events = BTreeMap::new();
+        for event in stored {
+            let mut cached: CachedEvent =
+                serde_json::from_str(&event.row.body).map_err(|e| StoreError::Corrupt {
+                    path: store.path().to_path_buf(),
+                    detail: format!("event {}/{}: {e}", event.row.check, event.row.entity),
+                })?;
+            cached.version = event.version;
+            events.insert((event.row.check, event.row.entity), Arc::new(cached));
+        }
+        return Ok((events, next));
+    }
     let checkpoint = store.load_event_checkpoint().await?;
     let mut events = BTreeMap::new();
     for row in checkpoint.events {
@@ -1026,7 +1054,7 @@ async fn load_events(
             .collect();
         store.checkpoint_events(&rows).await?;
     }
-    Ok(events)
+    Ok((events, 0))
 }
 
 /// Records when tokens were last used, every 30 s and at the end (not on every request).

@@ -643,6 +643,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             duration_ms: 0.0,
             output: String::new(),
             fresh_since: None,
+            version: 0,
         };
         jobs.push(Job {
             id: notification_id(),

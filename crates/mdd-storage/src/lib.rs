@@ -164,6 +164,31 @@ pub struct EventRow {
     pub body: String,
 }
 
+/// A stored event with its version (one up with every fold that wrote it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedEvent {
+    pub row: EventRow,
+    pub version: i64,
+}
+
+/// What a fold hands back to be written: events, incident changes, and whatever the caller
+/// wants back once committed.
+#[derive(Debug)]
+pub struct FoldOutput<T> {
+    pub events: Vec<EventRow>,
+    pub incidents: Vec<mdd_core::incident::IncidentChange>,
+    pub value: T,
+}
+
+/// A committed fold: the new result ids, the version each written event has now, and the
+/// caller's value.
+#[derive(Debug)]
+pub struct Folded<T> {
+    pub inserted: HashSet<String>,
+    pub versions: HashMap<(String, String), i64>,
+    pub value: T,
+}
+
 /// Everything one group commit writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
@@ -221,6 +246,102 @@ macro_rules! on_pool {
         match &$store.pool {
             Pool::Sqlite($pool) => $body,
             Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Inserts results in a transaction, leaving out the ids already stored; the new ids.
+macro_rules! insert_results {
+    ($store:expr, $tx:ident, $results:expr) => {{
+        let mut inserted = HashSet::with_capacity($results.len());
+        for chunk in $results.chunks(RESULT_ROWS_PER_INSERT) {
+            let mut query = QueryBuilder::new(
+                "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output) ",
+            );
+            let mut encode_error = None;
+            query.push_values(chunk, |mut row, r| {
+                let perfdata = serde_json::to_string(&r.perfdata).unwrap_or_else(|e| {
+                    encode_error = Some(e.to_string());
+                    "[]".into()
+                });
+                row.push_bind(&r.id)
+                    .push_bind(&r.check)
+                    .push_bind(&r.entity)
+                    .push_bind(r.status.exit_code())
+                    .push_bind(&r.summary)
+                    .push_bind(&r.long_output)
+                    .push_bind(perfdata)
+                    .push_bind(r.duration_ms)
+                    .push_bind(r.exit_code)
+                    .push_bind(r.executed_at)
+                    .push_bind(r.received_at)
+                    .push_bind(&r.output);
+            });
+            if let Some(detail) = encode_error {
+                return Err(StoreError::Corrupt {
+                    path: $store.path.clone(),
+                    detail: format!("cannot encode perfdata: {detail}"),
+                });
+            }
+            query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let rows = query
+                .build()
+                .fetch_all(&mut *$tx)
+                .await
+                .map_err(|e| $store.err(e))?;
+            for row in rows {
+                inserted.insert(row.try_get::<String, _>(0).map_err(|e| $store.err(e))?);
+            }
+        }
+        inserted
+    }};
+}
+
+/// Records when entities were seen, in a transaction.
+macro_rules! upsert_entities {
+    ($store:expr, $tx:ident, $entities:expr) => {
+        for (name, seen) in $entities {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO entities (name, first_seen, last_seen) VALUES ($1, $2, $2)
+                 ON CONFLICT (name) DO UPDATE SET last_seen = {}(entities.last_seen, excluded.last_seen)",
+                $store.greatest()
+            )))
+            .bind(name)
+            .bind(seen)
+            .execute(&mut *$tx)
+            .await
+            .map_err(|e| $store.err(e))?;
+        }
+    };
+}
+
+/// Records incident changes in a transaction; safe to repeat.
+macro_rules! record_incidents_in {
+    ($store:expr, $tx:ident, $changes:expr) => {
+        for change in $changes {
+            use mdd_core::incident::IncidentChange;
+            let query = match change {
+                IncidentChange::Opened { check, entity, at } => sqlx::query(
+                    "INSERT INTO incidents (check_name, entity, started_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(check)
+                .bind(entity)
+                .bind(at),
+                IncidentChange::Closed { check, entity, at } => sqlx::query(
+                    "UPDATE incidents SET ended_at = $3
+                     WHERE check_name = $1 AND entity = $2 AND ended_at IS NULL AND started_at <= $3",
+                )
+                .bind(check)
+                .bind(entity)
+                .bind(at),
+                IncidentChange::Flapped { check, entity, at } => sqlx::query(
+                    "INSERT INTO flaps (check_name, entity, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(check)
+                .bind(entity)
+                .bind(at),
+            };
+            query.execute(&mut *$tx).await.map_err(|e| $store.err(e))?;
         }
     };
 }
@@ -399,62 +520,202 @@ impl Store {
     pub async fn commit(&self, commit: Commit<'_>) -> Result<HashSet<String>, StoreError> {
         on_pool!(self, pool => {
             let _turn = self.write_turn().await;
-            let mut inserted = HashSet::with_capacity(commit.results.len());
             let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-            for chunk in commit.results.chunks(RESULT_ROWS_PER_INSERT) {
-                let mut query = QueryBuilder::new(
-                    "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output) ",
-                );
-                let mut encode_error = None;
-                query.push_values(chunk, |mut row, r| {
-                    let perfdata = serde_json::to_string(&r.perfdata).unwrap_or_else(|e| {
-                        encode_error = Some(e.to_string());
-                        "[]".into()
-                    });
-                    row.push_bind(&r.id)
-                        .push_bind(&r.check)
-                        .push_bind(&r.entity)
-                        .push_bind(r.status.exit_code())
-                        .push_bind(&r.summary)
-                        .push_bind(&r.long_output)
-                        .push_bind(perfdata)
-                        .push_bind(r.duration_ms)
-                        .push_bind(r.exit_code)
-                        .push_bind(r.executed_at)
-                        .push_bind(r.received_at)
-                        .push_bind(&r.output);
-                });
-                if let Some(detail) = encode_error {
-                    return Err(StoreError::Corrupt {
-                        path: self.path.clone(),
-                        detail: format!("cannot encode perfdata: {detail}"),
-                    });
-                }
-                query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-                let rows = query
-                    .build()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                for row in rows {
-                    inserted.insert(row.try_get::<String, _>(0).map_err(|e| self.err(e))?);
-                }
-            }
-            for (name, seen) in commit.entities {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO entities (name, first_seen, last_seen) VALUES ($1, $2, $2)
-                     ON CONFLICT (name) DO UPDATE SET last_seen = {}(entities.last_seen, excluded.last_seen)",
-                    self.greatest()
-                )))
-                .bind(name)
-                .bind(seen)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-            }
+            let inserted = insert_results!(self, tx, commit.results);
+            upsert_entities!(self, tx, commit.entities);
             tx.commit().await.map_err(|e| self.err(e))?;
             Ok(inserted)
         })
+    }
+
+    /// Writes a group and folds it into its events in one transaction, for several servers on
+    /// one database (PostgreSQL): the results are inserted (the ids already stored are left
+    /// out), the events of the new results' (check, entity) pairs are locked in key order (a
+    /// placeholder row first for a pair that has none, so two servers folding a new pair queue
+    /// on it too) and handed to `fold` with the new ids; what it returns is written, each event
+    /// one version up, with its incident changes, and committed. Ok means on disk, and the
+    /// events are exactly what folding every result in commit order gives.
+    pub async fn commit_folding<T, F>(
+        &self,
+        commit: Commit<'_>,
+        fold: F,
+    ) -> Result<Folded<T>, StoreError>
+    where
+        F: FnOnce(&HashSet<String>, Vec<VersionedEvent>) -> Result<FoldOutput<T>, String>,
+    {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: "folding in the transaction is for PostgreSQL; SQLite checkpoints".into(),
+            });
+        };
+        let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+        let inserted = insert_results!(self, tx, commit.results);
+        upsert_entities!(self, tx, commit.entities);
+        let keys: std::collections::BTreeSet<(&str, &str)> = commit
+            .results
+            .iter()
+            .filter(|r| inserted.contains(&r.id))
+            .map(|r| (r.check.as_str(), r.entity.as_str()))
+            .collect();
+        let checks: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
+        let entities: Vec<&str> = keys.iter().map(|(_, e)| *e).collect();
+        let mut stored = Vec::new();
+        if !keys.is_empty() {
+            sqlx::query(
+                "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body, version)
+                 SELECT c, e, 0, 0, '', '', 0 FROM unnest($1::text[], $2::text[]) AS k(c, e)
+                 ORDER BY c, e
+                 ON CONFLICT (check_name, entity) DO NOTHING",
+            )
+            .bind(&checks)
+            .bind(&entities)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            let rows = sqlx::query(
+                "SELECT check_name, entity, status, executed_at, last_result_id, body, version
+                 FROM events
+                 WHERE (check_name, entity) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                 ORDER BY check_name, entity
+                 FOR UPDATE",
+            )
+            .bind(&checks)
+            .bind(&entities)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            for row in &rows {
+                let body: String = row.try_get(5).map_err(|e| self.err(e))?;
+                if body.is_empty() {
+                    continue;
+                }
+                stored.push(VersionedEvent {
+                    row: EventRow {
+                        check: row.try_get(0).map_err(|e| self.err(e))?,
+                        entity: row.try_get(1).map_err(|e| self.err(e))?,
+                        status: Status::from_exit_code(Some(
+                            row.try_get(2).map_err(|e| self.err(e))?,
+                        )),
+                        executed_at: row.try_get(3).map_err(|e| self.err(e))?,
+                        last_result_id: row.try_get(4).map_err(|e| self.err(e))?,
+                        body,
+                    },
+                    version: row.try_get(6).map_err(|e| self.err(e))?,
+                });
+            }
+        }
+        let output = fold(&inserted, stored).map_err(|detail| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        })?;
+        let mut versions = HashMap::with_capacity(output.events.len());
+        if !output.events.is_empty() {
+            let column = |f: fn(&EventRow) -> String| -> Vec<String> {
+                output.events.iter().map(f).collect()
+            };
+            let statuses: Vec<i32> = output.events.iter().map(|e| e.status.exit_code()).collect();
+            let executed: Vec<i64> = output.events.iter().map(|e| e.executed_at).collect();
+            let rows = sqlx::query(
+                "UPDATE events SET status = u.status, executed_at = u.executed_at,
+                     last_result_id = u.last_result_id, body = u.body, version = events.version + 1,
+                     changed_xid = pg_current_xact_id()::text::bigint
+                 FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[])
+                     AS u(check_name, entity, status, executed_at, last_result_id, body)
+                 WHERE events.check_name = u.check_name AND events.entity = u.entity
+                 RETURNING events.check_name, events.entity, events.version",
+            )
+            .bind(column(|e| e.check.clone()))
+            .bind(column(|e| e.entity.clone()))
+            .bind(statuses)
+            .bind(executed)
+            .bind(column(|e| e.last_result_id.clone()))
+            .bind(column(|e| e.body.clone()))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            for row in rows {
+                versions.insert(
+                    (
+                        row.try_get::<String, _>(0).map_err(|e| self.err(e))?,
+                        row.try_get::<String, _>(1).map_err(|e| self.err(e))?,
+                    ),
+                    row.try_get::<i64, _>(2).map_err(|e| self.err(e))?,
+                );
+            }
+        }
+        if !keys.is_empty() {
+            // A placeholder nothing was folded into (every result out of order) goes again.
+            sqlx::query(
+                "DELETE FROM events WHERE body = ''
+                 AND (check_name, entity) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            )
+            .bind(&checks)
+            .bind(&entities)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        record_incidents_in!(self, tx, &output.incidents);
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(Folded {
+            inserted,
+            versions,
+            value: output.value,
+        })
+    }
+
+    /// The events written by transactions from `after_xid` on (PostgreSQL's transaction ids),
+    /// and where the next read starts: the oldest transaction still running when this was read,
+    /// so a transaction that commits late is never skipped (a time window would skip it). Rows
+    /// come again while older transactions run; their versions say what is new. `after_xid` 0
+    /// reads every event.
+    pub async fn events_changed(
+        &self,
+        after_xid: i64,
+    ) -> Result<(i64, Vec<VersionedEvent>), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok((0, Vec::new()));
+        };
+        // One snapshot for both reads.
+        let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let next: i64 = sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+            .try_get(0)
+            .map_err(|e| self.err(e))?;
+        let rows = sqlx::query(
+            "SELECT check_name, entity, status, executed_at, last_result_id, body, version
+             FROM events WHERE changed_xid >= $1 AND body <> ''",
+        )
+        .bind(after_xid)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                let get = |e: sqlx::Error| self.err(e);
+                Ok(VersionedEvent {
+                    row: EventRow {
+                        check: row.try_get(0).map_err(get)?,
+                        entity: row.try_get(1).map_err(get)?,
+                        status: Status::from_exit_code(Some(row.try_get(2).map_err(get)?)),
+                        executed_at: row.try_get(3).map_err(get)?,
+                        last_result_id: row.try_get(4).map_err(get)?,
+                        body: row.try_get(5).map_err(get)?,
+                    },
+                    version: row.try_get(6).map_err(get)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((next, events))
     }
 
     /// The sequence number of the newest stored result (0 for none): what the events include
@@ -608,7 +869,7 @@ impl Store {
     async fn load_events(&self) -> Result<Vec<EventRow>, StoreError> {
         on_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT check_name, entity, status, executed_at, last_result_id, body FROM events",
+                "SELECT check_name, entity, status, executed_at, last_result_id, body FROM events WHERE body <> ''",
             )
             .fetch_all(pool)
             .await
@@ -818,11 +1079,17 @@ impl Store {
     pub async fn prune_results(&self, before: i64) -> Result<u64, StoreError> {
         on_pool!(self, pool => {
             let _turn = self.write_turn().await;
+            // On PostgreSQL events are written with their results: nothing waits for a
+            // checkpoint.
+            let checkpointed = if self.is_postgres() {
+                String::new()
+            } else {
+                format!("AND {} <= (SELECT value FROM checkpoints WHERE name = 'events')", self.seq())
+            };
             let done = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM results WHERE received_at < $1
                  AND id NOT IN (SELECT last_result_id FROM events)
-                 AND {} <= (SELECT value FROM checkpoints WHERE name = 'events')",
-                self.seq()
+                 {checkpointed}"
             )))
             .bind(before)
             .execute(pool)
@@ -948,35 +1215,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             let _turn = self.write_turn().await;
-            use mdd_core::incident::IncidentChange;
             if changes.is_empty() {
                 return Ok(());
             }
             let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-            for change in changes {
-                let query = match change {
-                    IncidentChange::Opened { check, entity, at } => sqlx::query(
-                        "INSERT INTO incidents (check_name, entity, started_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(check)
-                    .bind(entity)
-                    .bind(at),
-                    IncidentChange::Closed { check, entity, at } => sqlx::query(
-                        "UPDATE incidents SET ended_at = $3
-                         WHERE check_name = $1 AND entity = $2 AND ended_at IS NULL AND started_at <= $3",
-                    )
-                    .bind(check)
-                    .bind(entity)
-                    .bind(at),
-                    IncidentChange::Flapped { check, entity, at } => sqlx::query(
-                        "INSERT INTO flaps (check_name, entity, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(check)
-                    .bind(entity)
-                    .bind(at),
-                };
-                query.execute(&mut *tx).await.map_err(|e| self.err(e))?;
-            }
+            record_incidents_in!(self, tx, changes);
             tx.commit().await.map_err(|e| self.err(e))
         })
     }

@@ -171,13 +171,20 @@ async fn retention_keeps_what_events_point_at(place: Place) {
         })
         .await
         .expect("commit");
-    assert_eq!(store.prune_results(1_000_000).await.expect("prune"), 1);
+    if store.is_shared() {
+        // PostgreSQL: events are folded with their results (`commit_folding`), nothing waits
+        // for a checkpoint, so only what events point at is kept.
+        assert_eq!(store.prune_results(1_000_000).await.expect("prune"), 2);
+        assert!(store.result("unchecked").await.expect("read").is_none());
+    } else {
+        assert_eq!(store.prune_results(1_000_000).await.expect("prune"), 1);
+        assert!(
+            store.result("unchecked").await.expect("read").is_some(),
+            "results after the checkpoint are needed to rebuild events"
+        );
+    }
     assert!(store.result("latest").await.expect("read").is_some());
     assert!(store.result("old").await.expect("read").is_none());
-    assert!(
-        store.result("unchecked").await.expect("read").is_some(),
-        "results after the checkpoint are needed to rebuild events"
-    );
 }
 
 on_both!(spec_revisions_and_tokens);
@@ -664,4 +671,77 @@ async fn a_lease_has_one_holder_until_it_runs_out_or_is_given_up(place: Place) {
         assert_eq!(other, Some(2));
     }
     store.close().await;
+}
+
+on_both!(folds_in_the_transaction_count_every_result_once_across_stores);
+/// Several stores on one PostgreSQL (as several servers) fold results into the same event at
+/// once: every fold sees the one before it, so the count in the event is the number of results
+/// stored, each stored once however often it is sent. SQLite checkpoints instead, and says so.
+async fn folds_in_the_transaction_count_every_result_once_across_stores(place: Place) {
+    let first = place.open().await;
+    let counting = |inserted: &HashSet<String>, stored: Vec<VersionedEvent>, mine: &[&str]| {
+        let before: i64 = stored
+            .first()
+            .map(|e| e.row.body.parse().expect("a count"))
+            .unwrap_or(0);
+        let new = mine.iter().filter(|id| inserted.contains(**id)).count() as i64;
+        let mut row = event_row("x", Status::Ok, 1);
+        row.body = (before + new).to_string();
+        Ok(FoldOutput {
+            events: if new > 0 { vec![row] } else { Vec::new() },
+            incidents: Vec::new(),
+            value: new,
+        })
+    };
+    if !first.is_shared() {
+        let r = result("a", Status::Ok, 1);
+        let refused = first
+            .commit_folding(
+                Commit {
+                    results: &[&r],
+                    entities: &[],
+                },
+                |inserted, stored| counting(inserted, stored, &["a"]),
+            )
+            .await;
+        assert!(refused.is_err(), "SQLite checkpoints instead");
+        return;
+    }
+    let second = place.open().await;
+    let stores = [&first, &second];
+    let mut tasks = Vec::new();
+    for turn in 0..40 {
+        let store = stores[turn % 2];
+        // Every id twice, through both stores: stored and counted once.
+        let id = format!("r{}", turn / 2);
+        tasks.push(async move {
+            let r = result(&id, Status::Ok, 1_000 + turn as i64);
+            let ids = [id.as_str()];
+            store
+                .commit_folding(
+                    Commit {
+                        results: &[&r],
+                        entities: &[("server", 1)],
+                    },
+                    |inserted, stored| counting(inserted, stored, &ids),
+                )
+                .await
+                .expect("fold")
+                .value
+        });
+    }
+    let counted: i64 = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .sum();
+    assert_eq!(counted, 20, "each id stored once");
+    let (next, events) = first.events_changed(0).await.expect("feed");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].row.body, "20", "no fold lost another's");
+    assert_eq!(events[0].version, 20, "one version per fold that wrote");
+    // Nothing written since: read from `next`, nothing newer than what was seen.
+    let (_, again) = first.events_changed(next).await.expect("feed");
+    assert!(again.iter().all(|e| e.version <= 20));
+    first.close().await;
+    second.close().await;
 }

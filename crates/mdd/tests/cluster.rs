@@ -133,6 +133,41 @@ async fn what_one_server_is_told_every_server_knows() {
     assert_eq!(spec_a["revision"], spec_b["revision"]);
     assert_eq!(spec_a["files"], spec_b["files"]);
 
+    // Six failing results sent in turn to A and B, each sent twice: one event, folded once per
+    // result, and both servers say so (each folds on top of the other's).
+    for i in 0..6 {
+        let server = &servers[i % 2];
+        let body = json!({"results": [{"id": format!("crit-{i}"), "check": "web-push",
+            "entity": "web2", "status": 2, "output": format!("CRITICAL {i}")}]});
+        for _ in 0..2 {
+            let (status, answer) = server.post("/api/v1/results", &body).await;
+            assert!(status < 300, "{status} {answer}");
+        }
+    }
+    let lag = eventually(
+        Duration::from_secs(5),
+        "both servers count 6 occurrences",
+        || async {
+            let mut agree = true;
+            for server in &servers {
+                let (_, events) = server
+                    .get("/api/v1/events?check=web-push&entity=web2")
+                    .await;
+                let event = events["events"]
+                    .as_array()
+                    .and_then(|list| list.iter().find(|e| e["entity"] == "web2"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                agree &= event["occurrences"] == json!(6)
+                    && event["summary"] == json!("CRITICAL 5")
+                    && event["recent_statuses"].as_array().map(Vec::len) == Some(6);
+            }
+            agree
+        },
+    )
+    .await;
+    eprintln!("both servers showed the same event {lag:?} after the last result");
+
     // Concurrent applies of different files through both servers: none is lost (each one that
     // finds the spec moved is made again on top of it).
     let mut applies = Vec::new();

@@ -451,14 +451,3 @@ pub fn postgres_for(data: &Path) -> Option<String> {
         "postgres:///{name}?host={socket}&port=5432&user=postgres"
     ))
 }
-
-/// The store a test server on `data` uses (the same database when the suite runs on
-/// PostgreSQL), for tests that write into it as an older mdd would have.
-pub async fn open_store(data: &Path) -> mdd_storage::Store {
-    match postgres_for(data) {
-        Some(url) => mdd_storage::Store::connect(&url).await.expect("connect"),
-        None => mdd_storage::Store::open(data)
-            .await
-            .expect("open the store"),
-    }
-}
