@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub const TOKEN: &str = "mdd_bench_admin_token_0123456789abcdef";
-const CHECKS: usize = 100;
+pub const CHECKS: usize = 100;
 const ENTITIES: usize = 10;
 
 #[derive(Debug, Args)]
@@ -56,11 +56,11 @@ struct ResultIn {
     output: String,
 }
 
-struct Load {
-    results_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
+pub struct Load {
+    pub results_per_second: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: u64,
 }
 
 pub fn run(args: IngestArgs) -> Result<()> {
@@ -71,11 +71,7 @@ pub fn run(args: IngestArgs) -> Result<()> {
 async fn run_async(args: IngestArgs) -> Result<()> {
     crate::ensure_built(&args.mdd)?;
     let dir = tempfile::tempdir()?;
-    let spec: String = std::iter::once("checks:\n".to_string())
-        .chain((0..CHECKS).map(|i| format!("  - {{ name: push-{i}, ttl: 1h }}\n")))
-        .collect();
-    let spec_path = dir.path().join("spec.yaml");
-    std::fs::write(&spec_path, spec)?;
+    let spec_path = push_spec(dir.path())?;
 
     let (mut server, mdd_url) =
         start_server(&args.mdd, &dir.path().join("data"), &spec_path, &[]).await?;
@@ -108,7 +104,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
     for &clients in &args.clients {
         let tag = run_id.fetch_add(1, Ordering::Relaxed);
         let mdd = load(
-            &mdd_url,
+            std::slice::from_ref(&mdd_url),
             None,
             clients,
             args.batch,
@@ -117,7 +113,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
         )
         .await?;
         let base = load(
-            &baseline_url,
+            std::slice::from_ref(&baseline_url),
             None,
             clients,
             args.batch,
@@ -254,7 +250,7 @@ async fn tls_against_plain(
     let mut ratios = Vec::new();
     for turn in 0..args.tls_turns {
         let over_plain = load(
-            &plain_url,
+            std::slice::from_ref(&plain_url),
             None,
             100,
             args.batch,
@@ -263,7 +259,7 @@ async fn tls_against_plain(
         )
         .await?;
         let over_tls = load(
-            &tls_url,
+            std::slice::from_ref(&tls_url),
             Some(&trust),
             100,
             args.batch,
@@ -295,6 +291,16 @@ async fn tls_against_plain(
     let _ = plain.kill().await;
     let _ = tls.kill().await;
     Ok(())
+}
+
+/// Writes the spec the load's results belong to (`CHECKS` push-only checks) into `dir`.
+pub fn push_spec(dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let spec: String = std::iter::once("checks:\n".to_string())
+        .chain((0..CHECKS).map(|i| format!("  - {{ name: push-{i}, ttl: 1h }}\n")))
+        .collect();
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, spec)?;
+    Ok(path)
 }
 
 /// Starts `mdd server` on a port the OS picks, with the admin token and spec, and waits for it.
@@ -329,9 +335,10 @@ pub async fn start_server(
     Ok((server, url))
 }
 
-/// `clients` tasks, each with its own connection, posting batches back to back for `seconds`.
-async fn load(
-    url: &str,
+/// `clients` tasks, each with its own connection, posting batches back to back for `seconds`;
+/// client `c` posts to `urls[c % urls.len()]` (the servers of a cluster in turn).
+pub async fn load(
+    urls: &[String],
     ca: Option<&reqwest::Certificate>,
     clients: usize,
     batch: usize,
@@ -344,7 +351,7 @@ async fn load(
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for client in 0..clients {
-        let url = format!("{url}/api/v1/results");
+        let url = format!("{}/api/v1/results", urls[client % urls.len()]);
         let stored = Arc::clone(&stored);
         let errors = Arc::clone(&errors);
         let tag = tag.to_string();

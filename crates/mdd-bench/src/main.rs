@@ -4,6 +4,7 @@
 
 mod agent_bench;
 mod big_bench;
+mod cluster_bench;
 mod connections_bench;
 mod dashboard_bench;
 mod import_bench;
@@ -39,6 +40,8 @@ enum Bench {
     ServerChecks(server_checks_bench::ServerChecksArgs),
     /// 10,000 idle sockets and 10,000 long-polls: /healthz and result posts against none.
     Connections(connections_bench::ConnectionsArgs),
+    /// 1, 2 and 3 servers on one PostgreSQL (and one on SQLite) against direct SQL.
+    Cluster(cluster_bench::ClusterArgs),
     /// `mdd import` of 10,000 services over 1,000 hosts against nagios4 -v and icinga2 -C.
     Import(import_bench::ImportArgs),
 }
@@ -62,5 +65,6 @@ fn main() -> Result<()> {
         Bench::ServerChecks(args) => server_checks_bench::run(args),
         Bench::Connections(args) => connections_bench::run(args),
         Bench::Import(args) => import_bench::run(args),
+        Bench::Cluster(args) => cluster_bench::run(args),
     }
 }

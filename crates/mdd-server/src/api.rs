@@ -390,7 +390,20 @@ async fn post_results(
         ));
     }
     let received_at = now_ms();
-    let checks = shared.checks();
+    let mut checks = shared.checks();
+    // A check this server does not know yet may have been applied through another server of
+    // the cluster a moment ago: look before refusing (the follower would take it within 250 ms).
+    if shared.store.is_shared()
+        && request
+            .results
+            .iter()
+            .any(|r| checks.get(&r.check).is_none())
+    {
+        if let Err(e) = crate::follow::catch_up_spec(&shared).await {
+            tracing::warn!("cannot read the newest spec: {e}");
+        }
+        checks = shared.checks();
+    }
     let mut results = Vec::with_capacity(request.results.len());
     let bound = token.and_then(|t| t.entity.filter(|_| t.role == Role::Agent));
     for (i, r) in request.results.into_iter().enumerate() {

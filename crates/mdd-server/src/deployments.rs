@@ -2,7 +2,8 @@
 //!
 //! Once a second (and right after an apply) the state of every selected check, the worst over
 //! its entities, is fed to the deployment's `mdd_core::deployment::Track`; tracks that changed
-//! are stored. Views are worked out on request from the live events plus the track, so counts
+//! are stored (by the server doing the once-only work; the others of a cluster read them back
+//! through `follow.rs`). Views are worked out on request from the live events plus the track, so counts
 //! are never older than the events themselves.
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,16 +43,21 @@ pub async fn load(store: &mdd_storage::Store) -> Result<Tracks, mdd_storage::Sto
 }
 
 /// Keeps every deployment's track up to date until `shutdown`.
+/// On the server doing the once-only work: in a cluster the others follow the stored tracks.
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut revision = shared.watch_revision();
+    let mut holding = shared.watch_once_only_work();
     loop {
-        update(&shared).await;
-        // Silences end on the same beat: expired ones, and resolved `until_resolved` ones.
-        crate::silences::sweep(&shared).await;
+        if *holding.borrow_and_update() {
+            update(&shared).await;
+            // Silences end on the same beat: expired ones, and resolved `until_resolved` ones.
+            crate::silences::sweep(&shared).await;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
             _ = revision.changed() => {}
+            moved = holding.changed() => if moved.is_err() { return },
         }
     }
 }

@@ -1,5 +1,5 @@
 //! What the other servers of a cluster wrote: the shared configuration (the applied spec,
-//! tokens, silences, dashboard sessions) followed from the store.
+//! tokens, silences, dashboard sessions, deployments' tracks) followed from the store.
 //!
 //! Every change to one of those moves its row of `shared_versions` in the change's own
 //! transaction (database triggers). A server polls that small table and reloads whatever
@@ -45,16 +45,19 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
             _ = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
         if shared.store.is_shared() {
-            match follow_events(&shared, events_from).await {
-                Ok(next) => {
-                    events_from = next;
-                    feed_failing = false;
-                }
+            // Events first: the notices taken next are decided against events at least as
+            // new as the ones they were made from.
+            let mut round = follow_events(&shared, events_from).await.map(|next| {
+                events_from = next;
+            });
+            if round.is_ok() && shared.holds_once_only_work() {
+                round = take_notices(&shared).await;
+            }
+            match round {
+                Ok(()) => feed_failing = false,
                 Err(e) => {
                     if !feed_failing {
-                        tracing::warn!(
-                            "cannot read the events other servers wrote (will retry): {e}"
-                        );
+                        tracing::warn!("cannot read what other servers wrote (will retry): {e}");
                         feed_failing = true;
                     }
                 }
@@ -130,6 +133,32 @@ async fn follow_events(shared: &Shared, from: i64) -> Result<i64, StoreError> {
     Ok(next)
 }
 
+/// The most notices handed to the notifier per round.
+const NOTICES_PER_ROUND: i64 = 5_000;
+
+/// On the server doing the once-only work: hands the notices every server's folds left in the
+/// store to this server's notifier, in order, and forgets those it took. One the notifier
+/// cannot take now waits for the next round.
+async fn take_notices(shared: &Shared) -> Result<(), StoreError> {
+    let waiting = shared.store.notices(NOTICES_PER_ROUND).await?;
+    let mut taken = Vec::with_capacity(waiting.len());
+    for (seq, body) in waiting {
+        match serde_json::from_str::<crate::notify::Notice>(&body) {
+            Ok(notice) => {
+                if shared.notices.try_send(notice).is_err() {
+                    break;
+                }
+            }
+            Err(e) => tracing::error!("an unreadable notice is dropped: {e}"),
+        }
+        taken.push(seq);
+    }
+    if !taken.is_empty() {
+        shared.store.drop_notices(&taken).await?;
+    }
+    Ok(())
+}
+
 async fn reload(shared: &Shared, name: &str) -> Result<(), StoreError> {
     match name {
         "spec" => catch_up_spec(shared).await,
@@ -145,6 +174,12 @@ async fn reload(shared: &Shared, name: &str) -> Result<(), StoreError> {
         }
         "sessions" => {
             shared.sessions_moved();
+            Ok(())
+        }
+        // The holder wrote them itself: what it has is what it stored.
+        "deployments" if !shared.holds_once_only_work() => {
+            let stored = crate::deployments::load(&shared.store).await?;
+            shared.replace_deployments(stored);
             Ok(())
         }
         _ => Ok(()),

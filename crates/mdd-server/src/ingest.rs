@@ -417,12 +417,36 @@ async fn write_group(
     }
     let entity_list: Vec<(&str, i64)> = entities.into_iter().collect();
     let checks = shared.checks();
+    // Handlers hear about changes (and about the first results in a row of a failing event,
+    // for occurrence thresholds); with no handlers in the spec this costs nothing.
+    let watching = !checks.spec.handlers.is_empty();
+    // Failing results in a row matter only up to the highest occurrences threshold.
+    let counted = checks
+        .spec
+        .handlers
+        .iter()
+        .map(|h| h.filter.occurrences)
+        .max()
+        .unwrap_or(0)
+        .min(crate::notify::OCCURRENCES_WATCHED);
     // Several servers on one database: the events move in the results' own transaction, from
     // the stored events (what every server folded before), and that is the truth. One server
     // on its own store: its memory is the truth, and events are checkpointed.
     let shared_store = shared.store.is_shared();
+    // The server doing the once-only work decides notifications: its own folds' notices go
+    // straight to its notifier, as on SQLite (decided against the events as they are now);
+    // another server's go into the store's outbox, which the holder takes them from.
+    let outbox = shared_store && !shared.holds_once_only_work();
     let (inserted, staged, base) = if shared_store {
-        match fold_in_store(shared, &candidates, &entity_list, &checks).await {
+        match fold_in_store(
+            shared,
+            &candidates,
+            &entity_list,
+            &checks,
+            (watching && outbox).then_some(counted),
+        )
+        .await
+        {
             Ok(folded) => folded,
             Err(error) => return fail(shared, group, error),
         }
@@ -455,18 +479,6 @@ async fn write_group(
         .into_iter()
         .filter(|r| inserted.contains(&r.id))
         .collect();
-    // Handlers hear about changes (and about the first results in a row of a failing event,
-    // for occurrence thresholds); with no handlers in the spec this costs nothing.
-    let watching = !checks.spec.handlers.is_empty();
-    // Failing results in a row matter only up to the highest occurrences threshold.
-    let counted = checks
-        .spec
-        .handlers
-        .iter()
-        .map(|h| h.filter.occurrences)
-        .max()
-        .unwrap_or(0)
-        .min(crate::notify::OCCURRENCES_WATCHED);
     let mut notices = Vec::new();
     // Pages show outputs too: any stored result changes what they show.
     if !staged.is_empty() {
@@ -494,24 +506,11 @@ async fn write_group(
                     cache.insert(key, Arc::new(cached))
                 }
             };
-            if let Some(event) = notice {
-                // Back from stale is a change too, even with the same status: handlers that
-                // were told it went stale hear that it reports again.
-                let changed = previous.as_ref().is_none_or(|p| {
-                    p.event.status != event.event.status
-                        || p.event.flapping != event.event.flapping
-                        || p.fresh_since != event.fresh_since
-                });
-                let counting = event.event.status != Status::Ok
-                    && event.event.occurrences > 1
-                    && event.event.occurrences <= counted;
-                if changed || counting {
-                    notices.push(crate::notify::Notice {
-                        previous_status: previous.as_ref().map(|p| p.event.status),
-                        previous_flapping: previous.as_ref().is_some_and(|p| p.event.flapping),
-                        event,
-                    });
-                }
+            // Or the fold left its notices in the outbox.
+            if let Some(event) = notice.filter(|_| !outbox)
+                && let Some(notice) = notice_of(previous.as_deref(), event, counted)
+            {
+                notices.push(notice);
             }
         }
     }
@@ -545,6 +544,30 @@ async fn write_group(
     }
 }
 
+/// What handlers need to hear of an event that moved from `previous`, if anything: a change
+/// (back from stale is one too, even with the same status: handlers that were told it went
+/// stale hear that it reports again), or one of the first failing results in a row, up to the
+/// highest occurrences threshold `counted`.
+fn notice_of(
+    previous: Option<&CachedEvent>,
+    event: CachedEvent,
+    counted: u32,
+) -> Option<crate::notify::Notice> {
+    let changed = previous.is_none_or(|p| {
+        p.event.status != event.event.status
+            || p.event.flapping != event.event.flapping
+            || p.fresh_since != event.fresh_since
+    });
+    let counting = event.event.status != Status::Ok
+        && event.event.occurrences > 1
+        && event.event.occurrences <= counted;
+    (changed || counting).then(|| crate::notify::Notice {
+        previous_status: previous.map(|p| p.event.status),
+        previous_flapping: previous.is_some_and(|p| p.event.flapping),
+        event,
+    })
+}
+
 /// Stores a group and folds it into the stored events in one transaction (see
 /// `Store::commit_folding`): the new ids, the events as written (with their versions), and the
 /// stored events they were folded from.
@@ -554,6 +577,7 @@ async fn fold_in_store(
     candidates: &[&StoredResult],
     entities: &[(&str, i64)],
     checks: &crate::checks::CheckSet,
+    notices_counted: Option<u32>,
 ) -> Result<
     (
         HashSet<String>,
@@ -587,9 +611,22 @@ async fn fold_in_store(
                     .collect();
                 let (staged, incidents) = apply_results(&base, &fresh, checks, outage);
                 let events = staged.values().filter_map(CachedEvent::to_row).collect();
+                let mut notices = Vec::new();
+                if let Some(counted) = notices_counted {
+                    for (key, event) in &staged {
+                        let previous = base.get(key).map(|p| &**p);
+                        if let Some(notice) = notice_of(previous, event.clone(), counted) {
+                            notices.push(
+                                serde_json::to_string(&notice)
+                                    .map_err(|e| format!("cannot encode a notice: {e}"))?,
+                            );
+                        }
+                    }
+                }
                 Ok(mdd_storage::FoldOutput {
                     events,
                     incidents,
+                    notices,
                     value: (staged, base),
                 })
             },

@@ -384,6 +384,12 @@ impl Shared {
             .collect();
     }
 
+    /// The deployments' tracks as the server doing the once-only work stored them.
+    pub fn replace_deployments(&self, stored: deployments::Tracks) {
+        *self.deployments_write() = stored;
+        self.changed();
+    }
+
     /// The silences as stored now (another server may have added or ended some).
     pub fn replace_silences(&self, stored: Vec<mdd_core::silence::Silence>) {
         *self.silences_write() = stored;

@@ -63,7 +63,7 @@ const RESPONSE_READ: usize = 64 * 1024;
 const OUTPUT_KEPT: usize = 4096;
 
 /// An event that changed, as the writer saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Notice {
     pub event: CachedEvent,
     pub previous_status: Option<Status>,
@@ -256,7 +256,9 @@ impl Batch {
                     })
                 }
                 None => {
-                    if stored.remove(&key) {
+                    // Another server of a cluster may have written the record: one this server
+                    // never wrote is deleted too, unless the store is this server's alone.
+                    if stored.remove(&key) || store.is_shared() {
                         resolved.push(key);
                     }
                 }
@@ -358,22 +360,44 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut revisions = shared.watch_revision();
-    // The first look makes up for what happened while the server was down.
+    // Sweeps, reminders and catching up are once-only work: in a cluster, the holder of the
+    // lease does them (on SQLite that is always this server, from the start on).
+    let mut holding = shared.watch_once_only_work();
+    holding.mark_changed();
     let mut jobs = Vec::new();
-    catch_up(&shared, &mut told, &mut jobs);
     loop {
         tokio::select! {
+            // Taking the lease comes before any notice: what handlers were told is read again
+            // before the first notice this server decides as the holder.
+            biased;
             _ = shutdown.cancelled() => return,
+            moved = holding.changed() => {
+                if moved.is_err() {
+                    return;
+                }
+                if *holding.borrow_and_update() {
+                    // What the last holder told handlers is in the store (up to its last
+                    // second); the first look makes up for what happened while nobody was.
+                    if shared.store.is_shared() {
+                        match shared.store.notified().await {
+                            Ok(stored) => told = Told::new(stored, told.persist.clone()),
+                            Err(e) => tracing::warn!("cannot read what handlers were told: {e}"),
+                        }
+                    }
+                    catch_up(&shared, &mut told, &mut jobs);
+                }
+            }
             notice = notices.recv() => match notice {
                 Some(notice) => decide(&shared, &notice, &mut told, &mut jobs),
                 None => return,
             },
             changed = revisions.changed() => match changed {
                 // Handlers may have been added, removed or re-routed.
-                Ok(()) => catch_up(&shared, &mut told, &mut jobs),
+                Ok(()) if shared.holds_once_only_work() => catch_up(&shared, &mut told, &mut jobs),
+                Ok(()) => {}
                 Err(_) => return,
             },
-            _ = tick.tick() => {
+            _ = tick.tick() => if shared.holds_once_only_work() {
                 watch_stale(&shared, &mut told, &mut jobs);
                 remind(&shared, &mut told, &mut jobs);
             }

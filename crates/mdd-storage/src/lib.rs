@@ -177,6 +177,8 @@ pub struct VersionedEvent {
 pub struct FoldOutput<T> {
     pub events: Vec<EventRow>,
     pub incidents: Vec<mdd_core::incident::IncidentChange>,
+    /// Notices for the notifier (opaque bodies), kept until the notifier takes them.
+    pub notices: Vec<String>,
     pub value: T,
 }
 
@@ -586,23 +588,11 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
             for row in &rows {
-                let body: String = row.try_get(5).map_err(|e| self.err(e))?;
-                if body.is_empty() {
-                    continue;
+                let event = self.versioned_event(row)?;
+                // A placeholder made just now: nothing is stored for the pair yet.
+                if !event.row.body.is_empty() {
+                    stored.push(event);
                 }
-                stored.push(VersionedEvent {
-                    row: EventRow {
-                        check: row.try_get(0).map_err(|e| self.err(e))?,
-                        entity: row.try_get(1).map_err(|e| self.err(e))?,
-                        status: Status::from_exit_code(Some(
-                            row.try_get(2).map_err(|e| self.err(e))?,
-                        )),
-                        executed_at: row.try_get(3).map_err(|e| self.err(e))?,
-                        last_result_id: row.try_get(4).map_err(|e| self.err(e))?,
-                        body,
-                    },
-                    version: row.try_get(6).map_err(|e| self.err(e))?,
-                });
             }
         }
         let output = fold(&inserted, stored).map_err(|detail| StoreError::Corrupt {
@@ -657,12 +647,53 @@ impl Store {
             .map_err(|e| self.err(e))?;
         }
         record_incidents_in!(self, tx, &output.incidents);
+        if !output.notices.is_empty() {
+            sqlx::query("INSERT INTO notices (body) SELECT * FROM unnest($1::text[])")
+                .bind(&output.notices)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Folded {
             inserted,
             versions,
             value: output.value,
         })
+    }
+
+    /// The oldest notices folds left for the notifier (PostgreSQL; none on SQLite), with their
+    /// numbers for `drop_notices`.
+    pub async fn notices(&self, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query("SELECT seq, body FROM notices ORDER BY seq LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(|e| self.err(e))?,
+                    row.try_get(1).map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets notices the notifier has taken.
+    pub async fn drop_notices(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        sqlx::query("DELETE FROM notices WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The events written by transactions from `after_xid` on (PostgreSQL's transaction ids),
@@ -700,22 +731,26 @@ impl Store {
         tx.commit().await.map_err(|e| self.err(e))?;
         let events = rows
             .iter()
-            .map(|row| {
-                let get = |e: sqlx::Error| self.err(e);
-                Ok(VersionedEvent {
-                    row: EventRow {
-                        check: row.try_get(0).map_err(get)?,
-                        entity: row.try_get(1).map_err(get)?,
-                        status: Status::from_exit_code(Some(row.try_get(2).map_err(get)?)),
-                        executed_at: row.try_get(3).map_err(get)?,
-                        last_result_id: row.try_get(4).map_err(get)?,
-                        body: row.try_get(5).map_err(get)?,
-                    },
-                    version: row.try_get(6).map_err(get)?,
-                })
-            })
+            .map(|row| self.versioned_event(row))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok((next, events))
+    }
+
+    /// An event from a row of `SELECT check_name, entity, status, executed_at, last_result_id,
+    /// body, version`.
+    fn versioned_event(&self, row: &sqlx::postgres::PgRow) -> Result<VersionedEvent, StoreError> {
+        let get = |e: sqlx::Error| self.err(e);
+        Ok(VersionedEvent {
+            row: EventRow {
+                check: row.try_get(0).map_err(get)?,
+                entity: row.try_get(1).map_err(get)?,
+                status: Status::from_exit_code(Some(row.try_get(2).map_err(get)?)),
+                executed_at: row.try_get(3).map_err(get)?,
+                last_result_id: row.try_get(4).map_err(get)?,
+                body: row.try_get(5).map_err(get)?,
+            },
+            version: row.try_get(6).map_err(get)?,
+        })
     }
 
     /// The sequence number of the newest stored result (0 for none): what the events include

@@ -541,7 +541,7 @@ async fn applies_compare_and_swap_and_shared_versions_move_with_every_change(pla
     let start = versions().await;
     assert_eq!(
         start.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["sessions", "silences", "spec", "tokens"]
+        ["deployments", "sessions", "silences", "spec", "tokens"]
     );
     let files = vec![SpecFile {
         file: "a.yaml".into(),
@@ -690,6 +690,7 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
         Ok(FoldOutput {
             events: if new > 0 { vec![row] } else { Vec::new() },
             incidents: Vec::new(),
+            notices: (new > 0).then(|| format!("+{new}")).into_iter().collect(),
             value: new,
         })
     };
@@ -742,6 +743,13 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
     // Nothing written since: read from `next`, nothing newer than what was seen.
     let (_, again) = first.events_changed(next).await.expect("feed");
     assert!(again.iter().all(|e| e.version <= 20));
+    // One notice per fold that stored something, in the order the folds committed.
+    let notices = second.notices(100).await.expect("notices");
+    assert_eq!(notices.len(), 20);
+    assert!(notices.iter().all(|(_, body)| body == "+1"));
+    let seqs: Vec<i64> = notices.iter().map(|(seq, _)| *seq).collect();
+    first.drop_notices(&seqs[..15]).await.expect("drop");
+    assert_eq!(second.notices(100).await.expect("notices").len(), 5);
     first.close().await;
     second.close().await;
 }

@@ -36,9 +36,11 @@ where
 
 fn spec(warn: u32) -> String {
     format!(
-        "checks:
+        "deployments:
+  - {{ name: ams1, selector: {{ dc: ams1 }}, settle: 1s }}
+checks:
   - {{ name: disk, subscriptions: [web], command: check_disk -w {warn}% -p / }}
-  - {{ name: web-push, ttl: 1h }}
+  - {{ name: web-push, ttl: 1h, labels: {{ dc: ams1 }} }}
 "
     )
 }
@@ -167,6 +169,26 @@ async fn what_one_server_is_told_every_server_knows() {
     )
     .await;
     eprintln!("both servers showed the same event {lag:?} after the last result");
+
+    // The deployment is tracked once (by the server doing the once-only work) and both servers
+    // show the same track: red now, then done once web-push passes and settles.
+    let body = json!({"results": [{"id": "ok-web1", "check": "web-push", "entity": "web1",
+        "status": 0, "output": "OK"}, {"id": "ok-web2", "check": "web-push", "entity": "web2",
+        "status": 0, "output": "OK"}]});
+    assert!(b.post("/api/v1/results", &body).await.0 < 300);
+    eventually(
+        Duration::from_secs(15),
+        "ams1 done on both servers, alike",
+        || async {
+            let (_, on_a) = a.get("/api/v1/deployments/ams1").await;
+            let (_, on_b) = b.get("/api/v1/deployments/ams1").await;
+            on_a["done_at"].is_string()
+                && on_a["done_at"] == on_b["done_at"]
+                && on_a["started_at"] == on_b["started_at"]
+                && on_a["timeline"] == on_b["timeline"]
+        },
+    )
+    .await;
 
     // Concurrent applies of different files through both servers: none is lost (each one that
     // finds the spec moved is made again on top of it).
@@ -406,6 +428,101 @@ async fn once_only_work_runs_on_one_server_and_moves_when_it_dies() {
         stopped_at.elapsed()
     );
     store.close().await;
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
+
+#[tokio::test]
+async fn notifications_are_decided_once_whichever_server_folds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let receiver = common::Receiver::start().await;
+    let mut servers = cluster(dir.path(), &url, 2).await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', timeout: 2s }}
+checks:
+  - {{ name: dns, ttl: 1h, handlers: [hook] }}
+  - {{ name: ldap, ttl: 1h, depends_on: [dns], handlers: [hook] }}
+",
+        receiver.port
+    );
+    let (status, body) = servers[0].apply(&[("dc.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(15),
+        "one server does the once-only work",
+        || async {
+            let mut holding = 0;
+            for server in &servers {
+                holding += usize::from(holds_once_only_work(server).await);
+            }
+            holding == 1
+        },
+    )
+    .await;
+    let mut n = 0;
+    let steps = [
+        ("dns", 0),
+        ("ldap", 0),
+        ("dns", 2),  // incident
+        ("ldap", 2), // blocked behind dns: nobody is told
+        ("dns", 2),
+        ("dns", 0),  // resolution
+        ("ldap", 2), // no longer blocked: ldap's own incident
+        ("ldap", 0), // and its resolution
+    ];
+    for (check, status) in steps {
+        n += 1;
+        // Through the servers in turn, each result sent to both (a retry through another).
+        let body = json!({"results": [{"id": format!("n{n}"), "check": check,
+            "entity": "e1", "status": status, "output": format!("{check} {status}")}]});
+        for i in 0..2 {
+            let (code, answer) = servers[(n + i) % 2].post("/api/v1/results", &body).await;
+            assert!(code < 300, "{code} {answer}");
+        }
+        // One step at a time: the notifier decides each against the one before.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let expected: Vec<(String, String)> = [
+        ("dns", "incident"),
+        ("dns", "resolution"),
+        ("ldap", "incident"),
+        ("ldap", "resolution"),
+    ]
+    .iter()
+    .map(|(c, k)| (c.to_string(), k.to_string()))
+    .collect();
+    receiver.wait_for(expected.len()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.received(),
+        expected,
+        "each told once, by one server"
+    );
+
+    // The server deciding is killed: the other decides from then on, the outbox kept what
+    // was folded meanwhile.
+    let holder = if holds_once_only_work(&servers[0]).await {
+        0
+    } else {
+        1
+    };
+    servers.remove(holder).kill9().await;
+    let body = json!({"results": [{"id": "after-kill", "check": "dns", "entity": "e1",
+        "status": 2, "output": "dns down again"}]});
+    let (code, answer) = servers[0].post("/api/v1/results", &body).await;
+    assert!(code < 300, "{code} {answer}");
+    let told = receiver.wait_for(expected.len() + 1).await;
+    assert_eq!(
+        told.get(expected.len()),
+        Some(&("dns".to_string(), "incident".to_string())),
+        "{told:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received().len(), expected.len() + 1, "told once");
     for server in servers {
         assert!(server.stop().await.success());
     }

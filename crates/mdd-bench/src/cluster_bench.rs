@@ -1,0 +1,262 @@
+//! Several servers on one PostgreSQL: results stored per second and p99 with 1, 2 and 3
+//! servers (clients spread over them in turn) and, for reference, one server on SQLite, with
+//! 10 and 100 clients. Baseline in the same run: a minimal program doing the same inserts and
+//! event updates straight into the same PostgreSQL (one transaction per batch: the results,
+//! then their events upserted in key order), with no HTTP and no fold. Everything (load,
+//! servers, PostgreSQL) shares this machine. Goals: 3 servers ≥ 0.5 × the baseline and
+//! ≥ 20,000 results/s stored.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::ingest_bench::{CHECKS, Load, load, push_spec, start_server};
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The mdd binary to measure (a release build).
+    #[arg(long, default_value = "target/release/mdd")]
+    mdd: PathBuf,
+    /// Seconds of load per measurement.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Results per request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Concurrent clients, comma separated.
+    #[arg(long, default_value = "10,100", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Most servers on the database.
+    #[arg(long, default_value_t = 3)]
+    servers: usize,
+}
+
+/// Entities the results name (as the ingest bench's load does).
+const ENTITIES: usize = 10;
+
+pub fn run(args: ClusterArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: ClusterArgs) -> Result<()> {
+    crate::ensure_built(&args.mdd)?;
+    let dir = tempfile::tempdir()?;
+    let spec_path = push_spec(dir.path())?;
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    println!(
+        "mdd-bench cluster: batches of {} results, {} s per measurement, a private PostgreSQL on a unix socket, everything on this machine\n",
+        args.batch, args.seconds
+    );
+    println!(
+        "{:>8}  {:<22} {:>12} {:>9} {:>9}   {:>8}",
+        "clients", "setup", "results/s", "p50", "p99", "× base"
+    );
+    let mut databases = 0;
+    let mut database = |postgres: &mdd_testkit::postgres::Postgres| {
+        databases += 1;
+        postgres.create_database(&format!("bench_{databases}"))
+    };
+    for &clients in &args.clients {
+        let url = database(&postgres);
+        // The schema as mdd makes it, then nothing of mdd.
+        mdd_storage::Store::connect(&url)
+            .await
+            .context("make the schema")?
+            .close()
+            .await;
+        let base = baseline(&url, clients, args.batch, args.seconds).await?;
+        print_row(clients, "baseline (direct SQL)", &base, &base);
+        for count in 1..=args.servers {
+            let url = database(&postgres);
+            let mut children = Vec::new();
+            let mut urls = Vec::new();
+            for i in 0..count {
+                let data = dir.path().join(format!("pg-{clients}-{count}-{i}"));
+                let (child, served) =
+                    start_server(&args.mdd, &data, &spec_path, &["--database", &url]).await?;
+                children.push(child);
+                urls.push(served);
+            }
+            let measured = load(
+                &urls,
+                None,
+                clients,
+                args.batch,
+                args.seconds,
+                &format!("c{clients}s{count}"),
+            )
+            .await?;
+            let setup = format!(
+                "{count} server{} on PostgreSQL",
+                if count == 1 { "" } else { "s" }
+            );
+            print_row(clients, &setup, &measured, &base);
+            for mut child in children {
+                let _ = child.kill().await;
+            }
+        }
+        let data = dir.path().join(format!("sqlite-{clients}"));
+        let (mut child, served) = start_server(&args.mdd, &data, &spec_path, &[]).await?;
+        let measured = load(
+            &[served],
+            None,
+            clients,
+            args.batch,
+            args.seconds,
+            &format!("c{clients}sqlite"),
+        )
+        .await?;
+        print_row(clients, "1 server on SQLite", &measured, &base);
+        let _ = child.kill().await;
+    }
+    println!(
+        "\ngoals: {} servers ≥ 0.5 × the baseline and ≥ 20,000 results/s stored",
+        args.servers
+    );
+    Ok(())
+}
+
+fn print_row(clients: usize, setup: &str, measured: &Load, base: &Load) {
+    println!(
+        "{clients:>8}  {setup:<22} {:>12.0} {:>9} {:>9}   {:>8.2}{}",
+        measured.results_per_second,
+        format!("{:.1}ms", measured.p50.as_secs_f64() * 1000.0),
+        format!("{:.1}ms", measured.p99.as_secs_f64() * 1000.0),
+        measured.results_per_second / base.results_per_second,
+        if measured.errors > 0 {
+            format!("  ({} failed requests)", measured.errors)
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// A body the size of an event's as mdd stores it.
+const EVENT_BODY: &str = r#"{"check":"push-0","entity":"host-0","status":"ok","occurrences":1,"occurrences_watermark":1,"history":[{"status":"ok","executed_at":0}],"last_ok":0,"executed_at":0,"last_result_id":"x","flapping":false,"total_state_change":0,"summary":"OK - bench","long_output":"","perfdata":[{"label":"time","value":0.012,"unit":"s","warn":"0.5","crit":"1","min":0.0}],"duration_ms":0.0,"output":"OK - bench | time=0.012s;0.5;1;0"}"#;
+
+/// `clients` tasks doing what mdd's writer does to the database for a batch, straight in SQL.
+async fn baseline(url: &str, clients: usize, batch: usize, seconds: u64) -> Result<Load> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(clients.min(16)).unwrap_or(16))
+        .connect(url)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let stored = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let pool = pool.clone();
+        let stored = Arc::clone(&stored);
+        let errors = Arc::clone(&errors);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut round = 0usize;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                match write_batch(&pool, client, round, batch).await {
+                    Ok(()) => {
+                        latencies.push(sent.elapsed());
+                        stored.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                round += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    let elapsed = started.elapsed();
+    pool.close().await;
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Load {
+        results_per_second: stored.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+async fn write_batch(
+    pool: &sqlx::PgPool,
+    client: usize,
+    round: usize,
+    batch: usize,
+) -> Result<(), sqlx::Error> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut ids = Vec::with_capacity(batch);
+    let mut checks = Vec::with_capacity(batch);
+    let mut entities = Vec::with_capacity(batch);
+    let mut statuses = Vec::with_capacity(batch);
+    for i in 0..batch {
+        let n = round * batch + i;
+        ids.push(format!("base-{client}-{round}-{i}"));
+        checks.push(format!("push-{}", n % CHECKS));
+        entities.push(format!("host-{}", (n / CHECKS) % ENTITIES));
+        statuses.push(if n.is_multiple_of(7) { 2i32 } else { 0 });
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata,
+             duration_ms, exit_code, executed_at, received_at, output)
+         SELECT id, c, e, s, 'OK - bench', '', '[]', 12.0, s, $5, $5, 'OK - bench | time=0.012s;0.5;1;0'
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS r(id, c, e, s)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&checks)
+    .bind(&entities)
+    .bind(&statuses)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let mut keys: Vec<(&String, &String, i32, &String)> = checks
+        .iter()
+        .zip(&entities)
+        .zip(&statuses)
+        .zip(&ids)
+        .map(|(((c, e), s), id)| (c, e, *s, id))
+        .collect();
+    keys.sort();
+    keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    let column = |f: fn(&(&String, &String, i32, &String)) -> String| -> Vec<String> {
+        keys.iter().map(f).collect()
+    };
+    let key_statuses: Vec<i32> = keys.iter().map(|k| k.2).collect();
+    sqlx::query(
+        "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body)
+         SELECT c, e, s, $5, id, $6
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS k(c, e, s, id)
+         ORDER BY c, e
+         ON CONFLICT (check_name, entity) DO UPDATE SET status = excluded.status,
+             executed_at = excluded.executed_at, last_result_id = excluded.last_result_id,
+             body = excluded.body, version = events.version + 1,
+             changed_xid = pg_current_xact_id()::text::bigint",
+    )
+    .bind(column(|k| k.0.clone()))
+    .bind(column(|k| k.1.clone()))
+    .bind(key_statuses)
+    .bind(column(|k| k.3.clone()))
+    .bind(now)
+    .bind(EVENT_BODY)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
