@@ -252,11 +252,15 @@ macro_rules! on_pool {
     };
 }
 
-/// Inserts results in a transaction, leaving out the ids already stored; the new ids.
+/// Inserts results in a transaction, leaving out the ids already stored; the new ids. In
+/// the order of their ids: two servers storing the same ids at once (a retry sent to both)
+/// then wait for each other in one order, never in a circle.
 macro_rules! insert_results {
     ($store:expr, $tx:ident, $results:expr) => {{
         let mut inserted = HashSet::with_capacity($results.len());
-        for chunk in $results.chunks(RESULT_ROWS_PER_INSERT) {
+        let mut by_id: Vec<&StoredResult> = $results.to_vec();
+        by_id.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        for chunk in by_id.chunks(RESULT_ROWS_PER_INSERT) {
             let mut query = QueryBuilder::new(
                 "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata, duration_ms, exit_code, executed_at, received_at, output) ",
             );
@@ -299,10 +303,13 @@ macro_rules! insert_results {
     }};
 }
 
-/// Records when entities were seen, in a transaction.
+/// Records when entities were seen, in a transaction, in the order of their names: every
+/// group of every server takes the entities' row locks in one order, so two never deadlock.
 macro_rules! upsert_entities {
     ($store:expr, $tx:ident, $entities:expr) => {
-        for (name, seen) in $entities {
+        let mut by_name: Vec<&(&str, i64)> = $entities.iter().collect();
+        by_name.sort_unstable();
+        for (name, seen) in by_name {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO entities (name, first_seen, last_seen) VALUES ($1, $2, $2)
                  ON CONFLICT (name) DO UPDATE SET last_seen = {}(entities.last_seen, excluded.last_seen)",
@@ -533,8 +540,8 @@ impl Store {
     /// Writes a group and folds it into its events in one transaction, for several servers on
     /// one database (PostgreSQL): the results are inserted (the ids already stored are left
     /// out), the events of the new results' (check, entity) pairs are locked in key order (a
-    /// placeholder row first for a pair that has none, so two servers folding a new pair queue
-    /// on it too) and handed to `fold` with the new ids; what it returns is written, each event
+    /// placeholder row for a pair that has none, made by the same statement, so two servers
+    /// folding a new pair queue on it too) and handed to `fold` with the new ids; what it returns is written, each event
     /// one version up, with its incident changes, and committed. Ok means on disk, and the
     /// events are exactly what folding every result in commit order gives.
     pub async fn commit_folding<T, F>(
@@ -564,23 +571,16 @@ impl Store {
         let entities: Vec<&str> = keys.iter().map(|(_, e)| *e).collect();
         let mut stored = Vec::new();
         if !keys.is_empty() {
-            sqlx::query(
+            // One statement makes the placeholders and locks every row, in key order as the
+            // sorted rows come (an update that changes nothing locks an existing row): two
+            // folds over overlapping pairs queue on the first pair they share and never
+            // deadlock, which a separate insert and `SELECT … FOR UPDATE` could.
+            let rows = sqlx::query(
                 "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body, version)
                  SELECT c, e, 0, 0, '', '', 0 FROM unnest($1::text[], $2::text[]) AS k(c, e)
                  ORDER BY c, e
-                 ON CONFLICT (check_name, entity) DO NOTHING",
-            )
-            .bind(&checks)
-            .bind(&entities)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-            let rows = sqlx::query(
-                "SELECT check_name, entity, status, executed_at, last_result_id, body, version
-                 FROM events
-                 WHERE (check_name, entity) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-                 ORDER BY check_name, entity
-                 FOR UPDATE",
+                 ON CONFLICT (check_name, entity) DO UPDATE SET version = events.version
+                 RETURNING check_name, entity, status, executed_at, last_result_id, body, version",
             )
             .bind(&checks)
             .bind(&entities)
