@@ -330,9 +330,18 @@ struct Job {
     entity: String,
 }
 
-/// A new notification's id: time-ordered, unique.
-fn notification_id() -> String {
-    format!("msg_{}", uuid::Uuid::now_v7().simple())
+/// A notification's id (`webhook-id`, `mdd.notification_id`): made from what it says and what
+/// caused it (the result that moved the event, the record of an incident told before), so the
+/// same decision made again — a catch-up after a restart, another server of a cluster after a
+/// failover — carries the id a receiver already has and can drop.
+fn notification_id(kind: &str, state: State, check: &str, entity: &str, cause: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!(
+        "{kind}\0{}\0{check}\0{entity}\0{cause}",
+        state.as_str()
+    ));
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
 }
 
 impl Job {
@@ -669,12 +678,15 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
             fresh_since: None,
             version: 0,
         };
+        // The incident record it resolves is the same on every server.
+        let cause = before.map_or(0, |open| open.notified_at).to_string();
+        let id = notification_id("resolution", State::Passing, &key.1, &key.2, &cause);
         jobs.push(Job {
-            id: notification_id(),
+            body: sensu_event(shared, &cached, check, State::Passing, "resolution", &id).into(),
+            id,
             checks: Arc::clone(&checks),
             handler_index,
             kind: "resolution",
-            body: sensu_event(shared, &cached, check, State::Passing, "resolution").into(),
             check: key.1.clone(),
             entity: key.2.clone(),
         });
@@ -815,17 +827,24 @@ fn decide_with(
         told.put(key, before, slot);
         if let Some(kind) = kind {
             let kind = kind.as_str();
+            let id = notification_id(
+                kind,
+                state,
+                &event.check,
+                &event.entity,
+                &event.last_result_id,
+            );
             jobs.push(Job {
-                id: notification_id(),
                 checks: Arc::clone(&checks),
                 handler_index,
                 kind,
                 body: bodies
                     .entry(kind)
                     .or_insert_with(|| {
-                        sensu_event(shared, &notice.event, check, state, kind).into()
+                        sensu_event(shared, &notice.event, check, state, kind, &id).into()
                     })
                     .clone(),
+                id,
                 check: event.check.clone(),
                 entity: event.entity.clone(),
             });
@@ -873,12 +892,15 @@ fn remind(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
         let state = StateResolver::new(&checks, &events, shared.clock_at(now))
             .state_of(cached, Some(check))
             .0;
+        // Each reminder is a new message: a repeat of one is harmless.
+        let cause = uuid::Uuid::now_v7().to_string();
+        let id = notification_id("reminder", state, check_name, entity, &cause);
         jobs.push(Job {
-            id: notification_id(),
+            body: sensu_event(shared, cached, check, state, "reminder", &id).into(),
+            id,
             checks: Arc::clone(&checks),
             handler_index,
             kind: "reminder",
-            body: sensu_event(shared, cached, check, state, "reminder").into(),
             check: check_name.clone(),
             entity: entity.clone(),
         });
@@ -902,6 +924,7 @@ fn sensu_event(
     check: &Check,
     state: State,
     kind: &str,
+    id: &str,
 ) -> String {
     let event = &cached.event;
     let now = now_ms();
@@ -1009,6 +1032,7 @@ fn sensu_event(
         },
         "mdd": {
             "notification": kind,
+            "notification_id": id,
             "state": state.as_str(),
             "owner": check.owner,
             "runbook": check.runbook,
@@ -1191,6 +1215,22 @@ async fn run_command(argv: &[String], body: &[u8], timeout: Duration) -> (String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notification_id_is_the_same_for_the_same_decision_only() {
+        let id = |kind, state, check, cause| notification_id(kind, state, check, "e1", cause);
+        let first = id("incident", State::Failing, "dns", "r7");
+        assert_eq!(first, id("incident", State::Failing, "dns", "r7"));
+        assert!(first.starts_with("msg_") && first.len() == 36, "{first}");
+        for other in [
+            id("resolution", State::Failing, "dns", "r7"),
+            id("incident", State::Stale, "dns", "r7"),
+            id("incident", State::Failing, "ldap", "r7"),
+            id("incident", State::Failing, "dns", "r8"),
+        ] {
+            assert_ne!(first, other);
+        }
+    }
 
     fn key(check: &str) -> OpenKey {
         ("pager".into(), check.into(), "server".into())

@@ -502,6 +502,25 @@ checks:
         expected,
         "each told once, by one server"
     );
+    // Each with its own id, the same in the header and in the event.
+    let ids: Vec<String> = receiver
+        .requests
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(headers, body)| {
+            let header = headers
+                .iter()
+                .find(|(name, _)| name == "webhook-id")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let event: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            assert_eq!(event["mdd"]["notification_id"], json!(header), "{body}");
+            header
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
 
     // The server deciding is killed: the other decides from then on, the outbox kept what
     // was folded meanwhile.
@@ -523,6 +542,104 @@ checks:
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.received().len(), expected.len() + 1, "told once");
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
+
+/// The keepalive event of an entity, as one server shows it.
+async fn keepalive_of(server: &TestServer, entity: &str) -> Value {
+    let (_, events) = server.get("/api/v1/events?check=keepalive").await;
+    events["events"]
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["entity"] == entity))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn keepalives_to_any_server_raise_one_warning_and_one_critical() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let servers = cluster(dir.path(), &url, 2).await;
+    eventually(
+        Duration::from_secs(15),
+        "one server does the once-only work",
+        || async {
+            let mut holding = 0;
+            for server in &servers {
+                holding += usize::from(holds_once_only_work(server).await);
+            }
+            holding == 1
+        },
+    )
+    .await;
+    // The agent talks only to the server that does not watch keepalives.
+    let (holder, other) = if holds_once_only_work(&servers[0]).await {
+        (&servers[0], &servers[1])
+    } else {
+        (&servers[1], &servers[0])
+    };
+    let (_, made) = holder
+        .post("/api/v1/tokens", &json!({"role": "agent"}))
+        .await;
+    let token = made["token"].as_str().expect("token").to_string();
+    let agent = common::Agent::start_at(
+        &other.url,
+        &dir.path().join("agent"),
+        &[
+            "--token",
+            &token,
+            "--name",
+            "host1",
+            "--keepalive",
+            "250ms",
+            "--keepalive-warning",
+            "2s",
+            "--keepalive-critical",
+            "4s",
+        ],
+    );
+    for server in &servers {
+        eventually(
+            Duration::from_secs(15),
+            "host1's keepalive passing",
+            || async { keepalive_of(server, "host1").await["state"] == "passing" },
+        )
+        .await;
+    }
+    // Longer than the critical silence: the watchdog hears the keepalives another server got.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let event = keepalive_of(holder, "host1").await;
+    assert_eq!(event["state"], "passing", "{event}");
+    assert!(
+        event["recent_statuses"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s == "ok")),
+        "{event}"
+    );
+
+    agent.kill9().await;
+    for server in &servers {
+        eventually(
+            Duration::from_secs(15),
+            "host1's keepalive critical",
+            || async { keepalive_of(server, "host1").await["status"] == "critical" },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for server in &servers {
+        let event = keepalive_of(server, "host1").await;
+        let statuses: Vec<&str> = event["recent_statuses"]
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let count = |status| statuses.iter().filter(|s| **s == status).count();
+        assert_eq!((count("warning"), count("critical")), (1, 1), "{event}");
+        assert_eq!(statuses.last(), Some(&"critical"), "{event}");
+    }
     for server in servers {
         assert!(server.stop().await.success());
     }
