@@ -133,6 +133,54 @@ async fn follow_events(shared: &Shared, from: i64) -> Result<i64, StoreError> {
     Ok(next)
 }
 
+/// Drops the events and keepalive watches of entities deleted through another server: those
+/// in memory that the store no longer lists and that have no stored events (read after the
+/// memory was, so an entity that reported a moment ago is found and kept).
+async fn forget_deleted_entities(shared: &Shared) -> Result<(), StoreError> {
+    let listed: std::collections::HashSet<String> = shared
+        .store
+        .entities()
+        .await?
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    let mut missing: std::collections::BTreeSet<String> = shared
+        .events_read()
+        .keys()
+        .map(|(_, entity)| entity.clone())
+        .filter(|entity| !listed.contains(entity))
+        .collect();
+    missing.extend(
+        shared
+            .keepalives()
+            .keys()
+            .filter(|entity| !listed.contains(*entity))
+            .cloned(),
+    );
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<String> = missing.into_iter().collect();
+    let kept = shared.store.entities_with_events(&missing).await?;
+    let gone: std::collections::HashSet<&String> =
+        missing.iter().filter(|e| !kept.contains(*e)).collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    shared
+        .events_write()
+        .retain(|(_, entity), _| !gone.contains(entity));
+    shared
+        .keepalives()
+        .retain(|entity, _| !gone.contains(entity));
+    shared.changed();
+    tracing::info!(
+        count = gone.len(),
+        "dropped entities deleted through another server"
+    );
+    Ok(())
+}
+
 /// The most notices handed to the notifier per round.
 const NOTICES_PER_ROUND: i64 = 5_000;
 
@@ -176,6 +224,7 @@ async fn reload(shared: &Shared, name: &str) -> Result<(), StoreError> {
             shared.sessions_moved();
             Ok(())
         }
+        "entities" => forget_deleted_entities(shared).await,
         // The holder wrote them itself: what it has is what it stored.
         "deployments" if !shared.holds_once_only_work() => {
             let stored = crate::deployments::load(&shared.store).await?;

@@ -1056,6 +1056,28 @@ impl Store {
         })
     }
 
+    /// Which of `names` still have events stored (an entity deleted through another server has
+    /// none, one that reported since has some).
+    pub async fn entities_with_events(
+        &self,
+        names: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        on_pool!(self, pool => {
+            let mut found = HashSet::new();
+            for name in names {
+                let row = sqlx::query("SELECT 1 FROM events WHERE entity = $1 LIMIT 1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                if row.is_some() {
+                    found.insert(name.clone());
+                }
+            }
+            Ok(found)
+        })
+    }
+
     /// How much of `from..to` each check spent OK, from its results: a result's status holds
     /// until its entity's next result (the last one until `to`), but an OK stops counting as
     /// OK after the check's `cap` (its ttl: silence is not uptime). Returns, per check that

@@ -541,7 +541,14 @@ async fn applies_compare_and_swap_and_shared_versions_move_with_every_change(pla
     let start = versions().await;
     assert_eq!(
         start.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["deployments", "sessions", "silences", "spec", "tokens"]
+        [
+            "deployments",
+            "entities",
+            "sessions",
+            "silences",
+            "spec",
+            "tokens"
+        ]
     );
     let files = vec![SpecFile {
         file: "a.yaml".into(),

@@ -300,6 +300,33 @@ async fn what_one_server_is_told_every_server_knows() {
     )
     .await;
 
+    // An entity deleted through A loses its events on B too.
+    let body = json!({"results": [{"id": "spot-1", "check": "web-push", "entity": "spot1",
+        "status": 2, "output": "about to go"}]});
+    assert!(a.post("/api/v1/results", &body).await.0 < 300);
+    let listed_on_b = || async {
+        let (_, events) = b.get("/api/v1/events?entity=spot1").await;
+        events["events"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|e| e["entity"] == "spot1"))
+    };
+    eventually(Duration::from_secs(5), "spot1's event on B", listed_on_b).await;
+    let (status, body) = a
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/entities/spot1",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    eventually(
+        Duration::from_secs(5),
+        "spot1 deleted through A, gone on B",
+        || async { !listed_on_b().await },
+    )
+    .await;
+
     // A token revoked through B is refused by A.
     let token_id = made["id"].as_str().expect("token id").to_string();
     let (status, _) = b
