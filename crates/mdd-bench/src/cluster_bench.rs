@@ -61,6 +61,7 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
         databases += 1;
         postgres.create_database(&format!("bench_{databases}"))
     };
+    let mut lags = Vec::new();
     for &clients in &args.clients {
         let url = database(&postgres);
         // The schema as mdd makes it, then nothing of mdd.
@@ -96,6 +97,9 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
                 if count == 1 { "" } else { "s" }
             );
             print_row(clients, &setup, &measured, &base);
+            if count > 1 && clients == args.clients[0] {
+                lags.push((count, cross_server_lag(&urls).await?));
+            }
             for mut child in children {
                 let _ = child.kill().await;
             }
@@ -114,11 +118,65 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
         print_row(clients, "1 server on SQLite", &measured, &base);
         let _ = child.kill().await;
     }
+    println!();
+    for (count, (p50, p99)) in lags {
+        println!(
+            "{count} servers: a result posted to one is shown by another after p50 {:.0} ms, p99 {:.0} ms ({LAG_SAMPLES} results, one at a time)",
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0
+        );
+    }
     println!(
-        "\ngoals: {} servers ≥ 0.5 × the baseline and ≥ 20,000 results/s stored",
+        "\ngoals: {} servers ≥ 0.5 × the baseline and ≥ 20,000 results/s stored; lag p99 ≤ 1 s",
         args.servers
     );
     Ok(())
+}
+
+/// Results timed from their post to one server until another shows them.
+const LAG_SAMPLES: usize = 50;
+
+/// How long after a result is acknowledged by one server another shows it in its event: p50
+/// and p99 over `LAG_SAMPLES` results, each posted to the next server and looked for on the
+/// one after it.
+async fn cross_server_lag(urls: &[String]) -> Result<(Duration, Duration)> {
+    let http = reqwest::Client::new();
+    let mut lags = Vec::with_capacity(LAG_SAMPLES);
+    for n in 0..LAG_SAMPLES {
+        let (to, from) = (&urls[n % urls.len()], &urls[(n + 1) % urls.len()]);
+        let id = format!("lag-{n}");
+        let body = serde_json::json!({"results": [{"id": id, "check": "push-0",
+            "entity": "lag", "status": (n % 2) * 2, "output": "lag"}]});
+        http.post(format!("{to}/api/v1/results"))
+            .bearer_auth(crate::ingest_bench::TOKEN)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body)?)
+            .send()
+            .await?
+            .error_for_status()?;
+        let acknowledged = Instant::now();
+        loop {
+            let answer = http
+                .get(format!("{from}/api/v1/events/push-0/lag"))
+                .bearer_auth(crate::ingest_bench::TOKEN)
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            let event: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+            if event["last_result_id"] == serde_json::json!(id) {
+                break;
+            }
+            anyhow::ensure!(
+                acknowledged.elapsed() < Duration::from_secs(10),
+                "{from} did not show result {id} within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        lags.push(acknowledged.elapsed());
+    }
+    lags.sort();
+    Ok((lags[lags.len() / 2], lags[lags.len() * 99 / 100]))
 }
 
 fn print_row(clients: usize, setup: &str, measured: &Load, base: &Load) {
