@@ -237,19 +237,12 @@ async fn baseline(url: &str, clients: usize, batch: usize, seconds: u64) -> Resu
     }
     let elapsed = started.elapsed();
     pool.close().await;
-    latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Ok(Load {
-        results_per_second: stored.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-        errors: errors.load(Ordering::Relaxed),
-    })
+    Ok(Load::of(
+        latencies,
+        stored.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        elapsed,
+    ))
 }
 
 async fn write_batch(

@@ -408,18 +408,30 @@ pub async fn load(
     for task in tasks {
         latencies.extend(task.await?);
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Ok(Load {
-        results_per_second: stored.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-        errors: errors.load(Ordering::Relaxed),
-    })
+    Ok(Load::of(
+        latencies,
+        stored.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        started.elapsed(),
+    ))
+}
+
+impl Load {
+    /// A run's figures from each request's latency, the results stored and the requests that
+    /// failed in `elapsed`.
+    pub fn of(mut latencies: Vec<Duration>, stored: u64, errors: u64, elapsed: Duration) -> Load {
+        latencies.sort();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Load {
+            results_per_second: stored as f64 / elapsed.as_secs_f64(),
+            p50: at(0.50),
+            p99: at(0.99),
+            errors,
+        }
+    }
 }

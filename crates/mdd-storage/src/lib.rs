@@ -252,6 +252,21 @@ macro_rules! on_pool {
     };
 }
 
+/// The first two columns of every row, as a pair each.
+macro_rules! decode_pairs {
+    ($store:expr, $rows:expr) => {
+        $rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0).map_err(|e| $store.err(e))?,
+                    row.try_get(1).map_err(|e| $store.err(e))?,
+                ))
+            })
+            .collect()
+    };
+}
+
 /// Inserts results in a transaction, leaving out the ids already stored; the new ids. In
 /// the order of their ids: two servers storing the same ids at once (a retry sent to both)
 /// then wait for each other in one order, never in a circle.
@@ -673,14 +688,7 @@ impl Store {
             .fetch_all(pool)
             .await
             .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(|e| self.err(e))?,
-                    row.try_get(1).map_err(|e| self.err(e))?,
-                ))
-            })
-            .collect()
+        decode_pairs!(self, rows)
     }
 
     /// Forgets notices the notifier has taken.
@@ -1197,14 +1205,7 @@ impl Store {
                 .fetch_all(pool)
                 .await
                 .map_err(|e| self.err(e))?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get(0).map_err(|e| self.err(e))?,
-                        row.try_get(1).map_err(|e| self.err(e))?,
-                    ))
-                })
-                .collect()
+            decode_pairs!(self, rows)
         })
     }
 
@@ -1572,22 +1573,15 @@ impl Store {
         })
     }
 
-    /// The version of each kind of shared configuration (`spec`, `tokens`, `silences`,
-    /// `sessions`): it moves with every change, whichever server makes it.
+    /// The version of each kind of shared state (`spec`, `tokens`, `silences`, `sessions`,
+    /// `deployments`, `entities`): it moves with every change, whichever server makes it.
     pub async fn shared_versions(&self) -> Result<BTreeMap<String, i64>, StoreError> {
         on_pool!(self, pool => {
             let rows = sqlx::query("SELECT name, version FROM shared_versions")
                 .fetch_all(pool)
                 .await
                 .map_err(|e| self.err(e))?;
-            rows.iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get(0).map_err(|e| self.err(e))?,
-                        row.try_get(1).map_err(|e| self.err(e))?,
-                    ))
-                })
-                .collect()
+            decode_pairs!(self, rows)
         })
     }
 

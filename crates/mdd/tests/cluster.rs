@@ -350,6 +350,22 @@ async fn what_one_server_is_told_every_server_knows() {
     }
 }
 
+/// Waits until exactly one of `servers` does the once-only work.
+async fn wait_for_one_holder(servers: &[TestServer]) {
+    eventually(
+        Duration::from_secs(15),
+        "one server does the once-only work",
+        || async {
+            let mut holding = 0;
+            for server in servers {
+                holding += usize::from(holds_once_only_work(server).await);
+            }
+            holding == 1
+        },
+    )
+    .await;
+}
+
 async fn holds_once_only_work(server: &TestServer) -> bool {
     let (status, health) = server
         .call(reqwest::Method::GET, "/healthz", None, None)
@@ -382,18 +398,7 @@ async fn once_only_work_runs_on_one_server_and_moves_when_it_dies() {
     let store = mdd_storage::Store::connect(&url).await.expect("connect");
 
     // One holder at a time, and the check runs once a second, not once per server.
-    eventually(
-        Duration::from_secs(15),
-        "one server does the once-only work",
-        || async {
-            let mut holding = 0;
-            for server in &servers {
-                holding += usize::from(holds_once_only_work(server).await);
-            }
-            holding == 1
-        },
-    )
-    .await;
+    wait_for_one_holder(&servers).await;
     let (ticks, window) = ticks_in(&store, Duration::from_secs(4)).await;
     let per_second = ticks as f64 / window.as_secs_f64();
     eprintln!("two servers: {ticks} results of a 1 s check in {window:?}");
@@ -478,18 +483,7 @@ checks:
     );
     let (status, body) = servers[0].apply(&[("dc.yaml", &spec)]).await;
     assert_eq!(status, 200, "{body}");
-    eventually(
-        Duration::from_secs(15),
-        "one server does the once-only work",
-        || async {
-            let mut holding = 0;
-            for server in &servers {
-                holding += usize::from(holds_once_only_work(server).await);
-            }
-            holding == 1
-        },
-    )
-    .await;
+    wait_for_one_holder(&servers).await;
     let mut n = 0;
     let steps = [
         ("dns", 0),
@@ -590,18 +584,7 @@ async fn keepalives_to_any_server_raise_one_warning_and_one_critical() {
     let postgres = mdd_testkit::postgres::Postgres::start();
     let url = postgres.create_database("mdd");
     let servers = cluster(dir.path(), &url, 2).await;
-    eventually(
-        Duration::from_secs(15),
-        "one server does the once-only work",
-        || async {
-            let mut holding = 0;
-            for server in &servers {
-                holding += usize::from(holds_once_only_work(server).await);
-            }
-            holding == 1
-        },
-    )
-    .await;
+    wait_for_one_holder(&servers).await;
     // The agent talks only to the server that does not watch keepalives.
     let (holder, other) = if holds_once_only_work(&servers[0]).await {
         (&servers[0], &servers[1])
