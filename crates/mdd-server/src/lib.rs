@@ -732,6 +732,7 @@ pub async fn start(
             .get(&(keepalive::KEEPALIVE_CHECK.to_string(), entity.to_string()))
             .map(|cached| cached.event.status)
     });
+    let server_id = server_id(&config);
     let shared = Arc::new(Shared {
         store,
         revision,
@@ -754,7 +755,7 @@ pub async fn start(
         tls: tls.clone(),
         version: std::sync::atomic::AtomicU64::new(0),
         sessions_generation: std::sync::atomic::AtomicU64::new(0),
-        server_id: uuid::Uuid::now_v7().to_string(),
+        server_id,
         once_only: tokio::sync::watch::channel(false).0,
     });
 
@@ -971,6 +972,30 @@ async fn initial_checks(
 
 /// How many times an apply re-bases on a spec another server moved before it gives up.
 pub const APPLY_TRIES: usize = 8;
+
+/// This server's name among those on one database: kept in its data directory, so a server
+/// restarted there takes back the lease it held at once instead of waiting for it to run out.
+/// On SQLite (one server per store) and when the directory cannot hold it, a new one.
+fn server_id(config: &ServerConfig) -> String {
+    let fresh = || uuid::Uuid::now_v7().to_string();
+    if config.database.is_none() {
+        return fresh();
+    }
+    let path = config.data_dir.join("server-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && uuid::Uuid::parse_str(id.trim()).is_ok()
+    {
+        return id.trim().to_string();
+    }
+    let id = fresh();
+    if std::fs::create_dir_all(&config.data_dir)
+        .and_then(|()| std::fs::write(&path, &id))
+        .is_err()
+    {
+        tracing::warn!("cannot keep this server's id in {}", path.display());
+    }
+    id
+}
 
 /// What an operator must hear about listening on `listen` without TLS: nothing on loopback.
 pub fn exposure_warning(listen: SocketAddr, tls: bool) -> Option<String> {
