@@ -21,6 +21,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Incident,
+        Kind::Changed,
+        Kind::Reminder,
+        Kind::Resolution,
+        Kind::FlappingStarted,
+        Kind::FlappingEnded,
+    ];
+
+    /// The kind [`Kind::as_str`] names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Incident => "incident",

@@ -12,8 +12,12 @@
 //! incidents that were; a change of status while failing is notified again; flapping is
 //! notified when it starts and ends, not on every change; reminders repeat while failing.
 //!
-//! What handlers were told survives a restart: the delivery log and the incidents each handler
-//! was told about are written to the store in batches (by [`persist`], off the delivery path).
+//! What handlers were told survives a restart: the delivery log, the incidents each handler
+//! was told about and the deliveries decided and not yet finished are written to the store in
+//! batches (by [`persist`], off the delivery path; a record of an incident told is stored in the
+//! same transaction as the delivery that tells it). A server that starts, or takes over the
+//! once-only work in a cluster, delivers what is still due, with the same ids: deliveries are at
+//! least once, and a receiver drops a repeat by its `webhook-id`.
 //! On start, and whenever a spec is applied, every failing event and every remembered incident
 //! is looked at again, so a recovery or failure that happened while the server was down, or a
 //! handler added to the spec, is told what it would have been told.
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use mdd_core::notification::{Open, Seen};
 use mdd_core::spec::{Check, Handler, HandlerKind};
 use mdd_core::{State, Status};
-use mdd_storage::{DeliveryRow, NotifiedRow};
+use mdd_storage::{DeliveryRow, DueDelivery, NotificationChanges, NotifiedRow};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -153,6 +157,10 @@ pub enum Persist {
     /// What a handler now knows about an event: `None` once it was told it is resolved (or
     /// will never be).
     Notified(OpenKey, Option<Open>),
+    /// A delivery decided: due until it is done.
+    Due(DueDelivery),
+    /// A delivery that ended (delivered, or given up): (id, handler).
+    Done(String, String),
 }
 
 /// Writes the delivery log and incident records in batches until `shutdown`, then writes what
@@ -198,6 +206,9 @@ struct Batch {
     deliveries: HashMap<String, VecDeque<Delivery>>,
     /// The last word on each incident record.
     notified: HashMap<OpenKey, Option<Open>>,
+    /// Deliveries decided and ended, by (id, handler): the last word on each.
+    due: HashMap<(String, String), DueDelivery>,
+    done: std::collections::HashSet<(String, String)>,
 }
 
 impl Batch {
@@ -212,6 +223,18 @@ impl Batch {
             }
             Persist::Notified(key, open) => {
                 self.notified.insert(key, open);
+            }
+            Persist::Due(due) => {
+                let key = (due.id.clone(), due.handler.clone());
+                self.done.remove(&key);
+                self.due.insert(key, due);
+            }
+            Persist::Done(id, handler) => {
+                let key = (id, handler);
+                // Decided and ended within one batch: nothing to write, unless an earlier
+                // batch stored it (a delete of a row that is not there costs nothing).
+                self.due.remove(&key);
+                self.done.insert(key);
             }
         }
     }
@@ -264,10 +287,17 @@ impl Batch {
                 }
             }
         }
-        if let Err(e) = store
-            .save_notifications(&deliveries, &notified, &resolved, LOG_LEN)
-            .await
-        {
+        let mut due: Vec<DueDelivery> = self.due.into_values().collect();
+        due.sort_by(|a, b| (a.decided_at, &a.id).cmp(&(b.decided_at, &b.id)));
+        let done: Vec<(String, String)> = self.done.into_iter().collect();
+        let changes = NotificationChanges {
+            deliveries: &deliveries,
+            notified: &notified,
+            resolved: &resolved,
+            due: &due,
+            done: &done,
+        };
+        if let Err(e) = store.save_notifications(&changes, LOG_LEN).await {
             tracing::error!("cannot write the delivery log: {e}");
         }
     }
@@ -348,6 +378,76 @@ impl Job {
     fn handler(&self) -> &Handler {
         &self.checks.spec.handlers[self.handler_index]
     }
+
+    /// What the store keeps of it until it is done.
+    fn due(&self) -> DueDelivery {
+        DueDelivery {
+            id: self.id.clone(),
+            handler: self.handler().name.clone(),
+            kind: self.kind.to_string(),
+            check: self.check.clone(),
+            entity: self.entity.clone(),
+            body: self.body.to_vec(),
+            decided_at: now_ms(),
+        }
+    }
+
+    /// A delivery the store kept as due, for the handler of that name in `checks`: `None`
+    /// when the spec no longer has that handler (or the row is not one mdd wrote).
+    fn from_due(checks: &Arc<CheckSet>, due: DueDelivery) -> Option<Job> {
+        let handler_index = checks
+            .spec
+            .handlers
+            .iter()
+            .position(|h| h.name == due.handler)?;
+        let kind = mdd_core::notification::Kind::from_name(&due.kind)?.as_str();
+        Some(Job {
+            id: due.id,
+            checks: Arc::clone(checks),
+            handler_index,
+            kind,
+            body: due.body.into(),
+            check: due.check,
+            entity: due.entity,
+        })
+    }
+}
+
+/// Tells the persister a delivery ended, so it is no longer due (never waits for it).
+fn done(persist: &mpsc::Sender<Persist>, job: &Job) {
+    let ended = Persist::Done(job.id.clone(), job.handler().name.clone());
+    if persist.try_send(ended).is_err() {
+        tracing::warn!("the delivery log is behind: a delivery done was not stored as done");
+    }
+}
+
+/// Queues again what the store says is due: decided (by this server before a restart, or by
+/// the server that held the once-only work before) and not finished.
+async fn load_due(shared: &Shared, persist: &mpsc::Sender<Persist>, jobs: &mut Vec<Job>) {
+    let due = match shared.store.due_deliveries().await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!("cannot read the deliveries still due: {e}");
+            return;
+        }
+    };
+    if due.is_empty() {
+        return;
+    }
+    tracing::info!("{} still due from before: delivering them", due.len());
+    let checks = shared.checks();
+    for row in due {
+        let key = (row.id.clone(), row.handler.clone());
+        match Job::from_due(&checks, row) {
+            Some(job) => jobs.push(job),
+            // Its handler is gone from the spec: nobody to tell.
+            None => {
+                if persist.try_send(Persist::Done(key.0, key.1)).is_err() {
+                    tracing::warn!("the delivery log is behind: a delivery was not dropped");
+                }
+            }
+        }
+    }
 }
 
 /// Runs until `shutdown`: takes notices, decides, queues deliveries; reminds once a second.
@@ -393,7 +493,16 @@ pub async fn run(
                             Err(e) => tracing::warn!("cannot read what handlers were told: {e}"),
                         }
                     }
+                    // What was decided and not delivered goes first (it is already due: no
+                    // second row for it), then what was never decided.
+                    load_due(&shared, &told.persist, &mut jobs).await;
+                    let redelivered = jobs.len();
                     catch_up(&shared, &mut told, &mut jobs);
+                    for job in &jobs[redelivered..] {
+                        decided(&told.persist, job);
+                    }
+                    dispatch(&shared, &http, &mut workers, &told.persist, &mut jobs, &shutdown);
+                    continue;
                 }
             }
             notice = notices.recv() => match notice {
@@ -411,29 +520,61 @@ pub async fn run(
                 remind(&shared, &mut told, &mut jobs);
             }
         }
-        for job in jobs.drain(..) {
-            let lanes = workers
-                .entry(job.handler().name.clone())
-                .or_insert_with(|| {
-                    (0..LANES)
-                        .map(|_| {
-                            let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
-                            tokio::spawn(deliver_all(
-                                Arc::clone(&shared),
-                                http.clone(),
-                                rx,
-                                shutdown.clone(),
-                            ));
-                            tx
-                        })
-                        .collect()
-                });
-            let lane = lane_of(&job.check, &job.entity);
-            if let Err(mpsc::error::TrySendError::Full(job)) = lanes[lane].try_send(job) {
-                let outcome = "dropped: queue full".to_string();
-                log(&shared, &job, 0, outcome, Instant::now(), String::new());
-                shared.metrics.delivered(&job.handler().name, "dropped");
-            }
+        for job in &jobs {
+            decided(&told.persist, job);
+        }
+        dispatch(
+            &shared,
+            &http,
+            &mut workers,
+            &told.persist,
+            &mut jobs,
+            &shutdown,
+        );
+    }
+}
+
+/// Tells the persister a delivery is due (never waits for it): it is stored with the changes
+/// to what handlers were told that go with it.
+fn decided(persist: &mpsc::Sender<Persist>, job: &Job) {
+    if persist.try_send(Persist::Due(job.due())).is_err() {
+        tracing::warn!("the delivery log is behind: a delivery due was not stored");
+    }
+}
+
+/// Hands each job to its handler's lane (starting the lanes of a handler not seen before).
+fn dispatch(
+    shared: &Arc<Shared>,
+    http: &reqwest::Client,
+    workers: &mut HashMap<String, Vec<mpsc::Sender<Job>>>,
+    persist: &mpsc::Sender<Persist>,
+    jobs: &mut Vec<Job>,
+    shutdown: &CancellationToken,
+) {
+    for job in jobs.drain(..) {
+        let lanes = workers
+            .entry(job.handler().name.clone())
+            .or_insert_with(|| {
+                (0..LANES)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
+                        tokio::spawn(deliver_all(
+                            Arc::clone(shared),
+                            http.clone(),
+                            rx,
+                            persist.clone(),
+                            shutdown.clone(),
+                        ));
+                        tx
+                    })
+                    .collect()
+            });
+        let lane = lane_of(&job.check, &job.entity);
+        if let Err(mpsc::error::TrySendError::Full(job)) = lanes[lane].try_send(job) {
+            let outcome = "dropped: queue full".to_string();
+            log(shared, &job, 0, outcome, Instant::now(), String::new());
+            shared.metrics.delivered(&job.handler().name, "dropped");
+            done(persist, &job);
         }
     }
 }
@@ -827,13 +968,11 @@ fn decide_with(
         told.put(key, before, slot);
         if let Some(kind) = kind {
             let kind = kind.as_str();
-            let id = notification_id(
-                kind,
-                state,
-                &event.check,
-                &event.entity,
-                &event.last_result_id,
-            );
+            // What caused it is the status and since when it holds, not the result that
+            // happened to reach the threshold: whichever server decides it, from whichever
+            // result, a decision about one incident carries one id.
+            let cause = format!("{}@{}", event.status.exit_code(), event.status_since());
+            let id = notification_id(kind, state, &event.check, &event.entity, &cause);
             jobs.push(Job {
                 checks: Arc::clone(&checks),
                 handler_index,
@@ -1049,6 +1188,7 @@ async fn deliver_all(
     shared: Arc<Shared>,
     http: reqwest::Client,
     mut jobs: mpsc::Receiver<Job>,
+    persist: mpsc::Sender<Persist>,
     shutdown: CancellationToken,
 ) {
     let mut parsed: Option<(String, Result<reqwest::Url, String>)> = None;
@@ -1077,6 +1217,7 @@ async fn deliver_all(
                         let outcome = format!("error: bad url: {e}");
                         log(&shared, &job, 1, outcome, Instant::now(), String::new());
                         shared.metrics.delivered(&handler.name, "failed");
+                        done(&persist, &job);
                         continue;
                     }
                     None => continue,
@@ -1090,6 +1231,7 @@ async fn deliver_all(
                         let outcome = format!("error: secret_file: {e}");
                         log(&shared, &job, 1, outcome, Instant::now(), String::new());
                         shared.metrics.delivered(&handler.name, "failed");
+                        done(&persist, &job);
                         continue;
                     }
                 };
@@ -1137,6 +1279,7 @@ async fn deliver_all(
                     if ok || attempt == ATTEMPTS {
                         let ended = if ok { "ok" } else { "failed" };
                         shared.metrics.delivered(&handler.name, ended);
+                        done(&persist, &job);
                         break;
                     }
                     tokio::select! {
@@ -1148,10 +1291,15 @@ async fn deliver_all(
             }
             HandlerKind::Command { argv } => {
                 let started = Instant::now();
-                let (outcome, output) = run_command(argv, &job.body, handler.timeout).await;
+                // A stop while it runs leaves it due: it runs again after the restart.
+                let (outcome, output) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    ran = run_command(argv, &job.body, handler.timeout) => ran,
+                };
                 let ended = if outcome == "ok" { "ok" } else { "failed" };
                 log(&shared, &job, 1, outcome, started, output);
                 shared.metrics.delivered(&handler.name, ended);
+                done(&persist, &job);
             }
         }
     }

@@ -234,6 +234,46 @@ pub struct NotifiedRow {
     pub notified_at: i64,
 }
 
+/// A delivery decided and not yet finished: kept until it is delivered or given up, so a
+/// server that starts (or takes over) after a crash delivers it, with the same id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    /// The notification's id (`webhook-id`): with the handler, the row's key.
+    pub id: String,
+    pub handler: String,
+    pub kind: String,
+    pub check: String,
+    pub entity: String,
+    pub body: Vec<u8>,
+    pub decided_at: i64,
+}
+
+/// What the notifier wrote since its last write, stored in one transaction: so a record of
+/// what a handler was told is never stored without the delivery that tells it.
+#[derive(Debug, Default)]
+pub struct NotificationChanges<'a> {
+    /// New entries of the delivery log.
+    pub deliveries: &'a [DeliveryRow],
+    /// Incident records upserted.
+    pub notified: &'a [NotifiedRow],
+    /// Incident records deleted: (handler, check, entity).
+    pub resolved: &'a [(String, String, String)],
+    /// Deliveries decided.
+    pub due: &'a [DueDelivery],
+    /// Deliveries finished: (id, handler).
+    pub done: &'a [(String, String)],
+}
+
+impl NotificationChanges<'_> {
+    fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+            && self.notified.is_empty()
+            && self.resolved.is_empty()
+            && self.due.is_empty()
+            && self.done.is_empty()
+    }
+}
+
 /// The database behind a store: the embedded SQLite file, or a PostgreSQL server.
 #[derive(Debug, Clone)]
 enum Pool {
@@ -1334,19 +1374,24 @@ impl Store {
         })
     }
 
-    /// Writes delivery log entries and changes to what handlers were notified, in one
-    /// transaction: `notified` rows are upserted, `resolved` (handler, check, entity) deleted.
-    /// Each handler touched keeps only its newest `keep_per_handler` deliveries.
+    /// Writes what the notifier changed in one transaction: delivery log entries, incident
+    /// records upserted and deleted, deliveries decided and finished. Each handler touched
+    /// keeps only its newest `keep_per_handler` deliveries.
     pub async fn save_notifications(
         &self,
-        deliveries: &[DeliveryRow],
-        notified: &[NotifiedRow],
-        resolved: &[(String, String, String)],
+        changes: &NotificationChanges<'_>,
         keep_per_handler: usize,
     ) -> Result<(), StoreError> {
+        let NotificationChanges {
+            deliveries,
+            notified,
+            resolved,
+            due,
+            done,
+        } = *changes;
         on_pool!(self, pool => {
             let _turn = self.write_turn().await;
-            if deliveries.is_empty() && notified.is_empty() && resolved.is_empty() {
+            if changes.is_empty() {
                 return Ok(());
             }
             let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
@@ -1430,7 +1475,74 @@ impl Store {
                     .await
                     .map_err(|e| self.err(e))?;
             }
+            // 7 columns a row. A delivery decided twice (a catch-up after a restart decides
+            // what was decided before) is one row.
+            for chunk in due.chunks(1_000) {
+                let mut query = QueryBuilder::new(
+                    "INSERT INTO due_deliveries (id, handler, kind, check_name, entity, body, decided_at) ",
+                );
+                query.push_values(chunk, |mut row, d| {
+                    row.push_bind(&d.id)
+                        .push_bind(&d.handler)
+                        .push_bind(&d.kind)
+                        .push_bind(&d.check)
+                        .push_bind(&d.entity)
+                        .push_bind(&d.body)
+                        .push_bind(d.decided_at);
+                });
+                query.push(" ON CONFLICT (id, handler) DO NOTHING");
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            for chunk in done.chunks(1_000) {
+                let mut query =
+                    QueryBuilder::new("DELETE FROM due_deliveries WHERE (id, handler) IN (");
+                let mut keys = query.separated(", ");
+                for (id, handler) in chunk {
+                    keys.push("(")
+                        .push_bind_unseparated(id)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(handler)
+                        .push_unseparated(")");
+                }
+                query.push(")");
+                query
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
             tx.commit().await.map_err(|e| self.err(e))
+        })
+    }
+
+    /// The deliveries decided and not finished, in the order they were decided.
+    pub async fn due_deliveries(&self) -> Result<Vec<DueDelivery>, StoreError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, handler, kind, check_name, entity, body, decided_at
+                 FROM due_deliveries ORDER BY decided_at, id, handler",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            rows.into_iter()
+                .map(|row| {
+                    let get = |e| self.err(e);
+                    Ok(DueDelivery {
+                        id: row.try_get(0).map_err(get)?,
+                        handler: row.try_get(1).map_err(get)?,
+                        kind: row.try_get(2).map_err(get)?,
+                        check: row.try_get(3).map_err(get)?,
+                        entity: row.try_get(4).map_err(get)?,
+                        body: row.try_get(5).map_err(get)?,
+                        decided_at: row.try_get(6).map_err(get)?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -381,12 +381,24 @@ async fn delivery_logs_keep_the_newest_per_handler_across_a_reopen(place: Place)
     let store = place.open().await;
     let first: Vec<_> = (0..8).map(|n| delivery("pager", n)).collect();
     store
-        .save_notifications(&first, &[], &[], 5)
+        .save_notifications(
+            &NotificationChanges {
+                deliveries: &first,
+                ..Default::default()
+            },
+            5,
+        )
         .await
         .expect("save");
     let more = [delivery("pager", 8), delivery("chat", 100)];
     store
-        .save_notifications(&more, &[], &[], 5)
+        .save_notifications(
+            &NotificationChanges {
+                deliveries: &more,
+                ..Default::default()
+            },
+            5,
+        )
         .await
         .expect("save");
     store.close().await;
@@ -414,21 +426,24 @@ async fn notified_incidents_are_upserted_and_resolved(place: Place) {
     let store = place.open().await;
     store
         .save_notifications(
-            &[],
-            &[
-                notified("pager", "dns", Status::Warning),
-                notified("pager", "ldap", Status::Critical),
-            ],
-            &[],
+            &NotificationChanges {
+                notified: &[
+                    notified("pager", "dns", Status::Warning),
+                    notified("pager", "ldap", Status::Critical),
+                ],
+                ..Default::default()
+            },
             5,
         )
         .await
         .expect("save");
     store
         .save_notifications(
-            &[],
-            &[notified("pager", "dns", Status::Critical)],
-            &[("pager".into(), "ldap".into(), "server".into())],
+            &NotificationChanges {
+                notified: &[notified("pager", "dns", Status::Critical)],
+                resolved: &[("pager".into(), "ldap".into(), "server".into())],
+                ..Default::default()
+            },
             5,
         )
         .await
@@ -439,6 +454,76 @@ async fn notified_incidents_are_upserted_and_resolved(place: Place) {
         store.notified().await.expect("read"),
         [notified("pager", "dns", Status::Critical)]
     );
+}
+
+fn due(id: &str, handler: &str, decided_at: i64) -> DueDelivery {
+    DueDelivery {
+        id: id.into(),
+        handler: handler.into(),
+        kind: "incident".into(),
+        check: "dns".into(),
+        entity: "server".into(),
+        body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        decided_at,
+    }
+}
+
+on_both!(due_deliveries_stay_until_they_are_done);
+async fn due_deliveries_stay_until_they_are_done(place: Place) {
+    let store = place.open().await;
+    // The record of what the pager was told and the deliveries that tell it go in together.
+    store
+        .save_notifications(
+            &NotificationChanges {
+                notified: &[notified("pager", "dns", Status::Critical)],
+                due: &[
+                    due("msg_b", "pager", 2),
+                    due("msg_a", "pager", 1),
+                    due("msg_a", "chat", 1),
+                ],
+                ..Default::default()
+            },
+            5,
+        )
+        .await
+        .expect("save");
+    // Decided again (a catch-up): still one row each. One finished.
+    store
+        .save_notifications(
+            &NotificationChanges {
+                due: &[due("msg_a", "pager", 1)],
+                done: &[("msg_b".into(), "pager".into())],
+                ..Default::default()
+            },
+            5,
+        )
+        .await
+        .expect("save");
+    store.close().await;
+    let store = place.open().await;
+    assert_eq!(
+        store.due_deliveries().await.expect("read"),
+        [due("msg_a", "chat", 1), due("msg_a", "pager", 1)],
+        "in the order decided, each once, the finished one gone"
+    );
+    assert_eq!(
+        store.notified().await.expect("read"),
+        [notified("pager", "dns", Status::Critical)]
+    );
+    store
+        .save_notifications(
+            &NotificationChanges {
+                done: &[
+                    ("msg_a".into(), "pager".into()),
+                    ("msg_a".into(), "chat".into()),
+                ],
+                ..Default::default()
+            },
+            5,
+        )
+        .await
+        .expect("save");
+    assert!(store.due_deliveries().await.expect("read").is_empty());
 }
 
 #[tokio::test]

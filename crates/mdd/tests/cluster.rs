@@ -568,6 +568,80 @@ checks:
     }
 }
 
+/// The server deciding notifications is killed while a receiver holds its delivery of an
+/// incident unanswered: the server that takes the work over delivers it, with the same id.
+#[tokio::test]
+async fn a_delivery_left_by_a_killed_server_is_made_by_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let receiver = common::Receiver::start().await;
+    receiver
+        .hold
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut servers = cluster(dir.path(), &url, 2).await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', timeout: 60s }}
+checks:
+  - {{ name: dns, ttl: 1h, handlers: [hook] }}
+",
+        receiver.port
+    );
+    let (status, body) = servers[0].apply(&[("dc.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_one_holder(&servers).await;
+    let holder = if holds_once_only_work(&servers[0]).await {
+        0
+    } else {
+        1
+    };
+    // Through the server that does not decide: the notice goes through the outbox.
+    for (id, status) in [("d1", 0), ("d2", 2)] {
+        let body = json!({"results": [{"id": id, "check": "dns", "entity": "e1",
+            "status": status, "output": "dns"}]});
+        let (code, answer) = servers[1 - holder].post("/api/v1/results", &body).await;
+        assert!(code < 300, "{code} {answer}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the incident is being delivered",
+        || async { !receiver.ids().is_empty() },
+    )
+    .await;
+    let first = receiver.ids();
+    assert_eq!(first.len(), 1, "{first:?}");
+    // What was decided is stored within a second; the margin is for a busy machine.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    servers.remove(holder).kill9().await;
+    let killed_at = Instant::now();
+    receiver
+        .hold
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(
+        Duration::from_secs(20),
+        "the server that took over delivers it",
+        || async { receiver.ids().len() >= 2 },
+    )
+    .await;
+    eprintln!("delivered again {:?} after kill -9", killed_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The receiver got the first one too (its answer went to a dead server): it drops the
+    // repeat by its id.
+    assert_eq!(
+        receiver.ids(),
+        [first[0].clone(), first[0].clone()],
+        "delivered again, with the id it had"
+    );
+    let requests = receiver.requests.lock().expect("lock").clone();
+    assert_eq!(requests[0].1, requests[1].1, "the same body");
+    assert!(holds_once_only_work(&servers[0]).await);
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
+
 /// The keepalive event of an entity, as one server shows it.
 async fn keepalive_of(server: &TestServer, entity: &str) -> Value {
     let (_, events) = server.get("/api/v1/events?check=keepalive").await;

@@ -2251,6 +2251,71 @@ async fn what_handlers_were_told_survives_a_crash() {
     assert!(server.stop().await.success());
 }
 
+/// The server is killed while a receiver holds its delivery unanswered: after the restart the
+/// delivery is made again, with the same `webhook-id` and body, and once it is done it is not
+/// made a third time.
+#[tokio::test]
+async fn a_delivery_cut_short_by_a_crash_is_made_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let hook = Receiver::start().await;
+    hook.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let spec = format!(
+        "handlers:\n  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/', timeout: 60s }}\n\
+         checks:\n  - {{ name: dns, owner: ops, ttl: 1h, handlers: [hook] }}\n",
+        hook.port
+    );
+    let server = TestServer::start(&data, &[]).await;
+    assert_eq!(server.apply(&[("spec.yaml", &spec)]).await.0, 200);
+    for (id, status) in [("r1", 0), ("r2", 2)] {
+        let body = json!({ "results": [result(id, "dns", status)] });
+        assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    for _ in 0..100 {
+        if !hook.ids().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = hook.ids();
+    assert_eq!(first.len(), 1, "the incident is being delivered: {first:?}");
+    // What was decided is stored within a second; the margin is for a busy machine.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.kill9().await;
+    hook.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let server = TestServer::start(&data, &[]).await;
+    for _ in 0..100 {
+        if hook.ids().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The receiver got the first one too (its answer went to a dead server): it drops the
+    // repeat by its id.
+    assert_eq!(
+        hook.ids(),
+        [first[0].clone(), first[0].clone()],
+        "delivered again after the crash, with the same id"
+    );
+    let requests = hook.requests.lock().expect("lock").clone();
+    assert_eq!(requests[0].1, requests[1].1, "the same body");
+    assert_eq!(
+        hook.received(),
+        told(&[("dns", "incident"), ("dns", "incident")])
+    );
+
+    // Delivered: a restart has nothing left to deliver.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(server.stop().await.success());
+    let server = TestServer::start(&data, &[]).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(hook.ids().len(), 2, "not delivered a third time");
+    assert!(server.stop().await.success());
+}
+
 /// A receiver that refuses connections and one that accepts and never answers: each delivery
 /// gets its bounded attempts, and meanwhile ingestion takes every result as if there were no
 /// handlers at all.

@@ -319,6 +319,8 @@ pub struct Receiver {
     /// its body as sent.
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
     pub status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// While set, a request is recorded in `requests` and not answered until it is cleared.
+    pub hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -332,10 +334,16 @@ impl Receiver {
         let bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
         let requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>> = Default::default();
-        let (b, st, rq) = (bodies.clone(), status.clone(), requests.clone());
+        let hold: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let (b, st, rq, hd) = (
+            bodies.clone(),
+            status.clone(),
+            requests.clone(),
+            hold.clone(),
+        );
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let (b, st, rq) = (b.clone(), st.clone(), rq.clone());
+                let (b, st, rq, hd) = (b.clone(), st.clone(), rq.clone(), hd.clone());
                 tokio::spawn(async move {
                     let mut data = Vec::new();
                     let mut buf = [0u8; 8192];
@@ -369,6 +377,13 @@ impl Receiver {
                             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
                             .collect();
                         rq.lock().expect("lock").push((headers, body.to_string()));
+                        // Bounded: a test that forgets to let go ends the wait itself.
+                        for _ in 0..1200 {
+                            if !hd.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                         let code = st.load(std::sync::atomic::Ordering::SeqCst);
                         if code == 200 {
                             b.lock()
@@ -389,6 +404,7 @@ impl Receiver {
             bodies,
             requests,
             status,
+            hold,
             _task: task,
         }
     }
@@ -402,6 +418,22 @@ impl Receiver {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.received()
+    }
+
+    /// The `webhook-id` of every request that came, in order, answered or not.
+    pub fn ids(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(headers, _)| {
+                headers
+                    .iter()
+                    .find(|(name, _)| name == "webhook-id")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     /// (check, notification) of what arrived, in order.
