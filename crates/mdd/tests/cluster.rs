@@ -728,3 +728,440 @@ async fn keepalives_to_any_server_raise_one_warning_and_one_critical() {
         assert!(server.stop().await.success());
     }
 }
+
+/// One producer's results: `load` on 40 entities of its own, `svc` on 3 (each failing once,
+/// for 8 s, starting at a different moment of the run) and `quiet` on one (failing while a
+/// silence made on another server covers it). Each batch goes to the next server in turn and,
+/// when that one fails, to the next with the same ids until one acknowledges it. Returns the
+/// ids acknowledged and what was sent for each (svc) key, in order.
+async fn produce(
+    producer: usize,
+    urls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    started: Instant,
+    run_for: Duration,
+) -> (Vec<String>, std::collections::BTreeMap<String, Vec<i64>>) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut acknowledged = Vec::new();
+    let mut sent: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let mut round = 0usize;
+    while started.elapsed() < run_for {
+        let t = started.elapsed().as_secs_f64();
+        let mut results = Vec::new();
+        for e in 0..40 {
+            // A status that moves now and then, so events have history to get wrong.
+            let status = i64::from((round + e) % 9 == 0);
+            results.push(
+                json!({"id": format!("p{producer}-r{round}-load{e}"), "check": "load",
+                "entity": format!("p{producer}-e{e}"), "status": status, "output": "load"}),
+            );
+        }
+        for k in 0..3 {
+            let key = producer * 3 + k;
+            let fails_from = 1.5 + key as f64 * 0.6;
+            let status = if (fails_from..fails_from + 8.0).contains(&t) {
+                2
+            } else {
+                0
+            };
+            let entity = format!("svc-{key}");
+            sent.entry(entity.clone()).or_default().push(status);
+            results.push(
+                json!({"id": format!("p{producer}-r{round}-svc{k}"), "check": "svc",
+                "entity": entity, "status": status, "output": "svc"}),
+            );
+        }
+        let quiet = if (3.0..12.0).contains(&t) { 2 } else { 0 };
+        results.push(
+            json!({"id": format!("p{producer}-r{round}-quiet"), "check": "quiet",
+            "entity": format!("q{producer}"), "status": quiet, "output": "quiet"}),
+        );
+        let ids: Vec<String> = results
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_string))
+            .collect();
+        let body = json!({ "results": results });
+        let mut tries = 0;
+        loop {
+            let url = {
+                let urls = urls.lock().expect("lock");
+                format!(
+                    "{}/api/v1/results",
+                    urls[(producer + round + tries) % urls.len()]
+                )
+            };
+            let answer = http
+                .post(&url)
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            match answer {
+                Ok(response) if response.status().is_success() => break,
+                Ok(response) if response.status().is_client_error() => {
+                    panic!("{url} refused a batch: {}", response.status())
+                }
+                _ => {}
+            }
+            tries += 1;
+            assert!(
+                tries < 100,
+                "no server took producer {producer}'s round {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        acknowledged.extend(ids);
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (acknowledged, sent)
+}
+
+/// What the events API says of an event, in the terms a single process's fold gives.
+fn folded_view(event: &Value) -> Value {
+    json!({
+        "status": event["status"],
+        "occurrences": event["occurrences"],
+        "occurrences_watermark": event["occurrences_watermark"],
+        "recent_statuses": event["recent_statuses"],
+        "total_state_change": event["total_state_change"],
+        "last_result_id": event["last_result_id"],
+    })
+}
+
+/// Every event of `checks` as one server shows it, by (check, entity).
+async fn events_of(
+    server: &TestServer,
+    checks: &[&str],
+) -> std::collections::BTreeMap<(String, String), Value> {
+    let mut all = std::collections::BTreeMap::new();
+    for check in checks {
+        let (_, events) = server.get(&format!("/api/v1/events?check={check}")).await;
+        for event in events["events"].as_array().into_iter().flatten() {
+            let key = (
+                event["check"].as_str().unwrap_or("").to_string(),
+                event["entity"].as_str().unwrap_or("").to_string(),
+            );
+            all.insert(key, folded_view(event));
+        }
+    }
+    all
+}
+
+/// The issue's cluster test: three servers on one PostgreSQL under load from producers that
+/// post through all of them in turn (retrying through another with the same ids), an agent
+/// given all three URLs, a server-side check every second, a deployment, a webhook receiver
+/// and a silence; the server doing the once-only work is killed with SIGKILL mid-load and
+/// started again. Then every acknowledged result is stored once, every event is what one
+/// process folding the stored results gives, all servers agree, each incident is told once and
+/// its resolution once (repeats dropped by `webhook-id`), the silenced check is told nothing,
+/// the server-side check ran about once a second (not three times), the agent's keepalive never
+/// went silent and its results kept coming.
+#[tokio::test]
+async fn three_servers_under_load_lose_nothing_when_the_deciding_one_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let receiver = common::Receiver::start().await;
+    let mut servers = cluster(dir.path(), &url, 3).await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', timeout: 5s }}
+deployments:
+  - {{ name: ams1, selector: {{ dc: ams1 }}, settle: 1s }}
+checks:
+  - {{ name: tick, command: [true], interval: 1s, labels: {{ dc: ams1 }} }}
+  - {{ name: disk, subscriptions: [web], command: [true], interval: 1s }}
+  - {{ name: load, ttl: 1h }}
+  - {{ name: svc, ttl: 1h, handlers: [hook] }}
+  - {{ name: quiet, ttl: 1h, handlers: [hook] }}
+",
+        receiver.port
+    );
+    let (status, body) = servers[1].apply(&[("dc.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_one_holder(&servers).await;
+    for server in &servers {
+        eventually(Duration::from_secs(5), "the spec on every server", || async {
+            let (_, spec) = server.get("/api/v1/spec").await;
+            names(&spec["files"]).contains(&"dc.yaml".to_string())
+        })
+        .await;
+    }
+    let (status, silence) = servers[2]
+        .post(
+            "/api/v1/silences",
+            &json!({"check": "quiet", "reason": "known", "for": "2h"}),
+        )
+        .await;
+    assert!(status < 300, "{status} {silence}");
+    let (_, made) = servers[0]
+        .post("/api/v1/tokens", &json!({"role": "agent"}))
+        .await;
+    let token = made["token"].as_str().expect("token").to_string();
+    let all_urls = servers
+        .iter()
+        .map(|s| s.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let agent = common::Agent::start_at(
+        &all_urls,
+        &dir.path().join("agent"),
+        &[
+            "--token",
+            &token,
+            "--name",
+            "web1",
+            "--subscriptions",
+            "web",
+            "--keepalive",
+            "500ms",
+            "--keepalive-warning",
+            "15s",
+            "--keepalive-critical",
+            "30s",
+        ],
+    );
+    // Everything in place (the silence and the agent seen by every server) before the load.
+    for server in &servers {
+        eventually(
+            Duration::from_secs(15),
+            "the silence and the agent",
+            || async {
+                silence_listed(server, silence["id"].as_str().unwrap_or("")).await
+                    && keepalive_of(server, "web1").await["state"] == "passing"
+            },
+        )
+        .await;
+    }
+
+    let urls = std::sync::Arc::new(std::sync::Mutex::new(
+        servers.iter().map(|s| s.url.clone()).collect::<Vec<_>>(),
+    ));
+    let started = Instant::now();
+    let run_for = Duration::from_secs(20);
+    let producers: Vec<_> = (0..3)
+        .map(|p| tokio::spawn(produce(p, urls.clone(), started, run_for)))
+        .collect();
+
+    // Mid-load, the server doing the once-only work is killed; later it starts again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut holder = None;
+    for (i, server) in servers.iter().enumerate() {
+        if holds_once_only_work(server).await {
+            holder = Some(i);
+        }
+    }
+    let holder = holder.expect("a holder");
+    servers.remove(holder).kill9().await;
+    eprintln!("killed server {holder} at {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let data = dir.path().join(format!("server-{holder}"));
+    let restarted = TestServer::start_on_sqlite(&data, &["--database", &url]).await;
+    urls.lock().expect("lock").push(restarted.url.clone());
+    servers.push(restarted);
+    eprintln!("restarted it at {:?}", started.elapsed());
+
+    let mut acknowledged = Vec::new();
+    let mut sent = std::collections::BTreeMap::new();
+    for producer in producers {
+        let (ids, statuses) = producer.await.expect("producer");
+        acknowledged.extend(ids);
+        sent.extend(statuses);
+    }
+    let load_ended = started.elapsed();
+    eprintln!(
+        "{} results acknowledged in {load_ended:?}",
+        acknowledged.len()
+    );
+
+    // Every acknowledged result is stored, once.
+    let store = mdd_storage::Store::connect(&url).await.expect("connect");
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.results_after(after, 10_000).await.expect("results");
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        stored.extend(page);
+    }
+    let mut counted: std::collections::HashMap<&str, usize> = Default::default();
+    for (_, result) in &stored {
+        *counted.entry(result.id.as_str()).or_default() += 1;
+    }
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !counted.contains_key(id.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged and not stored: {lost:?}");
+    assert!(counted.values().all(|n| *n == 1), "a result stored twice");
+    let ours = stored
+        .iter()
+        .filter(|(_, r)| ["load", "svc", "quiet"].contains(&r.check.as_str()))
+        .count();
+    assert_eq!(ours, acknowledged.len(), "stored and never acknowledged");
+
+    // Every event is what one process folding the stored results in order gives, and every
+    // server says so.
+    let mut by_key: std::collections::BTreeMap<
+        (String, String),
+        Vec<(i64, &mdd_storage::StoredResult)>,
+    > = Default::default();
+    for (seq, result) in &stored {
+        if ["load", "svc", "quiet"].contains(&result.check.as_str()) {
+            by_key
+                .entry((result.check.clone(), result.entity.clone()))
+                .or_default()
+                .push((*seq, result));
+        }
+    }
+    let mut expected = std::collections::BTreeMap::new();
+    for (key, mut results) in by_key {
+        results.sort_by_key(|(seq, r)| (r.executed_at, *seq));
+        fn observe(r: &mdd_storage::StoredResult) -> mdd_core::event::Observation<'_> {
+            mdd_core::event::Observation {
+                result_id: &r.id,
+                status: r.status,
+                executed_at: r.executed_at,
+            }
+        }
+        let mut event = mdd_core::event::Event::new(&key.0, &key.1, &observe(results[0].1));
+        for (_, result) in &results[1..] {
+            event.apply(&observe(result), Default::default());
+        }
+        let view = json!({
+            "status": event.status,
+            "occurrences": event.occurrences,
+            "occurrences_watermark": event.occurrences_watermark,
+            "recent_statuses": event.history.iter().map(|h| h.status).collect::<Vec<_>>(),
+            "total_state_change": event.total_state_change,
+            "last_result_id": event.last_result_id,
+        });
+        expected.insert(key, view);
+    }
+    assert_eq!(expected.len(), 3 * 40 + 9 + 3);
+    let checks = ["load", "svc", "quiet"];
+    for server in &servers {
+        let lag = eventually(
+            Duration::from_secs(10),
+            "every server shows the single-process fold",
+            || async { events_of(server, &checks).await == expected },
+        )
+        .await;
+        eprintln!("{} agrees {lag:?} after the load", server.url);
+    }
+
+    // Each incident told once and its resolution once, after dropping repeats by id; nothing
+    // about the silenced check.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut told: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut seen_ids = std::collections::HashSet::new();
+    for (headers, body) in receiver.requests.lock().expect("lock").iter() {
+        let id = headers
+            .iter()
+            .find(|(name, _)| name == "webhook-id")
+            .map(|(_, v)| v.clone())
+            .expect("a webhook-id");
+        if !seen_ids.insert(id) {
+            continue;
+        }
+        let event: Value = serde_json::from_str(body).expect("json");
+        let what = format!(
+            "{}/{}",
+            event["check"]["metadata"]["name"].as_str().unwrap_or(""),
+            event["entity"]["metadata"]["name"].as_str().unwrap_or("")
+        );
+        told.entry(what).or_default().push(
+            event["mdd"]["notification"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    let mut want = std::collections::BTreeMap::new();
+    for (entity, statuses) in &sent {
+        // Each svc key failed once, for longer than a failover takes, and ended passing.
+        assert_eq!(statuses.last(), Some(&0), "{entity} ends passing");
+        assert!(statuses.contains(&2), "{entity} failed");
+        want.insert(
+            format!("svc/{entity}"),
+            vec!["incident".to_string(), "resolution".to_string()],
+        );
+    }
+    assert_eq!(told, want, "each incident and resolution told once");
+
+    // The server's own check ran about once a second across the cluster, not once per server.
+    let ticks: Vec<i64> = stored
+        .iter()
+        .filter(|(_, r)| r.check == "tick")
+        .map(|(_, r)| r.executed_at)
+        .collect();
+    let (first, last) = (ticks.iter().min(), ticks.iter().max());
+    let span = match (first, last) {
+        (Some(first), Some(last)) => (last - first) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    eprintln!("{} results of a 1 s check over {span:.1} s", ticks.len());
+    assert!(span > 15.0, "the check ran for {span:.1} s");
+    assert!(
+        (ticks.len() as f64) <= span * 1.3 + 2.0,
+        "{} results of a 1 s check over {span:.1} s",
+        ticks.len()
+    );
+    // The lease's time without a holder is the only gap.
+    assert!(
+        (ticks.len() as f64) >= (span - 10.0) * 0.6,
+        "{} ticks",
+        ticks.len()
+    );
+
+    // The deployment is done, and every server says when alike.
+    eventually(
+        Duration::from_secs(15),
+        "ams1 done alike everywhere",
+        || async {
+            let mut done = Vec::new();
+            for server in &servers {
+                let (_, deployment) = server.get("/api/v1/deployments/ams1").await;
+                done.push(deployment["done_at"].clone());
+            }
+            done[0].is_string() && done.iter().all(|d| *d == done[0])
+        },
+    )
+    .await;
+
+    // The agent kept reporting through the failover, and its keepalive never went silent.
+    let disk: Vec<i64> = stored
+        .iter()
+        .filter(|(_, r)| r.check == "disk" && r.entity == "web1")
+        .map(|(_, r)| r.executed_at)
+        .collect();
+    let gaps = disk
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(i64::MAX);
+    eprintln!("{} agent results, the longest gap {gaps} ms", disk.len());
+    assert!(
+        disk.len() as f64 >= load_ended.as_secs_f64() * 0.7,
+        "{} agent results",
+        disk.len()
+    );
+    for server in &servers {
+        let event = keepalive_of(server, "web1").await;
+        assert!(
+            event["recent_statuses"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s == "ok")),
+            "{event}"
+        );
+    }
+    agent.kill9().await;
+    store.close().await;
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
