@@ -752,7 +752,7 @@ async fn produce(
         let mut results = Vec::new();
         for e in 0..40 {
             // A status that moves now and then, so events have history to get wrong.
-            let status = i64::from((round + e) % 9 == 0);
+            let status = i64::from((round + e).is_multiple_of(9));
             results.push(
                 json!({"id": format!("p{producer}-r{round}-load{e}"), "check": "load",
                 "entity": format!("p{producer}-e{e}"), "status": status, "output": "load"}),
@@ -885,10 +885,14 @@ checks:
     assert_eq!(status, 200, "{body}");
     wait_for_one_holder(&servers).await;
     for server in &servers {
-        eventually(Duration::from_secs(5), "the spec on every server", || async {
-            let (_, spec) = server.get("/api/v1/spec").await;
-            names(&spec["files"]).contains(&"dc.yaml".to_string())
-        })
+        eventually(
+            Duration::from_secs(5),
+            "the spec on every server",
+            || async {
+                let (_, spec) = server.get("/api/v1/spec").await;
+                names(&spec["files"]).contains(&"dc.yaml".to_string())
+            },
+        )
         .await;
     }
     let (status, silence) = servers[2]
