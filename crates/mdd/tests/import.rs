@@ -1188,8 +1188,12 @@ apply Dependency "on-db" to Service {{
         .env("RECORD_DIR", &by_icinga)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // The daemon starts a child of its own that outlives a kill of the first process:
+        // the whole group is killed, here and if the test fails on the way.
+        .process_group(0);
     let mut daemon = daemon.spawn().expect("icinga2 daemon");
+    let group = KillGroup(daemon.id().and_then(|id| i32::try_from(id).ok()));
     let recorded = ["plain", "s-one", "s-two"];
     for _ in 0..300 {
         if recorded.iter().all(|n| by_icinga.join(n).exists()) {
@@ -1199,7 +1203,8 @@ apply Dependency "on-db" to Service {{
     }
     // A moment for the last file to be written whole.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = daemon.kill().await;
+    drop(group);
+    let _ = daemon.wait().await;
     // mdd runs what it imported.
     let (text, _) = import(&["icinga2", config.to_str().expect("utf-8")]).await;
     let spec = parse(&text);
@@ -1240,4 +1245,18 @@ apply Dependency "on-db" to Service {{
         one.contains("--sep=loop-one\n") && one.contains("-f\nloop-one-fn\n"),
         "{one}"
     );
+}
+
+/// Kills a process group with SIGKILL when dropped.
+struct KillGroup(Option<i32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
