@@ -4,7 +4,9 @@
 //! event updates straight into the same PostgreSQL (one transaction per batch: the results,
 //! then their events upserted in key order), with no HTTP and no fold. Everything (load,
 //! servers, PostgreSQL) shares this machine. Goals: 3 servers ≥ 0.5 × the baseline and
-//! ≥ 20,000 results/s stored.
+//! ≥ 20,000 results/s stored. Two shapes of load: every client naming the same events at the
+//! same moment (each batch of every server waits for the fold before it: the worst case) and
+//! each client reporting for entities of its own, as agents do.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::ingest_bench::{CHECKS, Load, load, push_spec, start_server};
+use crate::ingest_bench::{Keys, Load, load, push_spec, start_server};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -33,10 +35,20 @@ pub struct ClusterArgs {
     /// Most servers on the database.
     #[arg(long, default_value_t = 3)]
     servers: usize,
+    /// Shapes of load, comma separated: `shared` (every client names the same events) and
+    /// `per-client` (each client its own entities).
+    #[arg(long, default_value = "shared,per-client", value_delimiter = ',')]
+    keys: Vec<KeysArg>,
+    /// Fewest servers on the database (to measure, or profile, one setup alone).
+    #[arg(long, default_value_t = 1)]
+    min_servers: usize,
 }
 
-/// Entities the results name (as the ingest bench's load does).
-const ENTITIES: usize = 10;
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KeysArg {
+    Shared,
+    PerClient,
+}
 
 pub fn run(args: ClusterArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -62,68 +74,90 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
         postgres.create_database(&format!("bench_{databases}"))
     };
     let mut lags = Vec::new();
-    for &clients in &args.clients {
-        let url = database(&postgres);
-        // The schema as mdd makes it, then nothing of mdd.
-        mdd_storage::Store::connect(&url)
-            .await
-            .context("make the schema")?
-            .close()
-            .await;
-        let base = baseline(&url, clients, args.batch, args.seconds).await?;
-        print_row(clients, "baseline (direct SQL)", &base, &base);
-        for count in 1..=args.servers {
-            let url = database(&postgres);
-            let mut children = Vec::new();
-            let mut urls = Vec::new();
-            for i in 0..count {
-                let data = dir.path().join(format!("pg-{clients}-{count}-{i}"));
-                let (child, served) =
-                    start_server(&args.mdd, &data, &spec_path, &["--database", &url]).await?;
-                children.push(child);
-                urls.push(served);
+    for keys in args.keys.iter().map(|k| match k {
+        KeysArg::Shared => Keys::Shared,
+        KeysArg::PerClient => Keys::PerClient,
+    }) {
+        println!(
+            "{}",
+            match keys {
+                Keys::Shared =>
+                    "every client's batches name the same 1,000 events (the worst case):",
+                Keys::PerClient =>
+                    "each client reports for 10 entities of its own (1,000 events a client), as agents do:",
             }
+        );
+        for &clients in &args.clients {
+            let url = database(&postgres);
+            // The schema as mdd makes it, then nothing of mdd.
+            mdd_storage::Store::connect(&url)
+                .await
+                .context("make the schema")?
+                .close()
+                .await;
+            let base = baseline(&url, keys, clients, args.batch, args.seconds).await?;
+            print_row(clients, "baseline (direct SQL)", &base, &base);
+            for count in args.min_servers.max(1)..=args.servers {
+                let url = database(&postgres);
+                let mut children = Vec::new();
+                let mut urls = Vec::new();
+                for i in 0..count {
+                    let data = dir
+                        .path()
+                        .join(format!("pg-{keys:?}-{clients}-{count}-{i}"));
+                    let (child, served) =
+                        start_server(&args.mdd, &data, &spec_path, &["--database", &url]).await?;
+                    children.push(child);
+                    urls.push(served);
+                }
+                let tag = format!("c{clients}s{count}");
+                let measure = load(&urls, None, keys, clients, args.batch, args.seconds, &tag);
+                // The lag is measured during the load too, on the first clients' count.
+                let during = count > 1 && clients == args.clients[0];
+                let (measured, lag_during) = if during {
+                    let (measured, lag) =
+                        tokio::join!(measure, cross_server_lag(&urls, "during", args.seconds));
+                    (measured?, Some(lag?))
+                } else {
+                    (measure.await?, None)
+                };
+                let setup = format!(
+                    "{count} server{} on PostgreSQL",
+                    if count == 1 { "" } else { "s" }
+                );
+                print_row(clients, &setup, &measured, &base);
+                if let Some(lag_during) = lag_during {
+                    let after = cross_server_lag(&urls, "after", 0).await?;
+                    lags.push((keys, clients, count, lag_during, after));
+                }
+                for mut child in children {
+                    let _ = child.kill().await;
+                }
+            }
+            let data = dir.path().join(format!("sqlite-{keys:?}-{clients}"));
+            let (mut child, served) = start_server(&args.mdd, &data, &spec_path, &[]).await?;
             let measured = load(
-                &urls,
+                &[served],
                 None,
+                keys,
                 clients,
                 args.batch,
                 args.seconds,
-                &format!("c{clients}s{count}"),
+                &format!("c{clients}sqlite"),
             )
             .await?;
-            let setup = format!(
-                "{count} server{} on PostgreSQL",
-                if count == 1 { "" } else { "s" }
-            );
-            print_row(clients, &setup, &measured, &base);
-            if count > 1 && clients == args.clients[0] {
-                lags.push((count, cross_server_lag(&urls).await?));
-            }
-            for mut child in children {
-                let _ = child.kill().await;
-            }
+            print_row(clients, "1 server on SQLite", &measured, &base);
+            let _ = child.kill().await;
         }
-        let data = dir.path().join(format!("sqlite-{clients}"));
-        let (mut child, served) = start_server(&args.mdd, &data, &spec_path, &[]).await?;
-        let measured = load(
-            &[served],
-            None,
-            clients,
-            args.batch,
-            args.seconds,
-            &format!("c{clients}sqlite"),
-        )
-        .await?;
-        print_row(clients, "1 server on SQLite", &measured, &base);
-        let _ = child.kill().await;
+        println!();
     }
-    println!();
-    for (count, (p50, p99)) in lags {
+    for (keys, clients, count, during, after) in lags {
         println!(
-            "{count} servers: a result posted to one is shown by another after p50 {:.0} ms, p99 {:.0} ms ({LAG_SAMPLES} results, one at a time)",
-            p50.as_secs_f64() * 1000.0,
-            p99.as_secs_f64() * 1000.0
+            "{count} servers, {keys:?} keys: a result acknowledged by one is shown by another after p50 {:.0} ms, p99 {:.0} ms during the load of {clients} clients, p50 {:.0} ms, p99 {:.0} ms after it",
+            during.0.as_secs_f64() * 1000.0,
+            during.1.as_secs_f64() * 1000.0,
+            after.0.as_secs_f64() * 1000.0,
+            after.1.as_secs_f64() * 1000.0,
         );
     }
     println!(
@@ -138,13 +172,18 @@ const LAG_SAMPLES: usize = 50;
 
 /// How long after a result is acknowledged by one server another shows it in its event: p50
 /// and p99 over `LAG_SAMPLES` results, each posted to the next server and looked for on the
-/// one after it.
-async fn cross_server_lag(urls: &[String]) -> Result<(Duration, Duration)> {
+/// one after it, spread over `over_seconds` (0: one right after another).
+async fn cross_server_lag(
+    urls: &[String],
+    tag: &str,
+    over_seconds: u64,
+) -> Result<(Duration, Duration)> {
     let http = reqwest::Client::new();
+    let pause = Duration::from_secs(over_seconds) / u32::try_from(LAG_SAMPLES).unwrap_or(1);
     let mut lags = Vec::with_capacity(LAG_SAMPLES);
     for n in 0..LAG_SAMPLES {
         let (to, from) = (&urls[n % urls.len()], &urls[(n + 1) % urls.len()]);
-        let id = format!("lag-{n}");
+        let id = format!("lag-{tag}-{n}");
         let body = serde_json::json!({"results": [{"id": id, "check": "push-0",
             "entity": "lag", "status": (n % 2) * 2, "output": "lag"}]});
         http.post(format!("{to}/api/v1/results"))
@@ -173,7 +212,9 @@ async fn cross_server_lag(urls: &[String]) -> Result<(Duration, Duration)> {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        lags.push(acknowledged.elapsed());
+        let lag = acknowledged.elapsed();
+        lags.push(lag);
+        tokio::time::sleep(pause.saturating_sub(lag)).await;
     }
     lags.sort();
     Ok((lags[lags.len() / 2], lags[lags.len() * 99 / 100]))
@@ -198,7 +239,13 @@ fn print_row(clients: usize, setup: &str, measured: &Load, base: &Load) {
 const EVENT_BODY: &str = r#"{"check":"push-0","entity":"host-0","status":"ok","occurrences":1,"occurrences_watermark":1,"history":[{"status":"ok","executed_at":0}],"last_ok":0,"executed_at":0,"last_result_id":"x","flapping":false,"total_state_change":0,"summary":"OK - bench","long_output":"","perfdata":[{"label":"time","value":0.012,"unit":"s","warn":"0.5","crit":"1","min":0.0}],"duration_ms":0.0,"output":"OK - bench | time=0.012s;0.5;1;0"}"#;
 
 /// `clients` tasks doing what mdd's writer does to the database for a batch, straight in SQL.
-async fn baseline(url: &str, clients: usize, batch: usize, seconds: u64) -> Result<Load> {
+async fn baseline(
+    url: &str,
+    keys: Keys,
+    clients: usize,
+    batch: usize,
+    seconds: u64,
+) -> Result<Load> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(u32::try_from(clients.min(16)).unwrap_or(16))
         .connect(url)
@@ -217,7 +264,7 @@ async fn baseline(url: &str, clients: usize, batch: usize, seconds: u64) -> Resu
             let mut round = 0usize;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match write_batch(&pool, client, round, batch).await {
+                match write_batch(&pool, keys, client, round, batch).await {
                     Ok(()) => {
                         latencies.push(sent.elapsed());
                         stored.fetch_add(batch as u64, Ordering::Relaxed);
@@ -247,6 +294,7 @@ async fn baseline(url: &str, clients: usize, batch: usize, seconds: u64) -> Resu
 
 async fn write_batch(
     pool: &sqlx::PgPool,
+    keys: Keys,
     client: usize,
     round: usize,
     batch: usize,
@@ -259,8 +307,9 @@ async fn write_batch(
     for i in 0..batch {
         let n = round * batch + i;
         ids.push(format!("base-{client}-{round}-{i}"));
-        checks.push(format!("push-{}", n % CHECKS));
-        entities.push(format!("host-{}", (n / CHECKS) % ENTITIES));
+        let (check, entity) = keys.of(client, n);
+        checks.push(check);
+        entities.push(entity);
         statuses.push(if n.is_multiple_of(7) { 2i32 } else { 0 });
     }
     let mut tx = pool.begin().await?;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub const TOKEN: &str = "mdd_bench_admin_token_0123456789abcdef";
 pub const CHECKS: usize = 100;
-const ENTITIES: usize = 10;
+pub const ENTITIES: usize = 10;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -106,6 +106,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
         let mdd = load(
             std::slice::from_ref(&mdd_url),
             None,
+            Keys::Shared,
             clients,
             args.batch,
             args.seconds,
@@ -115,6 +116,7 @@ async fn run_async(args: IngestArgs) -> Result<()> {
         let base = load(
             std::slice::from_ref(&baseline_url),
             None,
+            Keys::Shared,
             clients,
             args.batch,
             args.seconds,
@@ -252,6 +254,7 @@ async fn tls_against_plain(
         let over_plain = load(
             std::slice::from_ref(&plain_url),
             None,
+            Keys::Shared,
             100,
             args.batch,
             args.seconds,
@@ -261,6 +264,7 @@ async fn tls_against_plain(
         let over_tls = load(
             std::slice::from_ref(&tls_url),
             Some(&trust),
+            Keys::Shared,
             100,
             args.batch,
             args.seconds,
@@ -337,9 +341,33 @@ pub async fn start_server(
 
 /// `clients` tasks, each with its own connection, posting batches back to back for `seconds`;
 /// client `c` posts to `urls[c % urls.len()]` (the servers of a cluster in turn).
+/// Which events the clients' results land on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Every client's batches name the same (check, entity) pairs at the same moment: the worst
+    /// case for folding, every batch waits on the one before it.
+    Shared,
+    /// Each client reports for entities of its own, as agents do.
+    PerClient,
+}
+
+impl Keys {
+    /// The (check, entity) of a client's `n`th result.
+    pub fn of(self, client: usize, n: usize) -> (String, String) {
+        let check = format!("push-{}", n % CHECKS);
+        let entity = match self {
+            Keys::Shared => format!("host-{}", (n / CHECKS) % ENTITIES),
+            Keys::PerClient => format!("host-{client}-{}", (n / CHECKS) % ENTITIES),
+        };
+        (check, entity)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn load(
     urls: &[String],
     ca: Option<&reqwest::Certificate>,
+    keys: Keys,
     clients: usize,
     batch: usize,
     seconds: u64,
@@ -370,10 +398,11 @@ pub async fn load(
                 let results: Vec<serde_json::Value> = (0..batch)
                     .map(|i| {
                         let n = round as usize * batch + i;
+                        let (check, entity) = keys.of(client, n);
                         serde_json::json!({
                             "id": format!("{tag}-{client}-{round}-{i}"),
-                            "check": format!("push-{}", n % CHECKS),
-                            "entity": format!("host-{}", (n / CHECKS) % ENTITIES),
+                            "check": check,
+                            "entity": entity,
                             "status": if n.is_multiple_of(7) { 2 } else { 0 },
                             "output": "OK - bench | time=0.012s;0.5;1;0",
                         })

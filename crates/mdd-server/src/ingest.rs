@@ -594,16 +594,39 @@ async fn fold_in_store(
                 results: candidates,
                 entities,
             },
+            // The events this server wrote last (or followed) are in memory at the version
+            // stored: those are not read back and decoded.
+            |check, entity| {
+                shared
+                    .events_read()
+                    .get(&(check.to_string(), entity.to_string()))
+                    .map(|cached| cached.version)
+            },
             |inserted, stored| {
                 let mut base = crate::Events::new();
+                let events = shared.events_read();
                 for event in stored {
-                    let mut cached: CachedEvent =
-                        serde_json::from_str(&event.row.body).map_err(|e| {
-                            format!("event {}/{}: {e}", event.row.check, event.row.entity)
-                        })?;
+                    let key = (event.row.check, event.row.entity);
+                    if event.known {
+                        // Memory never moves past a version the store holds locked.
+                        let cached = events
+                            .get(&key)
+                            .filter(|cached| cached.version == event.version)
+                            .ok_or_else(|| {
+                                format!(
+                                    "event {}/{} moved in memory while it was being folded",
+                                    key.0, key.1
+                                )
+                            })?;
+                        base.insert(key, Arc::clone(cached));
+                        continue;
+                    }
+                    let mut cached: CachedEvent = serde_json::from_str(&event.row.body)
+                        .map_err(|e| format!("event {}/{}: {e}", key.0, key.1))?;
                     cached.version = event.version;
-                    base.insert((event.row.check, event.row.entity), Arc::new(cached));
+                    base.insert(key, Arc::new(cached));
                 }
+                drop(events);
                 let fresh: Vec<&StoredResult> = candidates
                     .iter()
                     .copied()

@@ -26,6 +26,9 @@ pub const DB_FILE: &str = "mdd.db";
 
 /// SQLite allows 32,766 bound parameters per statement; results have 12 columns.
 const RESULT_ROWS_PER_INSERT: usize = 2_000;
+/// On PostgreSQL, how far (ms) an entity's `last_seen` may lag its newest result before a
+/// group moves it (see `Store::upsert_entities_pg`).
+const LAST_SEEN_STEP: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -169,6 +172,8 @@ pub struct EventRow {
 pub struct VersionedEvent {
     pub row: EventRow,
     pub version: i64,
+    /// The caller said it holds this version already: the body is left out (empty).
+    pub known: bool,
 }
 
 /// What a fold hands back to be written: events, incident changes, and whatever the caller
@@ -289,6 +294,18 @@ macro_rules! on_pool {
             Pool::Sqlite($pool) => $body,
             Pool::Postgres($pool) => $body,
         }
+    };
+}
+
+/// The first two columns of one row, as a pair.
+macro_rules! decode_pairs_row {
+    ($store:expr, $row:expr) => {
+        (|| -> Result<_, StoreError> {
+            Ok((
+                $row.try_get(0).map_err(|e| $store.err(e))?,
+                $row.try_get(1).map_err(|e| $store.err(e))?,
+            ))
+        })()
     };
 }
 
@@ -599,13 +616,19 @@ impl Store {
     /// folding a new pair queue on it too) and handed to `fold` with the new ids; what it returns is written, each event
     /// one version up, with its incident changes, and committed. Ok means on disk, and the
     /// events are exactly what folding every result in commit order gives.
-    pub async fn commit_folding<T, F>(
+    ///
+    /// `known` says which version of a pair's event the caller holds already (in memory): an
+    /// event stored at that version is handed over without its body (`known`), so a server
+    /// folding the events it wrote last reads and decodes none of them.
+    pub async fn commit_folding<T, F, K>(
         &self,
         commit: Commit<'_>,
+        known: K,
         fold: F,
     ) -> Result<Folded<T>, StoreError>
     where
         F: FnOnce(&HashSet<String>, Vec<VersionedEvent>) -> Result<FoldOutput<T>, String>,
+        K: Fn(&str, &str) -> Option<i64>,
     {
         let Pool::Postgres(pool) = &self.pool else {
             return Err(StoreError::Corrupt {
@@ -614,8 +637,7 @@ impl Store {
             });
         };
         let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-        let inserted = insert_results!(self, tx, commit.results);
-        upsert_entities!(self, tx, commit.entities);
+        let inserted = self.insert_results_pg(&mut tx, commit.results).await?;
         let keys: std::collections::BTreeSet<(&str, &str)> = commit
             .results
             .iter()
@@ -625,27 +647,51 @@ impl Store {
         let checks: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
         let entities: Vec<&str> = keys.iter().map(|(_, e)| *e).collect();
         let mut stored = Vec::new();
+        // Pairs with no event stored before: a placeholder row holds their lock until the fold.
+        let mut placeholders: HashSet<(String, String)> = HashSet::new();
         if !keys.is_empty() {
             // One statement makes the placeholders and locks every row, in key order as the
-            // sorted rows come (an update that changes nothing locks an existing row): two
-            // folds over overlapping pairs queue on the first pair they share and never
-            // deadlock, which a separate insert and `SELECT … FOR UPDATE` could.
-            let rows = sqlx::query(
+            // sorted rows come (`DO UPDATE … WHERE false` locks an existing row and writes
+            // nothing): two folds over overlapping pairs queue on the first pair they share and
+            // never deadlock, which a separate insert and `SELECT … FOR UPDATE` could. It
+            // returns the placeholders it made; the rows locked are read next, as the last
+            // fold to hold them left them.
+            let made = sqlx::query(
                 "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body, version)
                  SELECT c, e, 0, 0, '', '', 0 FROM unnest($1::text[], $2::text[]) AS k(c, e)
                  ORDER BY c, e
-                 ON CONFLICT (check_name, entity) DO UPDATE SET version = events.version
-                 RETURNING check_name, entity, status, executed_at, last_result_id, body, version",
+                 ON CONFLICT (check_name, entity) DO UPDATE SET version = events.version WHERE false
+                 RETURNING check_name, entity",
             )
             .bind(&checks)
             .bind(&entities)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-            for row in &rows {
-                let event = self.versioned_event(row)?;
-                // A placeholder made just now: nothing is stored for the pair yet.
-                if !event.row.body.is_empty() {
+            for row in &made {
+                placeholders.insert(decode_pairs_row!(self, row)?);
+            }
+            if made.len() < keys.len() {
+                let held: Vec<i64> = keys
+                    .iter()
+                    .map(|(check, entity)| known(check, entity).unwrap_or(-1))
+                    .collect();
+                let rows = sqlx::query(
+                    "SELECT check_name, entity, status, executed_at, last_result_id,
+                         CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
+                     FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
+                         ON check_name = k.c AND entity = k.e
+                     WHERE body <> ''",
+                )
+                .bind(&checks)
+                .bind(&entities)
+                .bind(&held)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+                for row in &rows {
+                    let mut event = self.versioned_event(row)?;
+                    event.known = row.try_get(7).map_err(|e| self.err(e))?;
                     stored.push(event);
                 }
             }
@@ -680,16 +726,15 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
             for row in rows {
-                versions.insert(
-                    (
-                        row.try_get::<String, _>(0).map_err(|e| self.err(e))?,
-                        row.try_get::<String, _>(1).map_err(|e| self.err(e))?,
-                    ),
-                    row.try_get::<i64, _>(2).map_err(|e| self.err(e))?,
+                let key = (
+                    row.try_get::<String, _>(0).map_err(|e| self.err(e))?,
+                    row.try_get::<String, _>(1).map_err(|e| self.err(e))?,
                 );
+                placeholders.remove(&key);
+                versions.insert(key, row.try_get::<i64, _>(2).map_err(|e| self.err(e))?);
             }
         }
-        if !keys.is_empty() {
+        if !placeholders.is_empty() {
             // A placeholder nothing was folded into (every result out of order) goes again.
             sqlx::query(
                 "DELETE FROM events WHERE body = ''
@@ -701,7 +746,9 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
         }
-        record_incidents_in!(self, tx, &output.incidents);
+        self.record_incidents_pg(&mut tx, &output.incidents).await?;
+        // Last, so that the rows every server's groups share are held for the least time.
+        self.upsert_entities_pg(&mut tx, commit.entities).await?;
         if !output.notices.is_empty() {
             sqlx::query("INSERT INTO notices (body) SELECT * FROM unnest($1::text[])")
                 .bind(&output.notices)
@@ -715,6 +762,186 @@ impl Store {
             versions,
             value: output.value,
         })
+    }
+
+    /// Inserts results in one statement of a constant text (arrays, not a row of parameters
+    /// per result, so PostgreSQL plans it once per connection), in the order of their ids so
+    /// that two servers storing the same ids lock them in one order. Returns the ids that were
+    /// new.
+    async fn insert_results_pg(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        results: &[&StoredResult],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut by_id: Vec<&StoredResult> = results.to_vec();
+        by_id.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut perfdata = Vec::with_capacity(by_id.len());
+        for r in &by_id {
+            perfdata.push(
+                serde_json::to_string(&r.perfdata).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("cannot encode perfdata: {e}"),
+                })?,
+            );
+        }
+        let text =
+            |f: fn(&StoredResult) -> &str| -> Vec<&str> { by_id.iter().map(|r| f(r)).collect() };
+        let rows = sqlx::query(
+            "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata,
+                 duration_ms, exit_code, executed_at, received_at, output)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
+                 $6::text[], $7::text[], $8::float8[], $9::int[], $10::bigint[], $11::bigint[],
+                 $12::text[])
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(text(|r| &r.id))
+        .bind(text(|r| &r.check))
+        .bind(text(|r| &r.entity))
+        .bind(
+            by_id
+                .iter()
+                .map(|r| r.status.exit_code())
+                .collect::<Vec<i32>>(),
+        )
+        .bind(text(|r| &r.summary))
+        .bind(text(|r| &r.long_output))
+        .bind(&perfdata)
+        .bind(by_id.iter().map(|r| r.duration_ms).collect::<Vec<f64>>())
+        .bind(
+            by_id
+                .iter()
+                .map(|r| r.exit_code)
+                .collect::<Vec<Option<i32>>>(),
+        )
+        .bind(by_id.iter().map(|r| r.executed_at).collect::<Vec<i64>>())
+        .bind(by_id.iter().map(|r| r.received_at).collect::<Vec<i64>>())
+        .bind(text(|r| &r.output))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Records incident changes in at most three statements, whatever their number (one a
+    /// change cost a round trip each: most of a group's time when many events change): the
+    /// incidents opened, then every open incident closed by the first close at or after its
+    /// start (what applying the changes one by one gives, an event's opens and closes
+    /// alternating), then the flaps. Safe to repeat, as `record_incidents_in!`.
+    async fn record_incidents_pg(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        changes: &[mdd_core::incident::IncidentChange],
+    ) -> Result<(), StoreError> {
+        use mdd_core::incident::IncidentChange;
+        #[derive(Default)]
+        struct Columns<'a> {
+            checks: Vec<&'a str>,
+            entities: Vec<&'a str>,
+            at: Vec<i64>,
+        }
+        impl<'a> Columns<'a> {
+            fn push(&mut self, check: &'a str, entity: &'a str, at: i64) {
+                self.checks.push(check);
+                self.entities.push(entity);
+                self.at.push(at);
+            }
+        }
+        let (mut opened, mut closed, mut flapped) =
+            (Columns::default(), Columns::default(), Columns::default());
+        for change in changes {
+            match change {
+                IncidentChange::Opened { check, entity, at } => opened.push(check, entity, *at),
+                IncidentChange::Closed { check, entity, at } => closed.push(check, entity, *at),
+                IncidentChange::Flapped { check, entity, at } => flapped.push(check, entity, *at),
+            }
+        }
+        let statements = [
+            (
+                &opened,
+                "INSERT INTO incidents (check_name, entity, started_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ORDER BY 1, 2, 3
+                 ON CONFLICT DO NOTHING",
+            ),
+            (
+                &closed,
+                "UPDATE incidents AS i SET ended_at = u.ended
+                 FROM (SELECT i.check_name, i.entity, i.started_at, min(c.at) AS ended
+                       FROM incidents AS i
+                       JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS c(c, e, at)
+                           ON i.check_name = c.c AND i.entity = c.e AND i.started_at <= c.at
+                       WHERE i.ended_at IS NULL
+                       GROUP BY 1, 2, 3) AS u
+                 WHERE i.check_name = u.check_name AND i.entity = u.entity
+                     AND i.started_at = u.started_at AND i.ended_at IS NULL",
+            ),
+            (
+                &flapped,
+                "INSERT INTO flaps (check_name, entity, at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ORDER BY 1, 2, 3
+                 ON CONFLICT DO NOTHING",
+            ),
+        ];
+        for (columns, statement) in statements {
+            if columns.at.is_empty() {
+                continue;
+            }
+            sqlx::query(statement)
+                .bind(&columns.checks)
+                .bind(&columns.entities)
+                .bind(&columns.at)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Records when entities were seen: a new one is inserted, a known one's `last_seen` moved
+    /// when it is more than `LAST_SEEN_STEP` behind. Every server's groups name the same
+    /// entities: were each to update their rows, all of them would queue on those rows' locks
+    /// from one commit to the next (an update locks a row until the commit; a row the update's
+    /// condition leaves out is not locked, and an insert that finds the row does nothing).
+    /// Rows are taken in the order of their names, so two transactions never deadlock.
+    async fn upsert_entities_pg(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        entities: &[(&str, i64)],
+    ) -> Result<(), StoreError> {
+        if entities.is_empty() {
+            return Ok(());
+        }
+        // The latest sighting of each name, one row per name.
+        let mut latest: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (name, seen) in entities {
+            let at = latest.entry(name).or_insert(*seen);
+            *at = (*at).max(*seen);
+        }
+        let names: Vec<&str> = latest.keys().copied().collect();
+        let seen: Vec<i64> = latest.values().copied().collect();
+        sqlx::query(
+            "UPDATE entities SET last_seen = u.s
+             FROM (SELECT * FROM unnest($1::text[], $2::bigint[]) AS u(n, s) ORDER BY n) AS u
+             WHERE entities.name = u.n AND entities.last_seen < u.s - $3",
+        )
+        .bind(&names)
+        .bind(&seen)
+        .bind(LAST_SEEN_STEP)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "INSERT INTO entities (name, first_seen, last_seen)
+             SELECT n, s, s FROM unnest($1::text[], $2::bigint[]) AS u(n, s) ORDER BY n
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&names)
+        .bind(&seen)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The oldest notices folds left for the notifier (PostgreSQL; none on SQLite), with their
@@ -798,6 +1025,7 @@ impl Store {
                 body: row.try_get(5).map_err(get)?,
             },
             version: row.try_get(6).map_err(get)?,
+            known: false,
         })
     }
 
@@ -1320,6 +1548,20 @@ impl Store {
             record_incidents_in!(self, tx, changes);
             tx.commit().await.map_err(|e| self.err(e))
         })
+    }
+
+    /// [`Store::record_incidents`] as a fold on PostgreSQL records them (batched).
+    #[cfg(test)]
+    async fn record_incidents_batched(
+        &self,
+        changes: &[mdd_core::incident::IncidentChange],
+    ) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return self.record_incidents(changes).await;
+        };
+        let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+        self.record_incidents_pg(&mut tx, changes).await?;
+        tx.commit().await.map_err(|e| self.err(e))
     }
 
     /// Incidents that were going at some point since `from` (still open, or ended after it),

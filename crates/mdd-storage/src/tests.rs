@@ -343,12 +343,54 @@ async fn incidents_open_close_and_replay_harmlessly(place: Place) {
         .map(|i| (i.started_at, i.ended_at))
         .collect();
     assert_eq!(spans, [(100, Some(150)), (200, None)]);
-    assert_eq!(flaps, [(c, e, 210)]);
+    assert_eq!(flaps, [(c.clone(), e, 210)]);
     let (recent, _) = store.incidents_since(160).await.expect("read");
     assert_eq!(
         recent.len(),
         1,
         "the one that ended before 160 is out of the window"
+    );
+    // Several opens and closes of one event in one batch (as one fold of many results
+    // records them on PostgreSQL), replayed too: each incident ends at the first close after
+    // its start; another event's are its own.
+    let change = |kind: &str, entity: &str, at: i64| {
+        let (check, entity) = (c.clone(), entity.to_string());
+        match kind {
+            "open" => Opened { check, entity, at },
+            _ => Closed { check, entity, at },
+        }
+    };
+    let batch = [
+        change("close", "a", 300),
+        change("open", "b", 310),
+        change("open", "a", 400),
+        change("close", "a", 500),
+        change("close", "b", 520),
+        change("open", "a", 600),
+    ];
+    store
+        .record_incidents_batched(&batch)
+        .await
+        .expect("record");
+    store
+        .record_incidents_batched(&batch)
+        .await
+        .expect("replay");
+    let (incidents, _) = store.incidents_since(0).await.expect("read");
+    let mut spans: Vec<(&str, i64, Option<i64>)> = incidents
+        .iter()
+        .map(|i| (i.entity.as_str(), i.started_at, i.ended_at))
+        .collect();
+    spans.sort();
+    assert_eq!(
+        spans,
+        [
+            ("a", 100, Some(150)),
+            ("a", 200, Some(300)),
+            ("a", 400, Some(500)),
+            ("a", 600, None),
+            ("b", 310, Some(520)),
+        ]
     );
 }
 
@@ -794,6 +836,7 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
                     results: &[&r],
                     entities: &[],
                 },
+                |_, _| None,
                 |inserted, stored| counting(inserted, stored, &["a"]),
             )
             .await;
@@ -816,6 +859,7 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
                         results: &[&r],
                         entities: &[("server", 1)],
                     },
+                    |_, _| None,
                     |inserted, stored| counting(inserted, stored, &ids),
                 )
                 .await
@@ -835,6 +879,32 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
     // Nothing written since: read from `next`, nothing newer than what was seen.
     let (_, again) = first.events_changed(next).await.expect("feed");
     assert!(again.iter().all(|e| e.version <= 20));
+    // A caller holding the stored version gets the event without its body; one holding an
+    // older version gets the body.
+    for (held, known) in [(20, true), (19, false)] {
+        let r = result(&format!("held-{held}"), Status::Ok, 5_000 + held);
+        first
+            .commit_folding(
+                Commit {
+                    results: &[&r],
+                    entities: &[],
+                },
+                |_, _| Some(held),
+                |_, stored| {
+                    assert_eq!(stored.len(), 1);
+                    assert_eq!(stored[0].known, known);
+                    assert_eq!(stored[0].row.body.is_empty(), known);
+                    Ok(FoldOutput {
+                        events: Vec::new(),
+                        incidents: Vec::new(),
+                        notices: Vec::new(),
+                        value: (),
+                    })
+                },
+            )
+            .await
+            .expect("fold");
+    }
     // One notice per fold that stored something, in the order the folds committed.
     let notices = second.notices(100).await.expect("notices");
     assert_eq!(notices.len(), 20);
