@@ -91,7 +91,16 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
 /// Takes the events other servers folded since `from` (those newer than the ones in memory);
 /// where to read from next.
 async fn follow_events(shared: &Shared, from: i64) -> Result<i64, StoreError> {
-    let (next, rows) = shared.store.events_changed(from).await?;
+    // What this server wrote itself, or read before, is not read again.
+    let (next, rows) = shared
+        .store
+        .events_changed_since(from, |check, entity| {
+            shared
+                .events_read()
+                .get(&(check.to_string(), entity.to_string()))
+                .map(|held| held.version)
+        })
+        .await?;
     let mut newer = Vec::new();
     {
         let events = shared.events_read();

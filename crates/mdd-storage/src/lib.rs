@@ -980,10 +980,25 @@ impl Store {
         &self,
         after_xid: i64,
     ) -> Result<(i64, Vec<VersionedEvent>), StoreError> {
+        self.events_changed_since(after_xid, |_, _| None).await
+    }
+
+    /// [`Store::events_changed`] leaving out the events the caller holds at the stored version
+    /// or a newer one (`known` gives the version it holds): their rows are not read at all.
+    /// A follower then reads the bodies of what others wrote, not of what it wrote itself or
+    /// read before.
+    pub async fn events_changed_since<K>(
+        &self,
+        after_xid: i64,
+        known: K,
+    ) -> Result<(i64, Vec<VersionedEvent>), StoreError>
+    where
+        K: Fn(&str, &str) -> Option<i64>,
+    {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok((0, Vec::new()));
         };
-        // One snapshot for both reads.
+        // One snapshot for all the reads.
         let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -995,14 +1010,37 @@ impl Store {
             .map_err(|e| self.err(e))?
             .try_get(0)
             .map_err(|e| self.err(e))?;
-        let rows = sqlx::query(
-            "SELECT check_name, entity, status, executed_at, last_result_id, body, version
-             FROM events WHERE changed_xid >= $1 AND body <> ''",
+        let changed = sqlx::query(
+            "SELECT check_name, entity, version FROM events WHERE changed_xid >= $1 AND body <> ''",
         )
         .bind(after_xid)
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
+        let mut checks = Vec::new();
+        let mut entities = Vec::new();
+        for row in &changed {
+            let (check, entity): (String, String) = decode_pairs_row!(self, row)?;
+            let version: i64 = row.try_get(2).map_err(|e| self.err(e))?;
+            if known(&check, &entity).is_none_or(|held| held < version) {
+                checks.push(check);
+                entities.push(entity);
+            }
+        }
+        let rows = if checks.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query(
+                "SELECT check_name, entity, status, executed_at, last_result_id, body, version
+                 FROM events JOIN unnest($1::text[], $2::text[]) AS k(c, e)
+                     ON check_name = k.c AND entity = k.e",
+            )
+            .bind(&checks)
+            .bind(&entities)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+        };
         tx.commit().await.map_err(|e| self.err(e))?;
         let events = rows
             .iter()

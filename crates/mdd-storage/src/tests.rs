@@ -879,6 +879,18 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
     // Nothing written since: read from `next`, nothing newer than what was seen.
     let (_, again) = first.events_changed(next).await.expect("feed");
     assert!(again.iter().all(|e| e.version <= 20));
+    // A follower holding the version stored reads nothing of it; one behind reads it.
+    let (_, held) = first
+        .events_changed_since(0, |_, _| Some(20))
+        .await
+        .expect("feed");
+    assert!(held.is_empty(), "{held:?}");
+    let (_, behind) = first
+        .events_changed_since(0, |_, _| Some(19))
+        .await
+        .expect("feed");
+    assert_eq!(behind.len(), 1);
+    assert_eq!(behind[0].row.body, "20");
     // A caller holding the stored version gets the event without its body; one holding an
     // older version gets the body.
     for (held, known) in [(20, true), (19, false)] {
