@@ -564,6 +564,7 @@ fn notice_of(
     (changed || counting).then(|| crate::notify::Notice {
         previous_status: previous.map(|p| p.event.status),
         previous_flapping: previous.is_some_and(|p| p.event.flapping),
+        version: event.version,
         event,
     })
 }
@@ -638,7 +639,10 @@ async fn fold_in_store(
                 if let Some(counted) = notices_counted {
                     for (key, event) in &staged {
                         let previous = base.get(key).map(|p| &**p);
-                        if let Some(notice) = notice_of(previous, event.clone(), counted) {
+                        if let Some(mut notice) = notice_of(previous, event.clone(), counted) {
+                            // Written one version up from the one it was folded from (the row
+                            // is locked: nobody else can move it meanwhile).
+                            notice.version = event.version + 1;
                             notices.push(
                                 serde_json::to_string(&notice)
                                     .map_err(|e| format!("cannot encode a notice: {e}"))?,

@@ -72,6 +72,9 @@ pub struct Notice {
     pub event: CachedEvent,
     pub previous_status: Option<Status>,
     pub previous_flapping: bool,
+    /// The event's version as the fold wrote it (0 on SQLite, where there are none).
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// One attempt to deliver, for the log.
@@ -308,6 +311,11 @@ impl Batch {
 struct Told {
     open: HashMap<OpenKey, Open>,
     persist: mpsc::Sender<Persist>,
+    /// The newest version of each event a notice was decided for (on a store shared by
+    /// several servers, where events have versions): a notice that comes after a newer one
+    /// for the same event (another server's fold through the outbox, a group that committed
+    /// before one started earlier) is older news, and is not decided.
+    decided: HashMap<(String, String), i64>,
 }
 
 impl Told {
@@ -324,7 +332,11 @@ impl Told {
                 )
             })
             .collect();
-        Told { open, persist }
+        Told {
+            open,
+            persist,
+            decided: HashMap::new(),
+        }
     }
 
     /// Puts back a record taken with `open.remove`, writing it through if it changed.
@@ -637,6 +649,7 @@ fn catch_up(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                 event,
                 previous_status: Some(status),
                 previous_flapping: flapping,
+                version: 0,
             },
             told,
             jobs,
@@ -732,6 +745,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                         event: placeholder,
                         previous_status: None,
                         previous_flapping: false,
+                        version: 0,
                     },
                     resolved.since,
                     format!("it never reported ({})", agents.why_no_result(check)),
@@ -748,6 +762,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                         event: cached.clone(),
                         previous_status: Some(cached.event.status),
                         previous_flapping: cached.event.flapping,
+                        version: 0,
                     },
                     resolved.since,
                     format!(
@@ -784,6 +799,7 @@ fn watch_stale(shared: &Shared, told: &mut Told, jobs: &mut Vec<Job>) {
                 event: stale,
                 previous_status: notice.previous_status,
                 previous_flapping: notice.previous_flapping,
+                version: 0,
             },
             State::Stale,
             told,
@@ -865,7 +881,39 @@ fn silenced(shared: &Shared, check: &str, entity: &str, now: i64) -> bool {
         .any(|s| s.is_active(now) && s.matches(&target))
 }
 
+/// Whether a notice is about a version of its event older than (or the same as) one decided
+/// before; otherwise it becomes the newest decided. Notices without a version (SQLite) are
+/// always news.
+fn older_news(decided: &mut HashMap<(String, String), i64>, notice: &Notice) -> bool {
+    if notice.version <= 0 {
+        return false;
+    }
+    let key = (
+        notice.event.event.check.clone(),
+        notice.event.event.entity.clone(),
+    );
+    match decided.get_mut(&key) {
+        Some(newest) if *newest >= notice.version => true,
+        Some(newest) => {
+            *newest = notice.version;
+            false
+        }
+        None => {
+            decided.insert(key, notice.version);
+            false
+        }
+    }
+}
+
 fn decide(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>) {
+    if older_news(&mut told.decided, notice) {
+        tracing::debug!(
+            "a notice of {}/{} came after a newer one: not decided",
+            notice.event.event.check,
+            notice.event.event.entity
+        );
+        return;
+    }
     decide_one(shared, notice, told, jobs);
     // A check passing again unblocks what depends on it: what still fails there is now a root
     // cause of its own, and is looked at as such.
@@ -898,6 +946,7 @@ fn decide(shared: &Shared, notice: &Notice, told: &mut Told, jobs: &mut Vec<Job>
                 event,
                 previous_status: Some(status),
                 previous_flapping: flapping,
+                version: 0,
             },
             told,
             jobs,
@@ -1363,6 +1412,50 @@ async fn run_command(argv: &[String], body: &[u8], timeout: Duration) -> (String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_older_than_one_decided_is_not_news() {
+        let notice = |entity: &str, version: i64| {
+            let observation = mdd_core::event::Observation {
+                result_id: "r1",
+                status: Status::Critical,
+                executed_at: 1,
+            };
+            let result = mdd_storage::StoredResult {
+                id: "r1".into(),
+                check: "dns".into(),
+                entity: entity.into(),
+                status: Status::Critical,
+                summary: String::new(),
+                long_output: String::new(),
+                perfdata: Vec::new(),
+                duration_ms: 0.0,
+                exit_code: None,
+                executed_at: 1,
+                received_at: 1,
+                output: String::new(),
+            };
+            Notice {
+                event: CachedEvent::new(
+                    mdd_core::event::Event::new("dns", entity, &observation),
+                    &result,
+                ),
+                previous_status: None,
+                previous_flapping: false,
+                version,
+            }
+        };
+        let mut decided = HashMap::new();
+        assert!(!older_news(&mut decided, &notice("a", 5)));
+        // Through the outbox after the holder's own newer fold, or the same one again.
+        assert!(older_news(&mut decided, &notice("a", 4)));
+        assert!(older_news(&mut decided, &notice("a", 5)));
+        assert!(!older_news(&mut decided, &notice("a", 6)));
+        // Another event's versions are its own; no version (SQLite) is always news.
+        assert!(!older_news(&mut decided, &notice("b", 1)));
+        assert!(!older_news(&mut decided, &notice("a", 0)));
+        assert!(!older_news(&mut decided, &notice("a", 0)));
+    }
 
     #[test]
     fn a_notification_id_is_the_same_for_the_same_decision_only() {
