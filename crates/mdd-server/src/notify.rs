@@ -505,16 +505,12 @@ pub async fn run(
                             Err(e) => tracing::warn!("cannot read what handlers were told: {e}"),
                         }
                     }
-                    // What was decided and not delivered goes first (it is already due: no
+                    // What was decided and not delivered goes first (it is due already: no
                     // second row for it), then what was never decided.
-                    load_due(&shared, &told.persist, &mut jobs).await;
-                    let redelivered = jobs.len();
+                    let mut due = Vec::new();
+                    load_due(&shared, &told.persist, &mut due).await;
+                    dispatch(&shared, &http, &mut workers, &told.persist, &mut due, &shutdown);
                     catch_up(&shared, &mut told, &mut jobs);
-                    for job in &jobs[redelivered..] {
-                        decided(&told.persist, job);
-                    }
-                    dispatch(&shared, &http, &mut workers, &told.persist, &mut jobs, &shutdown);
-                    continue;
                 }
             }
             notice = notices.recv() => match notice {

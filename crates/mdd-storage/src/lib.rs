@@ -314,12 +314,7 @@ macro_rules! decode_pairs {
     ($store:expr, $rows:expr) => {
         $rows
             .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0).map_err(|e| $store.err(e))?,
-                    row.try_get(1).map_err(|e| $store.err(e))?,
-                ))
-            })
+            .map(|row| decode_pairs_row!($store, row))
             .collect()
     };
 }

@@ -2272,36 +2272,19 @@ async fn a_delivery_cut_short_by_a_crash_is_made_after_the_restart() {
         assert_eq!(server.post("/api/v1/results", &body).await.0, 200);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    for _ in 0..100 {
-        if !hook.ids().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let first = hook.ids();
+    let first = hook.wait_for_requests(1).await;
     assert_eq!(first.len(), 1, "the incident is being delivered: {first:?}");
     // What was decided is stored within a second; the margin is for a busy machine.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     server.kill9().await;
-    hook.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    hook.release();
 
     let server = TestServer::start(&data, &[]).await;
-    for _ in 0..100 {
-        if hook.ids().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    hook.wait_for_requests(2).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // The receiver got the first one too (its answer went to a dead server): it drops the
     // repeat by its id.
-    assert_eq!(
-        hook.ids(),
-        [first[0].clone(), first[0].clone()],
-        "delivered again after the crash, with the same id"
-    );
-    let requests = hook.requests.lock().expect("lock").clone();
-    assert_eq!(requests[0].1, requests[1].1, "the same body");
+    hook.assert_made_again(&first[0]);
     assert_eq!(
         hook.received(),
         told(&[("dns", "incident"), ("dns", "incident")])

@@ -436,6 +436,30 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits (at most 20 s) until at least `n` requests came, answered or not; their ids.
+    pub async fn wait_for_requests(&self, n: usize) -> Vec<String> {
+        for _ in 0..200 {
+            if self.ids().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.ids()
+    }
+
+    /// Answers held requests, and the ones to come, from now on (see `hold`).
+    pub fn release(&self) {
+        self.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Asserts that exactly two requests came, both carrying `id` and the same body: one
+    /// delivery made again (after its first answer went to a server that died).
+    pub fn assert_made_again(&self, id: &str) {
+        let requests = self.requests.lock().expect("lock").clone();
+        assert_eq!(self.ids(), [id, id], "made again, with the same id");
+        assert_eq!(requests[0].1, requests[1].1, "the same body");
+    }
+
     /// (check, notification) of what arrived, in order.
     pub fn received(&self) -> Vec<(String, String)> {
         self.bodies
