@@ -177,7 +177,7 @@ fn selected_states(
 }
 
 /// No events, for resolving checks that have none.
-static EMPTY: crate::Events = BTreeMap::new();
+static EMPTY: std::sync::LazyLock<crate::Events> = std::sync::LazyLock::new(crate::Events::new);
 
 /// The checks whose labels match the deployment's selector (all of them for an empty one).
 pub fn selected<'a>(

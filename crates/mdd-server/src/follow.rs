@@ -5,9 +5,9 @@
 //! transaction (database triggers). A server polls that small table and reloads whatever
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
-//! On a store shared by several servers it also follows the events the others folded (rows
-//! written since the oldest transaction running at the last read, taken when their version is
-//! newer than the one in memory). It never writes to the store.
+//! On a store shared by several servers it also follows the events the others folded (the rows
+//! other servers wrote in the transactions that ended since the last read, taken when their
+//! version is newer than the one in memory). It never writes to the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct Seen {
     /// The shared versions read before anything was loaded.
     pub versions: BTreeMap<String, i64>,
     /// On a store shared by several servers, where the events' change feed goes on from.
-    pub events_from: i64,
+    pub events_from: mdd_storage::FeedPosition,
 }
 
 /// Follows the store until `shutdown`, from what the start loaded.
@@ -47,7 +47,7 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
         if shared.store.is_shared() {
             // Events first: the notices taken next are decided against events at least as
             // new as the ones they were made from.
-            let mut round = follow_events(&shared, events_from).await.map(|next| {
+            let mut round = follow_events(&shared, &events_from).await.map(|next| {
                 events_from = next;
             });
             if round.is_ok() && shared.holds_once_only_work() {
@@ -90,17 +90,34 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
 
 /// Takes the events other servers folded since `from` (those newer than the ones in memory);
 /// where to read from next.
-async fn follow_events(shared: &Shared, from: i64) -> Result<i64, StoreError> {
-    // What this server wrote itself, or read before, is not read again.
-    let (next, rows) = shared
-        .store
-        .events_changed_since(from, |check, entity| {
-            shared
-                .events_read()
-                .get(&(check.to_string(), entity.to_string()))
-                .map(|held| held.version)
-        })
-        .await?;
+async fn follow_events(
+    shared: &Shared,
+    from: &mdd_storage::FeedPosition,
+) -> Result<mdd_storage::FeedPosition, StoreError> {
+    // What this server wrote itself is not read: its writer put it in memory, but for the
+    // events of folds whose commit failed, which are read by key.
+    let again: Vec<crate::EventKey> = shared
+        .read_again
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
+    let (next, mut rows) = match shared.store.events_changed_since(from).await {
+        Ok(read) => read,
+        Err(e) => {
+            restore_read_again(shared, again);
+            return Err(e);
+        }
+    };
+    if !again.is_empty() {
+        match shared.store.events_of(&again).await {
+            Ok(read) => rows.extend(read),
+            Err(e) => {
+                restore_read_again(shared, again);
+                return Err(e);
+            }
+        }
+    }
     let mut newer = Vec::new();
     {
         let events = shared.events_read();
@@ -142,6 +159,15 @@ async fn follow_events(shared: &Shared, from: i64) -> Result<i64, StoreError> {
     Ok(next)
 }
 
+/// Puts back the keys to read again of a round that failed.
+fn restore_read_again(shared: &Shared, keys: Vec<crate::EventKey>) {
+    shared
+        .read_again
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(keys);
+}
+
 /// Drops the events and keepalive watches of entities deleted through another server: those
 /// in memory that the store no longer lists and that have no stored events (read after the
 /// memory was, so an entity that reported a moment ago is found and kept).
@@ -176,9 +202,9 @@ async fn forget_deleted_entities(shared: &Shared) -> Result<(), StoreError> {
     if gone.is_empty() {
         return Ok(());
     }
-    shared
-        .events_write()
-        .retain(|(_, entity), _| !gone.contains(entity));
+    crate::remove_events(&mut shared.events_write(), |(_, entity)| {
+        gone.contains(entity)
+    });
     shared
         .keepalives()
         .retain(|entity, _| !gone.contains(entity));

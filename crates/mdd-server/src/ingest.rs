@@ -294,7 +294,7 @@ async fn forget_entity(
         return Err(e);
     }
     shared.store.delete_entity(entity).await?;
-    shared.events_write().retain(|(_, e), _| e != entity);
+    crate::remove_events(&mut shared.events_write(), |(_, e)| e == entity);
     dirty.retain(|(_, e)| e != entity);
     Ok(())
 }
@@ -671,6 +671,19 @@ async fn fold_in_store(
 fn fail(shared: &Shared, group: Vec<IngestJob>, error: StoreError) {
     tracing::error!("cannot store results: {error}");
     shared.metrics.ingest_failures.inc();
+    if shared.store.is_shared() {
+        // The fold may have committed before the error: its events are read back.
+        shared
+            .read_again
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(
+                group
+                    .iter()
+                    .flat_map(|job| &job.results)
+                    .map(|r| (r.check.clone(), r.entity.clone())),
+            );
+    }
     let error = Arc::new(error);
     for job in group {
         let _ = job.reply.send(Err(Arc::clone(&error)));

@@ -52,11 +52,23 @@ pub type EventKey = (String, String);
 /// The events, by (check, entity). Each is shared: a page or a scrape takes them all in a
 /// moment under the lock (a reference each) and works on its copy without it, so the writer
 /// never waits for a page of 50,000 checks.
-pub type Events = BTreeMap<EventKey, Arc<CachedEvent>>;
+/// Every event by (check, entity). A persistent map: a snapshot of it is a reference count
+/// (pages, scrapes, a single event's answer resolving what it depends on), and a write after
+/// one copies only the few nodes on the written key's path.
+pub type Events = imbl::OrdMap<EventKey, Arc<CachedEvent>>;
+
+/// Removes the events whose keys `gone` picks (the persistent map has no `retain`).
+pub fn remove_events(events: &mut Events, gone: impl Fn(&EventKey) -> bool) {
+    let keys: Vec<EventKey> = events.keys().filter(|key| gone(key)).cloned().collect();
+    for key in keys {
+        events.remove(&key);
+    }
+}
 
 /// An event as the server keeps it: the state machine's event plus the output of the result
 /// that made it, so reads need no join.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredEvent")]
 pub struct CachedEvent {
     #[serde(flatten)]
     pub event: Event,
@@ -78,6 +90,66 @@ pub struct CachedEvent {
     /// it; 0 on SQLite): the change feed takes a row only when it is newer than this.
     #[serde(skip)]
     pub version: i64,
+}
+
+/// A [`CachedEvent`] as its JSON body reads, every field at one level: decoding it is several
+/// times cheaper than through `#[serde(flatten)]`, which buffers the whole object first (the
+/// change feed decodes every event another server wrote). Fields it does not name are ignored,
+/// as they were.
+#[derive(Deserialize)]
+struct StoredEvent {
+    check: String,
+    entity: String,
+    status: mdd_core::status::Status,
+    last_result_id: String,
+    executed_at: i64,
+    occurrences: u32,
+    occurrences_watermark: u32,
+    history: Vec<mdd_core::event::HistoryEntry>,
+    total_state_change: u32,
+    flapping: bool,
+    first_seen: i64,
+    last_ok: Option<i64>,
+    last_state_change: Option<i64>,
+    summary: String,
+    #[serde(default)]
+    long_output: String,
+    #[serde(default)]
+    perfdata: Vec<PerfDatum>,
+    duration_ms: f64,
+    #[serde(default)]
+    output: String,
+    #[serde(default)]
+    fresh_since: Option<i64>,
+}
+
+impl From<StoredEvent> for CachedEvent {
+    fn from(stored: StoredEvent) -> CachedEvent {
+        CachedEvent {
+            event: Event {
+                check: stored.check,
+                entity: stored.entity,
+                status: stored.status,
+                last_result_id: stored.last_result_id,
+                executed_at: stored.executed_at,
+                occurrences: stored.occurrences,
+                occurrences_watermark: stored.occurrences_watermark,
+                history: stored.history,
+                total_state_change: stored.total_state_change,
+                flapping: stored.flapping,
+                first_seen: stored.first_seen,
+                last_ok: stored.last_ok,
+                last_state_change: stored.last_state_change,
+            },
+            summary: stored.summary,
+            long_output: stored.long_output,
+            perfdata: stored.perfdata,
+            duration_ms: stored.duration_ms,
+            output: stored.output,
+            fresh_since: stored.fresh_since,
+            version: 0,
+        }
+    }
 }
 
 impl CachedEvent {
@@ -228,6 +300,10 @@ pub struct Shared {
     silences: RwLock<Vec<mdd_core::silence::Silence>>,
     /// Changed events for the notifier (bounded; never waited on).
     pub notices: mpsc::Sender<notify::Notice>,
+    /// Events of folds that failed in a way that may have committed all the same (the
+    /// connection broke during the commit): the change feed leaves out what this server
+    /// wrote, so the follower reads these again by key.
+    pub read_again: std::sync::Mutex<std::collections::HashSet<EventKey>>,
     /// What each handler was sent, and how it went.
     pub deliveries: notify::DeliveryLog,
     /// The outage before this start: it does not count against checks' ttls.
@@ -345,10 +421,7 @@ impl Shared {
     /// indexed without it: for pages, scrapes and sweeps over all of them, which then hold up
     /// neither ingestion nor each other, however long they take.
     pub fn events_snapshot(&self) -> Events {
-        let all: Vec<Arc<CachedEvent>> = self.events_read().values().cloned().collect();
-        all.into_iter()
-            .map(|e| ((e.event.check.clone(), e.event.entity.clone()), e))
-            .collect()
+        self.events_read().clone()
     }
 
     fn events_write(&self) -> RwLockWriteGuard<'_, Events> {
@@ -669,8 +742,10 @@ pub async fn start(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningServer, ServerError> {
+    let server_id = server_id(&config);
     let store = match &config.database {
-        Some(url) => Store::connect(url).await?,
+        // Its change feed leaves out what it folded itself, under its name.
+        Some(url) => Store::connect(url).await?.writing_as(&server_id),
         None => Store::open(&config.data_dir).await?,
     };
 
@@ -732,7 +807,6 @@ pub async fn start(
             .get(&(keepalive::KEEPALIVE_CHECK.to_string(), entity.to_string()))
             .map(|cached| cached.event.status)
     });
-    let server_id = server_id(&config);
     let shared = Arc::new(Shared {
         store,
         revision,
@@ -741,6 +815,7 @@ pub async fn start(
         deployments: RwLock::new(tracks),
         silences: RwLock::new(silences),
         notices,
+        read_again: std::sync::Mutex::default(),
         deliveries,
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
@@ -830,6 +905,7 @@ pub async fn start(
         ));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&shared), shutdown.clone()));
     let housekeeping = tokio::spawn(prune_loop(Arc::clone(&shared), shutdown.clone()));
+    let vacuum = tokio::spawn(vacuum_loop(Arc::clone(&shared), shutdown.clone()));
     let token_uses = tokio::spawn(token_uses_loop(Arc::clone(&shared), shutdown.clone()));
     let watchdog = tokio::spawn(keepalive::watchdog(Arc::clone(&shared), shutdown.clone()));
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
@@ -885,6 +961,7 @@ pub async fn start(
         shutdown.cancel();
         let _ = scheduler.await;
         let _ = housekeeping.await;
+        let _ = vacuum.await;
         let _ = token_uses.await;
         let _ = watchdog.await;
         let _ = progress.await;
@@ -1010,12 +1087,12 @@ async fn load_events(
     store: &Store,
     checks: &CheckSet,
     outage: mdd_core::event::Outage,
-) -> Result<(Events, i64), ServerError> {
+) -> Result<(Events, mdd_storage::FeedPosition), ServerError> {
     if store.is_shared() {
         // Folded with their results: the stored events are current, nothing to replay. The
         // change feed goes on from where this read ended.
-        let (next, stored) = store.events_changed(0).await?;
-        let mut events = BTreeMap::new();
+        let (next, stored) = store.all_events().await?;
+        let mut events = Events::new();
         for event in stored {
             let mut cached: CachedEvent =
                 serde_json::from_str(&event.row.body).map_err(|e| StoreError::Corrupt {
@@ -1028,7 +1105,7 @@ async fn load_events(
         return Ok((events, next));
     }
     let checkpoint = store.load_event_checkpoint().await?;
-    let mut events = BTreeMap::new();
+    let mut events = Events::new();
     for row in checkpoint.events {
         let cached: CachedEvent =
             serde_json::from_str(&row.body).map_err(|e| StoreError::Corrupt {
@@ -1057,21 +1134,27 @@ async fn load_events(
     let now = now_ms();
     let latest_trusted =
         now.saturating_add(i64::try_from(mdd_core::event::MAX_CLOCK_SKEW.as_millis()).unwrap_or(0));
-    for ((check, entity), cached) in events.iter_mut() {
-        if cached.event.executed_at > latest_trusted {
-            tracing::warn!(
-                check,
-                entity,
-                "the stored event is dated {} (a wrong clock); it counts as of now",
-                view::timestamp(cached.event.executed_at)
-            );
-            let cached = Arc::make_mut(cached);
-            cached.event.executed_at = now;
-            for entry in &mut cached.event.history {
-                entry.executed_at = entry.executed_at.min(now);
-            }
-            replayed.insert((check.clone(), entity.clone()));
+    let ahead: Vec<EventKey> = events
+        .iter()
+        .filter(|(_, cached)| cached.event.executed_at > latest_trusted)
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in ahead {
+        let Some(cached) = events.get_mut(&key) else {
+            continue;
+        };
+        tracing::warn!(
+            check = key.0,
+            entity = key.1,
+            "the stored event is dated {} (a wrong clock); it counts as of now",
+            view::timestamp(cached.event.executed_at)
+        );
+        let cached = Arc::make_mut(cached);
+        cached.event.executed_at = now;
+        for entry in &mut cached.event.history {
+            entry.executed_at = entry.executed_at.min(now);
         }
+        replayed.insert(key);
     }
     if !replayed.is_empty() {
         tracing::info!(
@@ -1085,7 +1168,7 @@ async fn load_events(
             .collect();
         store.checkpoint_events(&rows).await?;
     }
-    Ok((events, 0))
+    Ok((events, mdd_storage::FeedPosition::default()))
 }
 
 /// Records when tokens were last used, every 30 s and at the end (not on every request).
@@ -1119,6 +1202,43 @@ async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// How often the server doing the once-only work looks for tables to vacuum.
+const VACUUM_EVERY: Duration = Duration::from_secs(2);
+
+/// Vacuums the tables folds churn (see `Store::vacuum_churned`) on a store shared by several
+/// servers, on the server doing the once-only work.
+async fn vacuum_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    if !shared.store.is_shared() {
+        return;
+    }
+    let mut holding = shared.watch_once_only_work();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            held = holding.wait_for(|holds| *holds) => if held.is_err() { return },
+        }
+        match shared.store.vacuum_churned().await {
+            Ok(tables) => {
+                failing = false;
+                if !tables.is_empty() {
+                    tracing::debug!(?tables, "vacuumed");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("cannot vacuum (will retry): {e}");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(VACUUM_EVERY) => {}
         }
     }
 }
@@ -1188,5 +1308,59 @@ mod tests {
         assert!(warn("127.0.0.1:7700", false).is_none());
         assert!(warn("127.0.0.2:7700", false).is_none());
         assert!(warn("[::1]:7700", false).is_none());
+    }
+
+    /// A body as the store holds it, with every field the event has.
+    fn stored_body() -> serde_json::Value {
+        serde_json::json!({
+            "check": "db", "entity": "web-1", "status": "critical", "last_result_id": "r-9",
+            "executed_at": 1_700_000_000_500i64, "occurrences": 3, "occurrences_watermark": 4,
+            "history": [{"status": "ok", "executed_at": 1_700_000_000_000i64},
+                        {"status": "critical", "executed_at": 1_700_000_000_500i64}],
+            "total_state_change": 12, "flapping": true, "first_seen": 1_600_000_000_000i64,
+            "last_ok": 1_700_000_000_000i64, "last_state_change": null,
+            "summary": "CRITICAL - down", "long_output": "line 2",
+            "perfdata": [{"label": "time", "value": 0.5, "uom": "s",
+                          "warn": {"start": 0.0, "end": 1.0, "inside": false},
+                          "crit": {"start": null, "end": 2.0, "inside": true}, "min": 0.0}],
+            "duration_ms": 12.5, "output": "CRITICAL - down | time=0.5s;1;2;0",
+            "fresh_since": 1_650_000_000_000i64
+        })
+    }
+
+    #[test]
+    fn an_event_body_decodes_to_what_it_was_encoded_from() {
+        let decoded: super::CachedEvent =
+            serde_json::from_value(stored_body()).expect("a stored body decodes");
+        assert_eq!(decoded.event.occurrences_watermark, 4);
+        assert_eq!(decoded.event.history.len(), 2);
+        assert_eq!(decoded.event.last_ok, Some(1_700_000_000_000));
+        assert_eq!(decoded.event.last_state_change, None);
+        assert_eq!(decoded.perfdata[0].label, "time");
+        assert_eq!(decoded.fresh_since, Some(1_650_000_000_000));
+        let encoded = serde_json::to_value(&decoded).expect("encodes");
+        assert_eq!(encoded, stored_body(), "encoding gives the body back");
+        let again: super::CachedEvent = serde_json::from_value(encoded).expect("decodes again");
+        assert_eq!(again, decoded);
+    }
+
+    #[test]
+    fn an_event_body_from_an_older_or_newer_server_decodes() {
+        // Older: none of the fields added since; newer: one this server does not know.
+        let mut body = stored_body();
+        let fields = body.as_object_mut().expect("an object");
+        for added in ["long_output", "perfdata", "output", "fresh_since"] {
+            fields.remove(added);
+        }
+        fields.insert("added_later".into(), serde_json::json!({"any": [1, 2]}));
+        let decoded: super::CachedEvent =
+            serde_json::from_value(body).expect("decodes without them");
+        assert!(decoded.output.is_empty() && decoded.perfdata.is_empty());
+        assert_eq!(decoded.fresh_since, None);
+        // A field the event needs is still needed, and named.
+        let mut body = stored_body();
+        body.as_object_mut().expect("an object").remove("history");
+        let error = serde_json::from_value::<super::CachedEvent>(body).expect_err("no history");
+        assert!(error.to_string().contains("history"), "{error}");
     }
 }

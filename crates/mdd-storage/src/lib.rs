@@ -465,9 +465,46 @@ pub struct Store {
     /// writer retrying with back-off loses to one taking the lock again at once (a group
     /// commit waited 300 ms behind a checkpoint's transactions). A queue is fair.
     writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+
+    /// Whose folds this handle writes (`changed_by` on PostgreSQL): its change feed leaves
+    /// them out, the writer having them already. Unique per handle unless `writing_as` names it.
+    writer: std::sync::Arc<str>,
+}
+
+/// Dead rows a churned table may hold before `vacuum_churned` vacuums it (or a quarter of its
+/// live rows, if that is more).
+const VACUUM_AFTER_DEAD_ROWS: i64 = 2_000;
+
+/// A name no other store handle has: for handles nobody named.
+fn fresh_writer() -> std::sync::Arc<str> {
+    static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let handle = HANDLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{handle}-{nanos}", std::process::id()).into()
+}
+
+/// Where a change feed of the events stands: every transaction that wrote an event and had
+/// ended when it was read has been read. Taken from a snapshot: the transactions from
+/// `next_xid` on had not begun, those in `running` had not ended; the next read takes the
+/// rows those wrote and nothing else, so no row is read twice and none is skipped, however
+/// late a transaction commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPosition {
+    next_xid: i64,
+    running: Vec<i64>,
 }
 
 impl Store {
+    /// Names whose folds this handle writes: a server gives its own name, so its change feed
+    /// leaves out what it wrote (and had in memory already).
+    pub fn writing_as(mut self, name: &str) -> Store {
+        self.writer = name.into();
+        self
+    }
+
     async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await
     }
@@ -518,6 +555,7 @@ impl Store {
             path,
             lock: Some(std::sync::Arc::new(lock)),
             writes: std::sync::Arc::default(),
+            writer: fresh_writer(),
         })
     }
 
@@ -553,6 +591,7 @@ impl Store {
             path: shown,
             lock: None,
             writes: std::sync::Arc::default(),
+            writer: fresh_writer(),
         })
     }
 
@@ -705,7 +744,7 @@ impl Store {
             let rows = sqlx::query(
                 "UPDATE events SET status = u.status, executed_at = u.executed_at,
                      last_result_id = u.last_result_id, body = u.body, version = events.version + 1,
-                     changed_xid = pg_current_xact_id()::text::bigint
+                     changed_xid = pg_current_xact_id()::text::bigint, changed_by = $7
                  FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::text[])
                      AS u(check_name, entity, status, executed_at, last_result_id, body)
                  WHERE events.check_name = u.check_name AND events.entity = u.entity
@@ -717,6 +756,7 @@ impl Store {
             .bind(executed)
             .bind(column(|e| e.last_result_id.clone()))
             .bind(column(|e| e.body.clone()))
+            .bind(&*self.writer)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
@@ -966,76 +1006,124 @@ impl Store {
         Ok(())
     }
 
-    /// The events written by transactions from `after_xid` on (PostgreSQL's transaction ids),
-    /// and where the next read starts: the oldest transaction still running when this was read,
-    /// so a transaction that commits late is never skipped (a time window would skip it). Rows
-    /// come again while older transactions run; their versions say what is new. `after_xid` 0
-    /// reads every event.
-    pub async fn events_changed(
-        &self,
-        after_xid: i64,
-    ) -> Result<(i64, Vec<VersionedEvent>), StoreError> {
-        self.events_changed_since(after_xid, |_, _| None).await
+    /// Every stored event (PostgreSQL; none on SQLite), and where the change feed goes on from.
+    pub async fn all_events(&self) -> Result<(FeedPosition, Vec<VersionedEvent>), StoreError> {
+        self.read_feed(None).await
     }
 
-    /// [`Store::events_changed`] leaving out the events the caller holds at the stored version
-    /// or a newer one (`known` gives the version it holds): their rows are not read at all.
-    /// A follower then reads the bodies of what others wrote, not of what it wrote itself or
-    /// read before.
-    pub async fn events_changed_since<K>(
+    /// The events other handles wrote since `from` (see [`FeedPosition`]), and where the next
+    /// read goes on from. What this handle wrote itself is left out: its writer has it.
+    pub async fn events_changed_since(
         &self,
-        after_xid: i64,
-        known: K,
-    ) -> Result<(i64, Vec<VersionedEvent>), StoreError>
-    where
-        K: Fn(&str, &str) -> Option<i64>,
-    {
+        from: &FeedPosition,
+    ) -> Result<(FeedPosition, Vec<VersionedEvent>), StoreError> {
+        self.read_feed(Some(from)).await
+    }
+
+    /// Vacuums the tables every fold rewrites or empties (events, the notices outbox) when
+    /// dead rows have piled up in them, and says which it vacuumed (PostgreSQL; none on
+    /// SQLite). Every fold leaves a dead version of each event it wrote: thousands a second
+    /// under load, which every lookup of the table's index then steps over, while autovacuum
+    /// wakes once a minute by default. Safe on any server: a table being vacuumed is skipped.
+    pub async fn vacuum_churned(&self) -> Result<Vec<String>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
-            return Ok((0, Vec::new()));
+            return Ok(Vec::new());
         };
-        // One snapshot for all the reads.
+        let churned: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_stat_user_tables
+             WHERE schemaname = current_schema() AND relname IN ('events', 'notices')
+                 AND n_dead_tup > greatest($1, n_live_tup / 4)
+             ORDER BY relname",
+        )
+        .bind(VACUUM_AFTER_DEAD_ROWS)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        for table in &churned {
+            // Outside any transaction (VACUUM refuses to run in one): the simple protocol.
+            let statement = match table.as_str() {
+                "events" => "VACUUM (SKIP_LOCKED) events",
+                _ => "VACUUM (SKIP_LOCKED) notices",
+            };
+            sqlx::raw_sql(statement)
+                .execute(pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(churned)
+    }
+
+    /// The stored events of these (check, entity) pairs (PostgreSQL; none on SQLite).
+    pub async fn events_of(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<VersionedEvent>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        let checks: Vec<&str> = keys.iter().map(|(c, _)| c.as_str()).collect();
+        let entities: Vec<&str> = keys.iter().map(|(_, e)| e.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT check_name, entity, status, executed_at, last_result_id, body, version
+             FROM events JOIN unnest($1::text[], $2::text[]) AS k(c, e)
+                 ON check_name = k.c AND entity = k.e
+             WHERE body <> ''",
+        )
+        .bind(&checks)
+        .bind(&entities)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(|row| self.versioned_event(row)).collect()
+    }
+
+    async fn read_feed(
+        &self,
+        from: Option<&FeedPosition>,
+    ) -> Result<(FeedPosition, Vec<VersionedEvent>), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok((FeedPosition::default(), Vec::new()));
+        };
+        // The rows and the position from one snapshot.
         let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let next: i64 = sqlx::query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?
-            .try_get(0)
-            .map_err(|e| self.err(e))?;
-        let changed = sqlx::query(
-            "SELECT check_name, entity, version FROM events WHERE changed_xid >= $1 AND body <> ''",
+        let row = sqlx::query(
+            "SELECT pg_snapshot_xmax(s)::text::bigint,
+                 coalesce((SELECT array_agg(x::text::bigint) FROM pg_snapshot_xip(s) AS x), '{}')
+             FROM pg_current_snapshot() AS s",
         )
-        .bind(after_xid)
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        let mut checks = Vec::new();
-        let mut entities = Vec::new();
-        for row in &changed {
-            let (check, entity): (String, String) = decode_pairs_row!(self, row)?;
-            let version: i64 = row.try_get(2).map_err(|e| self.err(e))?;
-            if known(&check, &entity).is_none_or(|held| held < version) {
-                checks.push(check);
-                entities.push(entity);
+        let next = FeedPosition {
+            next_xid: row.try_get(0).map_err(|e| self.err(e))?,
+            running: row.try_get(1).map_err(|e| self.err(e))?,
+        };
+        const COLUMNS: &str =
+            "SELECT check_name, entity, status, executed_at, last_result_id, body, version
+             FROM events";
+        let rows = match from {
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE body <> ''")))
+                    .fetch_all(&mut *tx)
+                    .await
+            }
+            Some(from) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{COLUMNS} WHERE (changed_xid >= $1 OR changed_xid = ANY($2))
+                     AND changed_by <> $3 AND body <> ''"
+                )))
+                .bind(from.next_xid)
+                .bind(&from.running)
+                .bind(&*self.writer)
+                .fetch_all(&mut *tx)
+                .await
             }
         }
-        let rows = if checks.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query(
-                "SELECT check_name, entity, status, executed_at, last_result_id, body, version
-                 FROM events JOIN unnest($1::text[], $2::text[]) AS k(c, e)
-                     ON check_name = k.c AND entity = k.e",
-            )
-            .bind(&checks)
-            .bind(&entities)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?
-        };
+        .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         let events = rows
             .iter()

@@ -872,28 +872,43 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
         .into_iter()
         .sum();
     assert_eq!(counted, 20, "each id stored once");
-    let (next, events) = first.events_changed(0).await.expect("feed");
+    let (next, events) = first.all_events().await.expect("feed");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].row.body, "20", "no fold lost another's");
     assert_eq!(events[0].version, 20, "one version per fold that wrote");
-    // Nothing written since: read from `next`, nothing newer than what was seen.
-    let (_, again) = first.events_changed(next).await.expect("feed");
-    assert!(again.iter().all(|e| e.version <= 20));
-    // A follower holding the version stored reads nothing of it; one behind reads it.
-    let (_, held) = first
-        .events_changed_since(0, |_, _| Some(20))
+    // Nothing written since: nothing read from `next`.
+    let (same, again) = first.events_changed_since(&next).await.expect("feed");
+    assert!(again.is_empty(), "{again:?}");
+    // A fold through one handle is read once by the other's feed and never by its own.
+    let r = result("after", Status::Critical, 9_000);
+    second
+        .commit_folding(
+            Commit {
+                results: &[&r],
+                entities: &[],
+            },
+            |_, _| None,
+            |inserted, stored| counting(inserted, stored, &["after"]),
+        )
         .await
-        .expect("feed");
-    assert!(held.is_empty(), "{held:?}");
-    let (_, behind) = first
-        .events_changed_since(0, |_, _| Some(19))
+        .expect("fold");
+    let (later, read) = first.events_changed_since(&same).await.expect("feed");
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!((read[0].row.body.as_str(), read[0].version), ("21", 21));
+    let (_, own) = second.events_changed_since(&same).await.expect("feed");
+    assert!(own.is_empty(), "a handle's own folds are left out: {own:?}");
+    let (_, twice) = first.events_changed_since(&later).await.expect("feed");
+    assert!(twice.is_empty(), "read once: {twice:?}");
+    // Read by key, whoever wrote it.
+    let keyed = second
+        .events_of(&[("dns".to_string(), "server".to_string())])
         .await
-        .expect("feed");
-    assert_eq!(behind.len(), 1);
-    assert_eq!(behind[0].row.body, "20");
+        .expect("by key");
+    assert_eq!(keyed.len(), 1);
+    assert_eq!(keyed[0].version, 21);
     // A caller holding the stored version gets the event without its body; one holding an
     // older version gets the body.
-    for (held, known) in [(20, true), (19, false)] {
+    for (held, known) in [(21, true), (20, false)] {
         let r = result(&format!("held-{held}"), Status::Ok, 5_000 + held);
         first
             .commit_folding(
@@ -919,11 +934,143 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
     }
     // One notice per fold that stored something, in the order the folds committed.
     let notices = second.notices(100).await.expect("notices");
-    assert_eq!(notices.len(), 20);
+    assert_eq!(notices.len(), 21);
     assert!(notices.iter().all(|(_, body)| body == "+1"));
     let seqs: Vec<i64> = notices.iter().map(|(seq, _)| *seq).collect();
     first.drop_notices(&seqs[..15]).await.expect("drop");
-    assert_eq!(second.notices(100).await.expect("notices").len(), 5);
+    assert_eq!(second.notices(100).await.expect("notices").len(), 6);
     first.close().await;
     second.close().await;
+}
+
+/// The change feed takes a transaction that was running when it read at the next read, once,
+/// and goes on past one that ended meanwhile: a transaction id window, which a late commit
+/// falls behind, would skip it.
+#[tokio::test]
+async fn the_change_feed_takes_a_transaction_that_ends_after_it_read() {
+    let server = mdd_testkit::postgres::Postgres::start();
+    let url = server.create_database("feed");
+    let follower = Store::connect(&url).await.expect("connect");
+    let writer = Store::connect(&url)
+        .await
+        .expect("connect")
+        .writing_as("writer");
+    let fold = |id: &'static str, check: &'static str| {
+        let writer = &writer;
+        async move {
+            let mut r = result(id, Status::Ok, 1_000);
+            r.check = check.into();
+            writer
+                .commit_folding(
+                    Commit {
+                        results: &[&r],
+                        entities: &[],
+                    },
+                    |_, _| None,
+                    |_, _| {
+                        let mut row = event_row(id, Status::Ok, 1_000);
+                        row.check = check.into();
+                        Ok(FoldOutput {
+                            events: vec![row],
+                            incidents: Vec::new(),
+                            notices: Vec::new(),
+                            value: (),
+                        })
+                    },
+                )
+                .await
+                .expect("fold");
+        }
+    };
+    fold("first", "late").await;
+    let (start, all) = follower.all_events().await.expect("feed");
+    assert_eq!(all.len(), 1);
+    // A transaction that writes the event and stays open across a read.
+    let raw = sqlx::PgPool::connect(&url).await.expect("raw connection");
+    let mut late = raw.begin().await.expect("begin");
+    sqlx::query(
+        "UPDATE events SET body = 'late', version = version + 1,
+             changed_xid = pg_current_xact_id()::text::bigint, changed_by = 'other'
+         WHERE check_name = 'late'",
+    )
+    .execute(&mut *late)
+    .await
+    .expect("update");
+    fold("second", "early").await;
+    let (during, read) = follower.events_changed_since(&start).await.expect("feed");
+    let checks: Vec<&str> = read.iter().map(|e| e.row.check.as_str()).collect();
+    assert_eq!(checks, ["early"], "the open transaction is not seen yet");
+    // The writer leaves out its own fold.
+    let (_, own) = writer.events_changed_since(&start).await.expect("feed");
+    assert!(own.is_empty(), "{own:?}");
+    late.commit().await.expect("commit");
+    let (after, read) = follower.events_changed_since(&during).await.expect("feed");
+    let bodies: Vec<&str> = read.iter().map(|e| e.row.body.as_str()).collect();
+    assert_eq!(bodies, ["late"], "taken once it ended, and only it");
+    let (_, again) = follower.events_changed_since(&after).await.expect("feed");
+    assert!(again.is_empty(), "{again:?}");
+    raw.close().await;
+    follower.close().await;
+    writer.close().await;
+}
+
+/// Dead event rows piled up by folds are vacuumed away; a clean table is left alone.
+#[tokio::test]
+async fn churned_tables_are_vacuumed() {
+    let server = mdd_testkit::postgres::Postgres::start();
+    let url = server.create_database("vacuum");
+    let store = Store::connect(&url).await.expect("connect");
+    assert!(store.vacuum_churned().await.expect("vacuum").is_empty());
+    let raw = sqlx::PgPool::connect(&url).await.expect("raw connection");
+    sqlx::query(
+        "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body)
+         SELECT 'c', 'e' || n, 0, 0, '', 'x' FROM generate_series(1, 10) AS n",
+    )
+    .execute(&raw)
+    .await
+    .expect("insert");
+    // One session writes them all and hands its statistics over at once (an idle session
+    // holds them up to 10 s).
+    let mut session = raw.acquire().await.expect("a session");
+    for _ in 0..300 {
+        sqlx::query("UPDATE events SET version = version + 1, changed_xid = changed_xid + 1")
+            .execute(&mut *session)
+            .await
+            .expect("update");
+    }
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *session)
+        .await
+        .expect("flush");
+    drop(session);
+    let dead = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'events'",
+        )
+        .fetch_one(&raw)
+        .await
+        .expect("stats")
+    };
+    // The statistics reach the view within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let vacuumed = loop {
+        let vacuumed = store.vacuum_churned().await.expect("vacuum");
+        if !vacuumed.is_empty() || std::time::Instant::now() > deadline {
+            break vacuumed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(vacuumed, ["events"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dead().await > 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} dead",
+            dead().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(store.vacuum_churned().await.expect("vacuum").is_empty());
+    raw.close().await;
+    store.close().await;
 }
