@@ -68,7 +68,10 @@ pub async fn update(shared: &Shared) {
     let clock = shared.clock();
     let now = clock.now;
     let checks = shared.checks();
-    let current = {
+    // Every event is resolved for it: with no deployments in the spec nothing needs that.
+    let current = if checks.spec.deployments.is_empty() {
+        HashMap::new()
+    } else {
         let events = shared.events_snapshot();
         check_states(&checks, &events, clock)
     };

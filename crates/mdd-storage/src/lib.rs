@@ -672,6 +672,10 @@ impl Store {
         };
         let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
         let inserted = self.insert_results_pg(&mut tx, commit.results).await?;
+        // Before the events are locked: every statement between their lock and the commit
+        // holds up the folds of other servers that name the same events. (An entity's row is
+        // locked at most once a second, see `upsert_entities_pg`.)
+        self.upsert_entities_pg(&mut tx, commit.entities).await?;
         let keys: std::collections::BTreeSet<(&str, &str)> = commit
             .results
             .iter()
@@ -782,8 +786,6 @@ impl Store {
             .map_err(|e| self.err(e))?;
         }
         self.record_incidents_pg(&mut tx, &output.incidents).await?;
-        // Last, so that the rows every server's groups share are held for the least time.
-        self.upsert_entities_pg(&mut tx, commit.entities).await?;
         if !output.notices.is_empty() {
             sqlx::query("INSERT INTO notices (body) SELECT * FROM unnest($1::text[])")
                 .bind(&output.notices)
@@ -1439,9 +1441,10 @@ impl Store {
         on_pool!(self, pool => {
             let _turn = self.write_turn().await;
             let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            // The entity's row first, then its events: the order folds lock them in.
             for sql in [
-                "DELETE FROM events WHERE entity = $1",
                 "DELETE FROM entities WHERE name = $1",
+                "DELETE FROM events WHERE entity = $1",
             ] {
                 sqlx::query(sql)
                     .bind(name)
