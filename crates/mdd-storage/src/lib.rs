@@ -1022,18 +1022,19 @@ impl Store {
         self.read_feed(Some(from)).await
     }
 
-    /// Vacuums the tables every fold rewrites or empties (events, the notices outbox) when
-    /// dead rows have piled up in them, and says which it vacuumed (PostgreSQL; none on
-    /// SQLite). Every fold leaves a dead version of each event it wrote: thousands a second
-    /// under load, which every lookup of the table's index then steps over, while autovacuum
-    /// wakes once a minute by default. Safe on any server: a table being vacuumed is skipped.
+    /// Vacuums the tables folds churn (events, incidents, the notices outbox) when dead rows
+    /// have piled up in them, and says which it vacuumed (PostgreSQL; none on SQLite). Every
+    /// fold leaves a dead version of each event it wrote, and of each incident it closed:
+    /// thousands a second under load, which every lookup of their indexes then steps over (a
+    /// closed incident stays in the index of open ones until a vacuum), while autovacuum wakes
+    /// once a minute by default. Safe on any server: a table being vacuumed is skipped.
     pub async fn vacuum_churned(&self) -> Result<Vec<String>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Vec::new());
         };
         let churned: Vec<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_stat_user_tables
-             WHERE schemaname = current_schema() AND relname IN ('events', 'notices')
+             WHERE schemaname = current_schema() AND relname IN ('events', 'incidents', 'notices')
                  AND n_dead_tup > greatest($1, n_live_tup / 4)
              ORDER BY relname",
         )
@@ -1045,6 +1046,7 @@ impl Store {
             // Outside any transaction (VACUUM refuses to run in one): the simple protocol.
             let statement = match table.as_str() {
                 "events" => "VACUUM (SKIP_LOCKED) events",
+                "incidents" => "VACUUM (SKIP_LOCKED) incidents",
                 _ => "VACUUM (SKIP_LOCKED) notices",
             };
             sqlx::raw_sql(statement)
