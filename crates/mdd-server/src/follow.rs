@@ -96,28 +96,22 @@ async fn follow_events(
 ) -> Result<mdd_storage::FeedPosition, StoreError> {
     // What this server wrote itself is not read: its writer put it in memory, but for the
     // events of folds whose commit failed, which are read by key.
-    let again: Vec<crate::EventKey> = shared
-        .read_again
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain()
-        .collect();
-    let (next, mut rows) = match shared.store.events_changed_since(from).await {
+    let again = shared.take_read_again();
+    let read = async {
+        let (next, mut rows) = shared.store.events_changed_since(from).await?;
+        if !again.is_empty() {
+            rows.extend(shared.store.events_of(&again).await?);
+        }
+        Ok::<_, StoreError>((next, rows))
+    };
+    let (next, rows) = match read.await {
         Ok(read) => read,
         Err(e) => {
-            restore_read_again(shared, again);
+            // Read again at the next round.
+            shared.read_again(again);
             return Err(e);
         }
     };
-    if !again.is_empty() {
-        match shared.store.events_of(&again).await {
-            Ok(read) => rows.extend(read),
-            Err(e) => {
-                restore_read_again(shared, again);
-                return Err(e);
-            }
-        }
-    }
     let mut newer = Vec::new();
     {
         let events = shared.events_read();
@@ -157,15 +151,6 @@ async fn follow_events(
         shared.changed();
     }
     Ok(next)
-}
-
-/// Puts back the keys to read again of a round that failed.
-fn restore_read_again(shared: &Shared, keys: Vec<crate::EventKey>) {
-    shared
-        .read_again
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(keys);
 }
 
 /// Drops the events and keepalive watches of entities deleted through another server: those

@@ -673,16 +673,12 @@ fn fail(shared: &Shared, group: Vec<IngestJob>, error: StoreError) {
     shared.metrics.ingest_failures.inc();
     if shared.store.is_shared() {
         // The fold may have committed before the error: its events are read back.
-        shared
-            .read_again
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(
-                group
-                    .iter()
-                    .flat_map(|job| &job.results)
-                    .map(|r| (r.check.clone(), r.entity.clone())),
-            );
+        shared.read_again(
+            group
+                .iter()
+                .flat_map(|job| &job.results)
+                .map(|r| (r.check.clone(), r.entity.clone())),
+        );
     }
     let error = Arc::new(error);
     for job in group {

@@ -303,7 +303,7 @@ pub struct Shared {
     /// Events of folds that failed in a way that may have committed all the same (the
     /// connection broke during the commit): the change feed leaves out what this server
     /// wrote, so the follower reads these again by key.
-    pub read_again: std::sync::Mutex<std::collections::HashSet<EventKey>>,
+    read_again: std::sync::Mutex<std::collections::HashSet<EventKey>>,
     /// What each handler was sent, and how it went.
     pub deliveries: notify::DeliveryLog,
     /// The outage before this start: it does not count against checks' ttls.
@@ -420,6 +420,23 @@ impl Shared {
     /// Every event as it is now, taken in a moment under the lock (a reference each) and
     /// indexed without it: for pages, scrapes and sweeps over all of them, which then hold up
     /// neither ingestion nor each other, however long they take.
+    /// Has the follower read these events from the store again at its next round.
+    pub fn read_again(&self, keys: impl IntoIterator<Item = EventKey>) {
+        self.read_again
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(keys);
+    }
+
+    /// The events to read from the store again (see `read_again`), forgotten until put back.
+    pub fn take_read_again(&self) -> Vec<EventKey> {
+        self.read_again
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect()
+    }
+
     pub fn events_snapshot(&self) -> Events {
         self.events_read().clone()
     }
@@ -1186,12 +1203,7 @@ async fn token_uses_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Deletes results older than the retention, hourly, on the server doing the once-only work.
 async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut holding = shared.watch_once_only_work();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            held = holding.wait_for(|holds| *holds) => if held.is_err() { return },
-        }
+    while_holding(&shared, &shutdown, Duration::from_secs(3600), || async {
         let before =
             now_ms() - i64::try_from(shared.config.retention.as_millis()).unwrap_or(i64::MAX);
         match shared.store.prune_results(before).await {
@@ -1199,11 +1211,8 @@ async fn prune_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(n) => tracing::info!("retention removed {n} old results"),
             Err(e) => tracing::warn!("retention failed: {e}"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
+    })
+    .await;
 }
 
 /// How often the server doing the once-only work looks for tables to vacuum.
@@ -1215,30 +1224,47 @@ async fn vacuum_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     if !shared.store.is_shared() {
         return;
     }
-    let mut holding = shared.watch_once_only_work();
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            held = holding.wait_for(|holds| *holds) => if held.is_err() { return },
-        }
+    // Said once until it works again.
+    let failing = std::sync::atomic::AtomicBool::new(false);
+    while_holding(&shared, &shutdown, VACUUM_EVERY, || async {
         match shared.store.vacuum_churned().await {
             Ok(tables) => {
-                failing = false;
+                failing.store(false, std::sync::atomic::Ordering::Relaxed);
                 if !tables.is_empty() {
                     tracing::debug!(?tables, "vacuumed");
                 }
             }
             Err(e) => {
-                if !failing {
+                if !failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!("cannot vacuum (will retry): {e}");
-                    failing = true;
                 }
             }
         }
+    })
+    .await;
+}
+
+/// Does `work` every `every` for as long as this server holds the once-only lease (waiting
+/// while it does not), until `shutdown`.
+async fn while_holding<F, W>(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    every: Duration,
+    mut work: W,
+) where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut holding = shared.watch_once_only_work();
+    loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(VACUUM_EVERY) => {}
+            held = holding.wait_for(|holds| *holds) => if held.is_err() { return },
+        }
+        work().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -475,6 +475,19 @@ pub struct Store {
 /// live rows, if that is more).
 const VACUUM_AFTER_DEAD_ROWS: i64 = 2_000;
 
+/// The tables folds churn, with the statement that vacuums each (outside any transaction:
+/// VACUUM refuses to run in one, so they go by the simple protocol, as constants).
+const CHURNED_TABLES: [(&str, &str); 3] = [
+    ("events", "VACUUM (SKIP_LOCKED) events"),
+    ("incidents", "VACUUM (SKIP_LOCKED) incidents"),
+    ("notices", "VACUUM (SKIP_LOCKED) notices"),
+];
+
+/// The events with their versions, as `Store::versioned_event` decodes them; a statement
+/// goes on with a join or a condition.
+const VERSIONED_EVENTS: &str =
+    "SELECT check_name, entity, status, executed_at, last_result_id, body, version FROM events";
+
 /// A name no other store handle has: for handles nobody named.
 fn fresh_writer() -> std::sync::Arc<str> {
     static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -1032,24 +1045,23 @@ impl Store {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Vec::new());
         };
+        let tables: Vec<&str> = CHURNED_TABLES.iter().map(|(table, _)| *table).collect();
         let churned: Vec<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_stat_user_tables
-             WHERE schemaname = current_schema() AND relname IN ('events', 'incidents', 'notices')
-                 AND n_dead_tup > greatest($1, n_live_tup / 4)
+             WHERE schemaname = current_schema() AND relname = ANY($1)
+                 AND n_dead_tup > greatest($2, n_live_tup / 4)
              ORDER BY relname",
         )
+        .bind(&tables)
         .bind(VACUUM_AFTER_DEAD_ROWS)
         .fetch_all(pool)
         .await
         .map_err(|e| self.err(e))?;
-        for table in &churned {
-            // Outside any transaction (VACUUM refuses to run in one): the simple protocol.
-            let statement = match table.as_str() {
-                "events" => "VACUUM (SKIP_LOCKED) events",
-                "incidents" => "VACUUM (SKIP_LOCKED) incidents",
-                _ => "VACUUM (SKIP_LOCKED) notices",
-            };
-            sqlx::raw_sql(statement)
+        for (_, vacuum) in CHURNED_TABLES
+            .iter()
+            .filter(|(table, _)| churned.iter().any(|c| c == table))
+        {
+            sqlx::raw_sql(*vacuum)
                 .execute(pool)
                 .await
                 .map_err(|e| self.err(e))?;
@@ -1067,12 +1079,11 @@ impl Store {
         };
         let checks: Vec<&str> = keys.iter().map(|(c, _)| c.as_str()).collect();
         let entities: Vec<&str> = keys.iter().map(|(_, e)| e.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT check_name, entity, status, executed_at, last_result_id, body, version
-             FROM events JOIN unnest($1::text[], $2::text[]) AS k(c, e)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{VERSIONED_EVENTS} JOIN unnest($1::text[], $2::text[]) AS k(c, e)
                  ON check_name = k.c AND entity = k.e
-             WHERE body <> ''",
-        )
+             WHERE body <> ''"
+        )))
         .bind(&checks)
         .bind(&entities)
         .fetch_all(pool)
@@ -1106,18 +1117,17 @@ impl Store {
             next_xid: row.try_get(0).map_err(|e| self.err(e))?,
             running: row.try_get(1).map_err(|e| self.err(e))?,
         };
-        const COLUMNS: &str =
-            "SELECT check_name, entity, status, executed_at, last_result_id, body, version
-             FROM events";
         let rows = match from {
             None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE body <> ''")))
-                    .fetch_all(&mut *tx)
-                    .await
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{VERSIONED_EVENTS} WHERE body <> ''"
+                )))
+                .fetch_all(&mut *tx)
+                .await
             }
             Some(from) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{COLUMNS} WHERE (changed_xid >= $1 OR changed_xid = ANY($2))
+                    "{VERSIONED_EVENTS} WHERE (changed_xid >= $1 OR changed_xid = ANY($2))
                      AND changed_by <> $3 AND body <> ''"
                 )))
                 .bind(from.next_xid)
@@ -1136,8 +1146,7 @@ impl Store {
         Ok((next, events))
     }
 
-    /// An event from a row of `SELECT check_name, entity, status, executed_at, last_result_id,
-    /// body, version`.
+    /// An event from a row of [`VERSIONED_EVENTS`].
     fn versioned_event(&self, row: &sqlx::postgres::PgRow) -> Result<VersionedEvent, StoreError> {
         let get = |e: sqlx::Error| self.err(e);
         Ok(VersionedEvent {
