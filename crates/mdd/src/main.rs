@@ -19,6 +19,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc in place of glibc's malloc: a cluster server allocates for every result it folds
+/// and every event it follows, and glibc's allocator took a third of its CPU (perf, `mdd-bench
+/// cluster`), mostly in the free lists' consolidation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
