@@ -235,8 +235,9 @@ fn print_row(clients: usize, setup: &str, measured: &Load, base: &Load) {
     );
 }
 
-/// A body the size of an event's as mdd stores it.
-const EVENT_BODY: &str = r#"{"check":"push-0","entity":"host-0","status":"ok","occurrences":1,"occurrences_watermark":1,"history":[{"status":"ok","executed_at":0}],"last_ok":0,"executed_at":0,"last_result_id":"x","flapping":false,"total_state_change":0,"summary":"OK - bench","long_output":"","perfdata":[{"label":"time","value":0.012,"unit":"s","warn":"0.5","crit":"1","min":0.0}],"duration_ms":0.0,"output":"OK - bench | time=0.012s;0.5;1;0"}"#;
+/// An event's body as mdd writes it under this load (read from the events table of a run:
+/// 21 results of history, one perfdatum), so the baseline writes as many bytes per event.
+const EVENT_BODY: &str = r#"{"check":"push-14","entity":"host-9-0","status":"ok","last_result_id":"c10s3-9-270-14","executed_at":1796202962029,"occurrences":6,"occurrences_watermark":6,"history_steps":[[2,1796202954148],[0,420],[0,391],[0,361],[0,352],[0,397],[0,348],[2,420],[0,361],[0,432],[0,385],[0,397],[0,391],[0,381],[2,382],[0,345],[0,417],[0,386],[0,420],[0,401],[0,494]],"total_state_change":24,"flapping":false,"first_seen":1796202951225,"last_ok":1796202962029,"last_state_change":1796202959911,"summary":"OK - bench","long_output":"","perfdata":[{"label":"time","value":0.012,"uom":"s","warn":{"start":0.0,"end":0.5,"inside":false},"crit":{"start":0.0,"end":1.0,"inside":false},"min":0.0}],"duration_ms":0.0,"output":"OK - bench | time=0.012s;0.5;1;0"}"#;
 
 /// `clients` tasks doing what mdd's writer does to the database for a batch, straight in SQL.
 async fn baseline(

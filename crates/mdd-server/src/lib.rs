@@ -13,6 +13,7 @@ pub mod auth;
 pub mod checks;
 pub mod dashboard;
 pub mod deployments;
+mod event_body;
 pub mod follow;
 pub mod ingest;
 pub mod keepalive;
@@ -38,7 +39,6 @@ use std::time::Duration;
 use mdd_core::event::Event;
 use mdd_core::perfdata::PerfDatum;
 use mdd_storage::{Store, StoreError, StoredResult};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,90 +66,24 @@ pub fn remove_events(events: &mut Events, gone: impl Fn(&EventKey) -> bool) {
 }
 
 /// An event as the server keeps it: the state machine's event plus the output of the result
-/// that made it, so reads need no join.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "StoredEvent")]
+/// that made it, so reads need no join. Its JSON is the stored body (see `event_body`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct CachedEvent {
-    #[serde(flatten)]
     pub event: Event,
     pub summary: String,
-    #[serde(default)]
     pub long_output: String,
-    #[serde(default)]
     pub perfdata: Vec<PerfDatum>,
     pub duration_ms: f64,
     /// What the plugin printed, as it printed it (empty for events checkpointed before mdd
     /// kept it: `plugin_text` then writes it out from the parts).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub output: String,
     /// When results last started coming within the ttl again after it went stale (None: it
     /// never did). A state that comes back from stale is shown since then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh_since: Option<i64>,
     /// Its version in a store shared by several servers (one up with every fold that wrote
-    /// it; 0 on SQLite): the change feed takes a row only when it is newer than this.
-    #[serde(skip)]
+    /// it; 0 on SQLite): the change feed takes a row only when it is newer than this. Not
+    /// in the body: the store's row holds it.
     pub version: i64,
-}
-
-/// A [`CachedEvent`] as its JSON body reads, every field at one level: decoding it is several
-/// times cheaper than through `#[serde(flatten)]`, which buffers the whole object first (the
-/// change feed decodes every event another server wrote). Fields it does not name are ignored,
-/// as they were.
-#[derive(Deserialize)]
-struct StoredEvent {
-    check: String,
-    entity: String,
-    status: mdd_core::status::Status,
-    last_result_id: String,
-    executed_at: i64,
-    occurrences: u32,
-    occurrences_watermark: u32,
-    history: Vec<mdd_core::event::HistoryEntry>,
-    total_state_change: u32,
-    flapping: bool,
-    first_seen: i64,
-    last_ok: Option<i64>,
-    last_state_change: Option<i64>,
-    summary: String,
-    #[serde(default)]
-    long_output: String,
-    #[serde(default)]
-    perfdata: Vec<PerfDatum>,
-    duration_ms: f64,
-    #[serde(default)]
-    output: String,
-    #[serde(default)]
-    fresh_since: Option<i64>,
-}
-
-impl From<StoredEvent> for CachedEvent {
-    fn from(stored: StoredEvent) -> CachedEvent {
-        CachedEvent {
-            event: Event {
-                check: stored.check,
-                entity: stored.entity,
-                status: stored.status,
-                last_result_id: stored.last_result_id,
-                executed_at: stored.executed_at,
-                occurrences: stored.occurrences,
-                occurrences_watermark: stored.occurrences_watermark,
-                history: stored.history,
-                total_state_change: stored.total_state_change,
-                flapping: stored.flapping,
-                first_seen: stored.first_seen,
-                last_ok: stored.last_ok,
-                last_state_change: stored.last_state_change,
-            },
-            summary: stored.summary,
-            long_output: stored.long_output,
-            perfdata: stored.perfdata,
-            duration_ms: stored.duration_ms,
-            output: stored.output,
-            fresh_since: stored.fresh_since,
-            version: 0,
-        }
-    }
 }
 
 impl CachedEvent {
@@ -1334,59 +1268,5 @@ mod tests {
         assert!(warn("127.0.0.1:7700", false).is_none());
         assert!(warn("127.0.0.2:7700", false).is_none());
         assert!(warn("[::1]:7700", false).is_none());
-    }
-
-    /// A body as the store holds it, with every field the event has.
-    fn stored_body() -> serde_json::Value {
-        serde_json::json!({
-            "check": "db", "entity": "web-1", "status": "critical", "last_result_id": "r-9",
-            "executed_at": 1_700_000_000_500i64, "occurrences": 3, "occurrences_watermark": 4,
-            "history": [{"status": "ok", "executed_at": 1_700_000_000_000i64},
-                        {"status": "critical", "executed_at": 1_700_000_000_500i64}],
-            "total_state_change": 12, "flapping": true, "first_seen": 1_600_000_000_000i64,
-            "last_ok": 1_700_000_000_000i64, "last_state_change": null,
-            "summary": "CRITICAL - down", "long_output": "line 2",
-            "perfdata": [{"label": "time", "value": 0.5, "uom": "s",
-                          "warn": {"start": 0.0, "end": 1.0, "inside": false},
-                          "crit": {"start": null, "end": 2.0, "inside": true}, "min": 0.0}],
-            "duration_ms": 12.5, "output": "CRITICAL - down | time=0.5s;1;2;0",
-            "fresh_since": 1_650_000_000_000i64
-        })
-    }
-
-    #[test]
-    fn an_event_body_decodes_to_what_it_was_encoded_from() {
-        let decoded: super::CachedEvent =
-            serde_json::from_value(stored_body()).expect("a stored body decodes");
-        assert_eq!(decoded.event.occurrences_watermark, 4);
-        assert_eq!(decoded.event.history.len(), 2);
-        assert_eq!(decoded.event.last_ok, Some(1_700_000_000_000));
-        assert_eq!(decoded.event.last_state_change, None);
-        assert_eq!(decoded.perfdata[0].label, "time");
-        assert_eq!(decoded.fresh_since, Some(1_650_000_000_000));
-        let encoded = serde_json::to_value(&decoded).expect("encodes");
-        assert_eq!(encoded, stored_body(), "encoding gives the body back");
-        let again: super::CachedEvent = serde_json::from_value(encoded).expect("decodes again");
-        assert_eq!(again, decoded);
-    }
-
-    #[test]
-    fn an_event_body_from_an_older_or_newer_server_decodes() {
-        // Older: none of the fields added since; newer: one this server does not know.
-        let mut body = stored_body();
-        let fields = body.as_object_mut().expect("an object");
-        for added in ["long_output", "perfdata", "output", "fresh_since"] {
-            fields.remove(added);
-        }
-        fields.insert("added_later".into(), serde_json::json!({"any": [1, 2]}));
-        let decoded: super::CachedEvent =
-            serde_json::from_value(body).expect("decodes without them");
-        assert!(decoded.output.is_empty() && decoded.perfdata.is_empty());
-        assert_eq!(decoded.fresh_since, None);
-        // A field the event needs is still needed, and named.
-        let mut body = stored_body();
-        body.as_object_mut().expect("an object").remove("history");
-        let error = serde_json::from_value::<super::CachedEvent>(body).expect_err("no history");
-        assert!(error.to_string().contains("history"), "{error}");
     }
 }
