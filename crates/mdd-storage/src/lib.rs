@@ -659,10 +659,10 @@ impl Store {
     /// Writes a group and folds it into its events in one transaction, for several servers on
     /// one database (PostgreSQL): the results are inserted (the ids already stored are left
     /// out), the events of the new results' (check, entity) pairs are locked in key order (a
-    /// placeholder row for a pair that has none, made by the same statement, so two servers
-    /// folding a new pair queue on it too) and handed to `fold` with the new ids; what it returns is written, each event
-    /// one version up, with its incident changes, and committed. Ok means on disk, and the
-    /// events are exactly what folding every result in commit order gives.
+    /// placeholder row for a pair that has none, so two servers folding a new pair queue on it
+    /// too; see `lock_events_pg`) and handed to `fold` with the new ids; what it returns is
+    /// written, each event one version up, with its incident changes, and committed. Ok means
+    /// on disk, and the events are exactly what folding every result in commit order gives.
     ///
     /// `known` says which version of a pair's event the caller holds already (in memory): an
     /// event stored at that version is handed over without its body (`known`), so a server
@@ -683,70 +683,43 @@ impl Store {
                 detail: "folding in the transaction is for PostgreSQL; SQLite checkpoints".into(),
             });
         };
-        let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-        let inserted = self.insert_results_pg(&mut tx, commit.results).await?;
-        // Before the events are locked: every statement between their lock and the commit
-        // holds up the folds of other servers that name the same events. (An entity's row is
-        // locked at most once a second, see `upsert_entities_pg`.)
-        self.upsert_entities_pg(&mut tx, commit.entities).await?;
-        let keys: std::collections::BTreeSet<(&str, &str)> = commit
-            .results
-            .iter()
-            .filter(|r| inserted.contains(&r.id))
-            .map(|r| (r.check.as_str(), r.entity.as_str()))
-            .collect();
-        let checks: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
-        let entities: Vec<&str> = keys.iter().map(|(_, e)| *e).collect();
-        let mut stored = Vec::new();
-        // Pairs with no event stored before: a placeholder row holds their lock until the fold.
-        let mut placeholders: HashSet<(String, String)> = HashSet::new();
-        if !keys.is_empty() {
-            // One statement makes the placeholders and locks every row, in key order as the
-            // sorted rows come (`DO UPDATE … WHERE false` locks an existing row and writes
-            // nothing): two folds over overlapping pairs queue on the first pair they share and
-            // never deadlock, which a separate insert and `SELECT … FOR UPDATE` could. It
-            // returns the placeholders it made; the rows locked are read next, as the last
-            // fold to hold them left them.
-            let made = sqlx::query(
-                "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body, version)
-                 SELECT c, e, 0, 0, '', '', 0 FROM unnest($1::text[], $2::text[]) AS k(c, e)
-                 ORDER BY c, e
-                 ON CONFLICT (check_name, entity) DO UPDATE SET version = events.version WHERE false
-                 RETURNING check_name, entity",
-            )
-            .bind(&checks)
-            .bind(&entities)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-            for row in &made {
-                placeholders.insert(decode_pairs_row!(self, row)?);
-            }
-            if made.len() < keys.len() {
-                let held: Vec<i64> = keys
-                    .iter()
-                    .map(|(check, entity)| known(check, entity).unwrap_or(-1))
-                    .collect();
-                let rows = sqlx::query(
-                    "SELECT check_name, entity, status, executed_at, last_result_id,
-                         CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
-                     FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
-                         ON check_name = k.c AND entity = k.e
-                     WHERE body <> ''",
-                )
-                .bind(&checks)
-                .bind(&entities)
-                .bind(&held)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-                for row in &rows {
-                    let mut event = self.versioned_event(row)?;
-                    event.known = row.try_get(7).map_err(|e| self.err(e))?;
-                    stored.push(event);
+        // At most twice: the second time when the first found an event gone that the caller
+        // holds (its entity deleted through another server meanwhile), making placeholders.
+        let mut caller_holds_rows = true;
+        let (mut tx, inserted, checks, entities, stored, mut placeholders) = loop {
+            let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
+            let inserted = self.insert_results_pg(&mut tx, commit.results).await?;
+            // Before the events are locked: every statement between their lock and the commit
+            // holds up the folds of other servers that name the same events. (An entity's row
+            // is locked at most once a second, see `upsert_entities_pg`.)
+            self.upsert_entities_pg(&mut tx, commit.entities).await?;
+            let keys: std::collections::BTreeSet<(&str, &str)> = commit
+                .results
+                .iter()
+                .filter(|r| inserted.contains(&r.id))
+                .map(|r| (r.check.as_str(), r.entity.as_str()))
+                .collect();
+            let checks: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
+            let entities: Vec<&str> = keys.iter().map(|(_, e)| *e).collect();
+            // The version of each pair's event the caller holds (-1: none).
+            let held: Vec<i64> = keys
+                .iter()
+                .map(|(check, entity)| known(check, entity).unwrap_or(-1))
+                .collect();
+            let existing = caller_holds_rows && held.iter().all(|v| *v >= 0);
+            match self
+                .lock_events_pg(&mut tx, &checks, &entities, &held, existing)
+                .await?
+            {
+                Some((stored, placeholders)) => {
+                    break (tx, inserted, checks, entities, stored, placeholders);
+                }
+                None => {
+                    tx.rollback().await.map_err(|e| self.err(e))?;
+                    caller_holds_rows = false;
                 }
             }
-        }
+        };
         let output = fold(&inserted, stored).map_err(|detail| StoreError::Corrupt {
             path: self.path.clone(),
             detail,
@@ -812,6 +785,96 @@ impl Store {
             versions,
             value: output.value,
         })
+    }
+
+    /// Locks the events of these pairs (sorted) in key order and reads them, bodies left out
+    /// where the version is the one `held`, with the placeholders made for pairs with no
+    /// event. `existing`: the caller holds an event of every pair, so every row exists and
+    /// one statement locks and reads them (the sort is below the lock: rows are locked as the
+    /// sorted rows come; a row another fold moved meanwhile is locked and read as that fold
+    /// left it); None if one is missing after all (nothing made). Otherwise one statement
+    /// makes the placeholders and locks every row in the same order, and the next reads them.
+    /// Every fold locks in key order, whichever way: folds over overlapping pairs queue on the
+    /// first pair they share and never deadlock.
+    #[allow(clippy::type_complexity)]
+    async fn lock_events_pg(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        checks: &[&str],
+        entities: &[&str],
+        held: &[i64],
+        existing: bool,
+    ) -> Result<Option<(Vec<VersionedEvent>, HashSet<(String, String)>)>, StoreError> {
+        let mut stored = Vec::new();
+        let mut placeholders: HashSet<(String, String)> = HashSet::new();
+        if checks.is_empty() {
+            return Ok(Some((stored, placeholders)));
+        }
+        let read = |stored: &mut Vec<VersionedEvent>, rows: &[sqlx::postgres::PgRow]| {
+            for row in rows {
+                let mut event = self.versioned_event(row)?;
+                event.known = row.try_get(7).map_err(|e| self.err(e))?;
+                stored.push(event);
+            }
+            Ok::<_, StoreError>(())
+        };
+        if existing {
+            let rows = sqlx::query(
+                "SELECT check_name, entity, status, executed_at, last_result_id,
+                     CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
+                 FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
+                     ON check_name = k.c AND entity = k.e
+                 WHERE body <> ''
+                 ORDER BY check_name, entity
+                 FOR UPDATE OF events",
+            )
+            .bind(checks)
+            .bind(entities)
+            .bind(held)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            if rows.len() < checks.len() {
+                return Ok(None);
+            }
+            read(&mut stored, &rows)?;
+            return Ok(Some((stored, placeholders)));
+        }
+        // `DO UPDATE … WHERE false` locks an existing row and writes nothing; the statement
+        // returns the placeholders it made.
+        let made = sqlx::query(
+            "INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body, version)
+             SELECT c, e, 0, 0, '', '', 0 FROM unnest($1::text[], $2::text[]) AS k(c, e)
+             ORDER BY c, e
+             ON CONFLICT (check_name, entity) DO UPDATE SET version = events.version WHERE false
+             RETURNING check_name, entity",
+        )
+        .bind(checks)
+        .bind(entities)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        for row in &made {
+            placeholders.insert(decode_pairs_row!(self, row)?);
+        }
+        if made.len() < checks.len() {
+            // The rows locked, as the last fold to hold them left them (a new snapshot).
+            let rows = sqlx::query(
+                "SELECT check_name, entity, status, executed_at, last_result_id,
+                     CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
+                 FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
+                     ON check_name = k.c AND entity = k.e
+                 WHERE body <> ''",
+            )
+            .bind(checks)
+            .bind(entities)
+            .bind(held)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            read(&mut stored, &rows)?;
+        }
+        Ok(Some((stored, placeholders)))
     }
 
     /// Inserts results in one statement of a constant text (arrays, not a row of parameters
