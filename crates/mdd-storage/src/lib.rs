@@ -488,6 +488,16 @@ const CHURNED_TABLES: [(&str, &str); 3] = [
 const VERSIONED_EVENTS: &str =
     "SELECT check_name, entity, status, executed_at, last_result_id, body, version FROM events";
 
+/// The events of the pairs `$1`, `$2` with the version of each the caller holds, `$3` (-1:
+/// none), as `Store::versioned_event` decodes them and whether that version is the stored one,
+/// in which case the body is left out; placeholders (no body yet) are left out. A statement
+/// may go on with an order and a lock.
+const HELD_EVENTS: &str = "SELECT check_name, entity, status, executed_at, last_result_id,
+         CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
+     FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
+         ON check_name = k.c AND entity = k.e
+     WHERE body <> ''";
+
 /// A name no other store handle has: for handles nobody named.
 fn fresh_writer() -> std::sync::Arc<str> {
     static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -819,15 +829,9 @@ impl Store {
             Ok::<_, StoreError>(())
         };
         if existing {
-            let rows = sqlx::query(
-                "SELECT check_name, entity, status, executed_at, last_result_id,
-                     CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
-                 FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
-                     ON check_name = k.c AND entity = k.e
-                 WHERE body <> ''
-                 ORDER BY check_name, entity
-                 FOR UPDATE OF events",
-            )
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{HELD_EVENTS} ORDER BY check_name, entity FOR UPDATE OF events"
+            )))
             .bind(checks)
             .bind(entities)
             .bind(held)
@@ -859,19 +863,13 @@ impl Store {
         }
         if made.len() < checks.len() {
             // The rows locked, as the last fold to hold them left them (a new snapshot).
-            let rows = sqlx::query(
-                "SELECT check_name, entity, status, executed_at, last_result_id,
-                     CASE WHEN version = k.v THEN '' ELSE body END, version, version = k.v
-                 FROM events JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(c, e, v)
-                     ON check_name = k.c AND entity = k.e
-                 WHERE body <> ''",
-            )
-            .bind(checks)
-            .bind(entities)
-            .bind(held)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(|e| self.err(e))?;
+            let rows = sqlx::query(HELD_EVENTS)
+                .bind(checks)
+                .bind(entities)
+                .bind(held)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
             read(&mut stored, &rows)?;
         }
         Ok(Some((stored, placeholders)))
