@@ -252,7 +252,7 @@ async fn healthz(AxumState(shared): AxumState<AppState>) -> Json<serde_json::Val
         "status": "ok",
         "revision": checks.revision,
         "checks": checks.checks().len(),
-        "events": shared.events_read().len(),
+        "events": shared.events_count(),
         "server": shared.server_id,
         "once_only_work": shared.holds_once_only_work(),
     }))
@@ -268,7 +268,7 @@ async fn metrics(
     );
     let checks = shared.checks();
     let (events, deployments) = {
-        let events = shared.events_snapshot();
+        let events = shared.fresh_events().await;
         let tracks = shared.deployments_snapshot();
         let clock = shared.clock();
         let mut resolver = StateResolver::new(&checks, &events, clock);
@@ -668,7 +668,7 @@ async fn list_events(
     let filter = EventFilter::parse(query.as_deref())?;
     let checks = shared.checks();
     // A snapshot: listing 50,000 events must not hold the lock the writer needs.
-    let events = shared.events_snapshot();
+    let events = shared.fresh_events().await;
     let now = now_ms();
     let mut resolver = StateResolver::new(&checks, &events, shared.clock_at(now));
     let silences = shared.silences_read();
@@ -789,8 +789,9 @@ async fn get_event(
         "/api/v1/events/{check}/{entity}",
     )?;
     let checks = shared.checks();
-    let events = shared.events_snapshot();
-    let Some(cached) = events.get(&(check.clone(), entity.clone())) else {
+    let key = (check.clone(), entity.clone());
+    let events = shared.fresh_event(&key).await;
+    let Some(cached) = events.get(&key) else {
         return Err(ApiError::not_found(format!(
             "no event for check `{}` on entity `{}`",
             truncate(&check),
@@ -823,7 +824,7 @@ pub async fn breakage_report(
     let checks = shared.checks();
     let context = report_context(shared, &checks);
     let per_check = {
-        let events = shared.events_snapshot();
+        let events = shared.fresh_events().await;
         let has_event = |check: &str, entity: &str| {
             events.contains_key(&(check.to_string(), entity.to_string()))
         };
@@ -1206,7 +1207,7 @@ async fn list_deployments(
 ) -> ApiResult<Response> {
     authorize(&shared, &headers, Role::Read, "/api/v1/deployments")?;
     let checks = shared.checks();
-    let events = shared.events_snapshot();
+    let events = shared.fresh_events().await;
     let tracks = shared.deployments_snapshot();
     let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock());
     let list: Vec<crate::deployments::Summary> = checks
@@ -1231,7 +1232,7 @@ async fn get_deployment(
             truncate(&name)
         )));
     };
-    let events = shared.events_snapshot();
+    let events = shared.fresh_events().await;
     let tracks = shared.deployments_snapshot();
     let mut views = crate::deployments::Views::new(&checks, &events, &tracks, shared.clock())
         .with_agents(crate::checks::AgentSubscriptions::of(&shared));

@@ -6,8 +6,9 @@
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
 //! On a store shared by several servers it also follows the events the others folded (the rows
-//! other servers wrote in the transactions that ended since the last read, taken when their
-//! version is newer than the one in memory). It never writes to the store.
+//! other servers wrote in the transactions that ended since the last read): whole on the
+//! server doing the once-only work, by key and version only on the others, which read the
+//! bodies when an answer asks for them. It never writes to the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,8 +89,12 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
     }
 }
 
-/// Takes the events other servers folded since `from` (those newer than the ones in memory);
-/// where to read from next.
+/// Follows the events other servers folded since `from`; where to read from next. The server
+/// doing the once-only work decides against its events (notifications, deployments, silences)
+/// and takes them whole, those newer than the ones in memory; the others take only which
+/// events moved, and read the bodies when an answer needs them (`Shared::fresh_events`): in
+/// a cluster every event is folded by one server and followed by all the others, and the
+/// bodies are most of what following costs.
 async fn follow_events(
     shared: &Shared,
     from: &mdd_storage::FeedPosition,
@@ -97,60 +102,32 @@ async fn follow_events(
     // What this server wrote itself is not read: its writer put it in memory, but for the
     // events of folds whose commit failed, which are read by key.
     let again = shared.take_read_again();
+    let whole = shared.holds_once_only_work();
     let read = async {
-        let (next, mut rows) = shared.store.events_changed_since(from).await?;
+        let next = if whole {
+            // What it noted as moved before it took the work over, too.
+            shared.catch_up_events(None).await?;
+            let (next, rows) = shared.store.events_changed_since(from).await?;
+            shared.take_stored_events(rows);
+            next
+        } else {
+            let (next, versions) = shared.store.event_versions_changed_since(from).await?;
+            shared.fell_behind(versions);
+            next
+        };
         if !again.is_empty() {
-            rows.extend(shared.store.events_of(&again).await?);
+            shared.take_stored_events(shared.store.events_of(&again).await?);
         }
-        Ok::<_, StoreError>((next, rows))
+        Ok::<_, StoreError>(next)
     };
-    let (next, rows) = match read.await {
-        Ok(read) => read,
+    match read.await {
+        Ok(next) => Ok(next),
         Err(e) => {
             // Read again at the next round.
             shared.read_again(again);
-            return Err(e);
-        }
-    };
-    let mut newer = Vec::new();
-    {
-        let events = shared.events_read();
-        for row in rows {
-            let key = (row.row.check.clone(), row.row.entity.clone());
-            if events
-                .get(&key)
-                .is_some_and(|held| held.version >= row.version)
-            {
-                continue;
-            }
-            match serde_json::from_str::<crate::CachedEvent>(&row.row.body) {
-                Ok(mut cached) => {
-                    cached.version = row.version;
-                    newer.push((key, cached));
-                }
-                Err(e) => tracing::error!(
-                    "an unreadable stored event {}/{} is skipped: {e}",
-                    key.0,
-                    key.1
-                ),
-            }
+            Err(e)
         }
     }
-    if !newer.is_empty() {
-        let mut events = shared.events_write();
-        for (key, cached) in newer {
-            // Checked again under the write lock: the writer may have put a newer one since.
-            if events
-                .get(&key)
-                .is_none_or(|held| held.version < cached.version)
-            {
-                events.insert(key, Arc::new(cached));
-            }
-        }
-        drop(events);
-        shared.changed();
-    }
-    Ok(next)
 }
 
 /// Drops the events and keepalive watches of entities deleted through another server: those
@@ -172,6 +149,12 @@ async fn forget_deleted_entities(shared: &Shared) -> Result<(), StoreError> {
         .collect();
     missing.extend(
         shared
+            .noted_entities()
+            .into_iter()
+            .filter(|entity| !listed.contains(entity)),
+    );
+    missing.extend(
+        shared
             .keepalives()
             .keys()
             .filter(|entity| !listed.contains(*entity))
@@ -187,9 +170,7 @@ async fn forget_deleted_entities(shared: &Shared) -> Result<(), StoreError> {
     if gone.is_empty() {
         return Ok(());
     }
-    crate::remove_events(&mut shared.events_write(), |(_, entity)| {
-        gone.contains(entity)
-    });
+    shared.forget_events(|(_, entity)| gone.contains(entity));
     shared
         .keepalives()
         .retain(|entity, _| !gone.contains(entity));

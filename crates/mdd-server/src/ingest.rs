@@ -294,7 +294,7 @@ async fn forget_entity(
         return Err(e);
     }
     shared.store.delete_entity(entity).await?;
-    crate::remove_events(&mut shared.events_write(), |(_, e)| e == entity);
+    shared.forget_events(|(_, e)| e == entity);
     dirty.retain(|(_, e)| e != entity);
     Ok(())
 }

@@ -34,8 +34,17 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 // Counted from before the request: the lease may have been granted at once.
                 renewed = Some(asked);
                 if !shared.holds_once_only_work() {
-                    tracing::info!(epoch, "this server does the once-only work now");
-                    shared.set_once_only_work(true);
+                    // The work decides against the events: first those this server only
+                    // noted as moved (it followed them by version) are read whole.
+                    match shared.catch_up_events(None).await {
+                        Ok(()) => {
+                            tracing::info!(epoch, "this server does the once-only work now");
+                            shared.set_once_only_work(true);
+                        }
+                        Err(e) => tracing::warn!(
+                            "took the once-only lease but cannot read the events yet (will retry): {e}"
+                        ),
+                    }
                 }
             }
             Ok(None) => {

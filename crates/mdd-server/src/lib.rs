@@ -58,7 +58,7 @@ pub type EventKey = (String, String);
 pub type Events = imbl::OrdMap<EventKey, Arc<CachedEvent>>;
 
 /// Removes the events whose keys `gone` picks (the persistent map has no `retain`).
-pub fn remove_events(events: &mut Events, gone: impl Fn(&EventKey) -> bool) {
+fn remove_events(events: &mut Events, gone: impl Fn(&EventKey) -> bool) {
     let keys: Vec<EventKey> = events.keys().filter(|key| gone(key)).cloned().collect();
     for key in keys {
         events.remove(&key);
@@ -238,6 +238,11 @@ pub struct Shared {
     /// connection broke during the commit): the change feed leaves out what this server
     /// wrote, so the follower reads these again by key.
     read_again: std::sync::Mutex<std::collections::HashSet<EventKey>>,
+    /// Events other servers folded that memory holds an older version of (or none), with the
+    /// version the change feed saw stored: a server not doing the once-only work follows the
+    /// feed by key and version only, and reads these bodies when somebody asks for events
+    /// (see `fresh_events`). Empty on a server that follows the bodies.
+    behind: std::sync::Mutex<HashMap<EventKey, i64>>,
     /// What each handler was sent, and how it went.
     pub deliveries: notify::DeliveryLog,
     /// The outage before this start: it does not count against checks' ttls.
@@ -373,6 +378,179 @@ impl Shared {
 
     pub fn events_snapshot(&self) -> Events {
         self.events_read().clone()
+    }
+
+    /// Every event, with those memory is behind on read from the store first: what API
+    /// answers and pages show, so that every server shows the same, whichever folded them.
+    /// If the store cannot be read, what memory holds (and the reason is logged).
+    pub async fn fresh_events(&self) -> Events {
+        self.catch_up_events_or_say().await;
+        self.events_snapshot()
+    }
+
+    /// `catch_up_events` for every event memory is behind on, before an answer is made from
+    /// memory; a store that cannot be read leaves the older events, and says so.
+    pub async fn catch_up_events_or_say(&self) {
+        if let Err(e) = self.catch_up_events(None).await {
+            tracing::warn!("cannot read the newest events from the store (showing older): {e}");
+        }
+    }
+
+    /// `fresh_events` for one event's answer: that event alone is read, unless its check has
+    /// dependencies (whose events its state is worked out from).
+    pub async fn fresh_event(&self, key: &EventKey) -> Events {
+        let alone = self
+            .checks()
+            .get(&key.0)
+            .is_none_or(|check| check.depends_on.is_empty());
+        let which = alone.then_some(std::slice::from_ref(key));
+        if let Err(e) = self.catch_up_events(which).await {
+            tracing::warn!("cannot read the newest events from the store (showing older): {e}");
+        }
+        self.events_snapshot()
+    }
+
+    /// How many events there are: those in memory and those other servers made that this one
+    /// has only noted (without reading them, which a health probe must not cost).
+    pub fn events_count(&self) -> usize {
+        let events = self.events_read();
+        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        events.len()
+            + behind
+                .keys()
+                .filter(|key| !events.contains_key(*key))
+                .count()
+    }
+
+    /// Forgets the events `gone` picks, those held and those only noted as moved.
+    pub fn forget_events(&self, gone: impl Fn(&EventKey) -> bool) {
+        remove_events(&mut self.events_write(), &gone);
+        self.behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| !gone(key));
+    }
+
+    /// The entities of the events memory is behind on.
+    pub fn noted_entities(&self) -> Vec<String> {
+        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        let entities: std::collections::BTreeSet<&String> =
+            behind.keys().map(|(_, entity)| entity).collect();
+        entities.into_iter().cloned().collect()
+    }
+
+    /// Notes events the change feed saw stored at a newer version than memory holds.
+    pub fn fell_behind(&self, versions: Vec<(String, String, i64)>) {
+        if versions.is_empty() {
+            return;
+        }
+        let mut newer = Vec::new();
+        {
+            let events = self.events_read();
+            for (check, entity, version) in versions {
+                let key = (check, entity);
+                if events.get(&key).is_none_or(|held| held.version < version) {
+                    newer.push((key, version));
+                }
+            }
+        }
+        if newer.is_empty() {
+            return;
+        }
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, version) in newer {
+            let noted = behind.entry(key).or_insert(version);
+            *noted = (*noted).max(version);
+        }
+        drop(behind);
+        // Long-polls and live pages look again, and read what moved.
+        self.changed();
+    }
+
+    /// Reads from the store the events memory is behind on (`only` those of them, or all),
+    /// and takes those newer than memory's. On an error they stay noted, to be read later.
+    pub async fn catch_up_events(&self, only: Option<&[EventKey]>) -> Result<(), StoreError> {
+        let noted: Vec<(EventKey, i64)> = {
+            let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+            if behind.is_empty() {
+                return Ok(());
+            }
+            match only {
+                None => behind.drain().collect(),
+                Some(keys) => keys
+                    .iter()
+                    .filter_map(|key| behind.remove_entry(key))
+                    .collect(),
+            }
+        };
+        // Those this server folded since they were noted are current in memory already.
+        let wanted: Vec<EventKey> = {
+            let events = self.events_read();
+            noted
+                .into_iter()
+                .filter(|(key, version)| events.get(key).is_none_or(|held| held.version < *version))
+                .map(|(key, _)| key)
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        match self.store.events_of(&wanted).await {
+            Ok(rows) => {
+                self.take_stored_events(rows);
+                Ok(())
+            }
+            Err(e) => {
+                let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+                for key in wanted {
+                    behind.entry(key).or_insert(i64::MAX);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts in memory the stored events that are newer than the versions it holds.
+    pub fn take_stored_events(&self, rows: Vec<mdd_storage::VersionedEvent>) {
+        let mut newer = Vec::new();
+        {
+            let events = self.events_read();
+            for row in rows {
+                let key = (row.row.check.clone(), row.row.entity.clone());
+                if events
+                    .get(&key)
+                    .is_some_and(|held| held.version >= row.version)
+                {
+                    continue;
+                }
+                match serde_json::from_str::<CachedEvent>(&row.row.body) {
+                    Ok(mut cached) => {
+                        cached.version = row.version;
+                        newer.push((key, cached));
+                    }
+                    Err(e) => tracing::error!(
+                        "an unreadable stored event {}/{} is skipped: {e}",
+                        key.0,
+                        key.1
+                    ),
+                }
+            }
+        }
+        if newer.is_empty() {
+            return;
+        }
+        let mut events = self.events_write();
+        for (key, cached) in newer {
+            // Checked again under the write lock: the writer may have put a newer one since.
+            if events
+                .get(&key)
+                .is_none_or(|held| held.version < cached.version)
+            {
+                events.insert(key, Arc::new(cached));
+            }
+        }
+        drop(events);
+        self.changed();
     }
 
     fn events_write(&self) -> RwLockWriteGuard<'_, Events> {
@@ -767,6 +945,7 @@ pub async fn start(
         silences: RwLock::new(silences),
         notices,
         read_again: std::sync::Mutex::default(),
+        behind: std::sync::Mutex::default(),
         deliveries,
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),

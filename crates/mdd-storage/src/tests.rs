@@ -903,6 +903,26 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
     assert!(own.is_empty(), "a handle's own folds are left out: {own:?}");
     let (_, twice) = first.events_changed_since(&later).await.expect("feed");
     assert!(twice.is_empty(), "read once: {twice:?}");
+    // The same feed by key and version only, from the same positions.
+    let (versions_later, versions) = first
+        .event_versions_changed_since(&same)
+        .await
+        .expect("versions feed");
+    assert_eq!(versions_later, later, "the same position on");
+    assert_eq!(
+        versions,
+        vec![("dns".to_string(), "server".to_string(), 21)]
+    );
+    let (_, own) = second
+        .event_versions_changed_since(&same)
+        .await
+        .expect("versions feed");
+    assert!(own.is_empty(), "a handle's own folds are left out: {own:?}");
+    let (_, twice) = first
+        .event_versions_changed_since(&later)
+        .await
+        .expect("versions feed");
+    assert!(twice.is_empty(), "read once: {twice:?}");
     // Read by key, whoever wrote it.
     let keyed = second
         .events_of(&[("dns".to_string(), "server".to_string())])

@@ -349,6 +349,8 @@ async fn page(
     let mut response = if known {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        // Drawn from the events as stored, whichever server folded them.
+        dash.shared.catch_up_events_or_say().await;
         let shared = Arc::clone(&dash.shared);
         let Ok(_turn) = dash.drawing.acquire().await else {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -418,6 +420,7 @@ async fn check(
         }
         None => String::new(),
     };
+    dash.shared.catch_up_events_or_say().await;
     match pages::check(&dash.shared, &name, &viewer, availability).await {
         Some(page) => render(page),
         None => not_found(&format!("There is no check `{name}` in the applied spec.")),
@@ -589,6 +592,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 async fn entities(AxumState(dash): AxumState<Dashboard>, headers: HeaderMap) -> Response {
     require_reader!(dash, headers, "/entities");
+    dash.shared.catch_up_events_or_say().await;
     render(pages::entities(&dash.shared).await)
 }
 
