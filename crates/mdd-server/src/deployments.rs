@@ -72,7 +72,7 @@ pub async fn update(shared: &Shared) {
     let current = if checks.spec.deployments.is_empty() {
         HashMap::new()
     } else {
-        let events = shared.events_snapshot();
+        let events = shared.fresh_events().await;
         check_states(&checks, &events, clock)
     };
     let (changed, removed) = {

@@ -6,9 +6,9 @@
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
 //! On a store shared by several servers it also follows the events the others folded (the rows
-//! other servers wrote in the transactions that ended since the last read): whole on the
-//! server doing the once-only work, by key and version only on the others, which read the
-//! bodies when an answer asks for them. It never writes to the store.
+//! other servers wrote in the transactions that ended since the last read) by key and
+//! version only; answers and decisions read the bodies when they need them. It never writes
+//! to the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
         }
         if shared.store.is_shared() {
             // Events first: the notices taken next are decided against events at least as
-            // new as the ones they were made from.
+            // new as the ones they were made from (the notifier reads what this noted).
             let mut round = follow_events(&shared, &events_from).await.map(|next| {
                 events_from = next;
             });
@@ -89,12 +89,10 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
     }
 }
 
-/// Follows the events other servers folded since `from`; where to read from next. The server
-/// doing the once-only work decides against its events (notifications, deployments, silences)
-/// and takes them whole, those newer than the ones in memory; the others take only which
-/// events moved, and read the bodies when an answer needs them (`Shared::fresh_events`): in
-/// a cluster every event is folded by one server and followed by all the others, and the
-/// bodies are most of what following costs.
+/// Follows the events other servers folded since `from`, by key and version only; where to
+/// read from next. Bodies are read when an answer or a decision needs them
+/// (`Shared::fresh_events`, `catch_up_events`): in a cluster every event is folded by one
+/// server and followed by all the others, and the bodies were most of what following cost.
 async fn follow_events(
     shared: &Shared,
     from: &mdd_storage::FeedPosition,
@@ -102,19 +100,9 @@ async fn follow_events(
     // What this server wrote itself is not read: its writer put it in memory, but for the
     // events of folds whose commit failed, which are read by key.
     let again = shared.take_read_again();
-    let whole = shared.holds_once_only_work();
     let read = async {
-        let next = if whole {
-            // What it noted as moved before it took the work over, too.
-            shared.catch_up_events(None).await?;
-            let (next, rows) = shared.store.events_changed_since(from).await?;
-            shared.take_stored_events(rows);
-            next
-        } else {
-            let (next, versions) = shared.store.event_versions_changed_since(from).await?;
-            shared.fell_behind(versions);
-            next
-        };
+        let (next, versions) = shared.store.event_versions_changed_since(from).await?;
+        shared.fell_behind(versions);
         if !again.is_empty() {
             shared.take_stored_events(shared.store.events_of(&again).await?);
         }

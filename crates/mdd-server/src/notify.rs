@@ -510,20 +510,28 @@ pub async fn run(
                     let mut due = Vec::new();
                     load_due(&shared, &told.persist, &mut due).await;
                     dispatch(&shared, &http, &mut workers, &told.persist, &mut due, &shutdown);
+                    events_current(&shared).await;
                     catch_up(&shared, &mut told, &mut jobs);
                 }
             }
             notice = notices.recv() => match notice {
-                Some(notice) => decide(&shared, &notice, &mut told, &mut jobs),
+                Some(notice) => {
+                    events_current(&shared).await;
+                    decide(&shared, &notice, &mut told, &mut jobs);
+                }
                 None => return,
             },
             changed = revisions.changed() => match changed {
                 // Handlers may have been added, removed or re-routed.
-                Ok(()) if shared.holds_once_only_work() => catch_up(&shared, &mut told, &mut jobs),
+                Ok(()) if shared.holds_once_only_work() => {
+                    events_current(&shared).await;
+                    catch_up(&shared, &mut told, &mut jobs);
+                }
                 Ok(()) => {}
                 Err(_) => return,
             },
             _ = tick.tick() => if shared.holds_once_only_work() {
+                events_current(&shared).await;
                 watch_stale(&shared, &mut told, &mut jobs);
                 remind(&shared, &mut told, &mut jobs);
             }
@@ -539,6 +547,14 @@ pub async fn run(
             &mut jobs,
             &shutdown,
         );
+    }
+}
+
+/// Decisions are made against the events as stored: those memory only noted as moved (folded
+/// through other servers) are read first. With no handlers nothing is decided, and nothing read.
+async fn events_current(shared: &Shared) {
+    if !shared.checks().spec.handlers.is_empty() {
+        shared.catch_up_events_or_say().await;
     }
 }
 

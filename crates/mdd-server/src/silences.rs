@@ -47,6 +47,11 @@ pub fn silencing<'a>(silences: &'a [Silence], target: &Target<'_>, now: i64) -> 
 /// pass (a silence that matches nothing yet stays: its check may not have reported).
 pub async fn sweep(shared: &Shared) {
     let now = now_ms();
+    if shared.silences_read().is_empty() {
+        return;
+    }
+    // `until_resolved` ends on the events as stored, whichever server folded them.
+    shared.catch_up_events_or_say().await;
     let ended: Vec<String> = {
         let silences = shared.silences_read();
         if silences.is_empty() {
