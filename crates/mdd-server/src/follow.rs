@@ -5,10 +5,9 @@
 //! transaction (database triggers). A server polls that small table and reloads whatever
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
-//! On a store shared by several servers it also follows the events the others folded (the rows
-//! other servers wrote in the transactions that ended since the last read) by key and
-//! version only; answers and decisions read the bodies when they need them. It never writes
-//! to the store.
+//! The events the other servers of a shared store fold are not followed here but when events
+//! are asked for (see `Shared::follow_feed`); this reads again by key only the events of this
+//! server's folds whose commit failed. It never writes to the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,16 +27,11 @@ pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 pub struct Seen {
     /// The shared versions read before anything was loaded.
     pub versions: BTreeMap<String, i64>,
-    /// On a store shared by several servers, where the events' change feed goes on from.
-    pub events_from: mdd_storage::FeedPosition,
 }
 
 /// Follows the store until `shutdown`, from what the start loaded.
 pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
-    let Seen {
-        versions: mut seen,
-        mut events_from,
-    } = from;
+    let Seen { versions: mut seen } = from;
     let mut failing = false;
     let mut feed_failing = false;
     loop {
@@ -46,11 +40,9 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
             _ = tokio::time::sleep(FOLLOW_EVERY) => {}
         }
         if shared.store.is_shared() {
-            // Events first: the notices taken next are decided against events at least as
-            // new as the ones they were made from (the notifier reads what this noted).
-            let mut round = follow_events(&shared, &events_from).await.map(|next| {
-                events_from = next;
-            });
+            // The notifier reads the change feed before it decides a notice taken here, so
+            // it decides against events at least as new as the ones the notice was made from.
+            let mut round = read_again(&shared).await;
             if round.is_ok() && shared.holds_once_only_work() {
                 round = take_notices(&shared).await;
             }
@@ -89,27 +81,18 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
     }
 }
 
-/// Follows the events other servers folded since `from`, by key and version only; where to
-/// read from next. Bodies are read when an answer or a decision needs them
-/// (`Shared::fresh_events`, `catch_up_events`): in a cluster every event is folded by one
-/// server and followed by all the others, and the bodies were most of what following cost.
-async fn follow_events(
-    shared: &Shared,
-    from: &mdd_storage::FeedPosition,
-) -> Result<mdd_storage::FeedPosition, StoreError> {
-    // What this server wrote itself is not read: its writer put it in memory, but for the
-    // events of folds whose commit failed, which are read by key.
+/// Reads by key the events of this server's folds whose commit failed in a way that may have
+/// committed all the same: the change feed leaves out what this server wrote.
+async fn read_again(shared: &Shared) -> Result<(), StoreError> {
     let again = shared.take_read_again();
-    let read = async {
-        let (next, versions) = shared.store.event_versions_changed_since(from).await?;
-        shared.fell_behind(versions);
-        if !again.is_empty() {
-            shared.take_stored_events(shared.store.events_of(&again).await?);
+    if again.is_empty() {
+        return Ok(());
+    }
+    match shared.store.events_of(&again).await {
+        Ok(rows) => {
+            shared.take_stored_events(rows);
+            Ok(())
         }
-        Ok::<_, StoreError>(next)
-    };
-    match read.await {
-        Ok(next) => Ok(next),
         Err(e) => {
             // Read again at the next round.
             shared.read_again(again);

@@ -209,6 +209,12 @@ pub enum ServerError {
     Runtime(std::io::Error),
 }
 
+/// Where the events' change feed stands (see `Shared::follow_feed`).
+struct Feed {
+    from: mdd_storage::FeedPosition,
+    read_at: Option<std::time::Instant>,
+}
+
 /// State shared by every handler and task.
 pub struct Shared {
     pub store: Store,
@@ -243,6 +249,9 @@ pub struct Shared {
     /// feed by key and version only, and reads these bodies when somebody asks for events
     /// (see `fresh_events`). Empty on a server that follows the bodies.
     behind: std::sync::Mutex<HashMap<EventKey, i64>>,
+    /// Where the events' change feed stands and when it was last read: it is read when events
+    /// are asked for (by `catch_up_events`), at most once per `follow::FOLLOW_EVERY`.
+    feed: tokio::sync::Mutex<Feed>,
     /// What each handler was sent, and how it went.
     pub deliveries: notify::DeliveryLog,
     /// The outage before this start: it does not count against checks' ttls.
@@ -439,6 +448,29 @@ impl Shared {
         entities.into_iter().cloned().collect()
     }
 
+    /// Reads which events other servers folded since the last read of the change feed (by key
+    /// and version), unless it was read less than `follow::FOLLOW_EVERY` ago: the lag of an
+    /// answer is at most that. Nothing reads it while nobody asks for events, so servers that
+    /// only take results follow nothing. A no-op on a store of one server's own.
+    pub async fn follow_feed(&self) -> Result<(), StoreError> {
+        if !self.store.is_shared() {
+            return Ok(());
+        }
+        let mut feed = self.feed.lock().await;
+        if feed
+            .read_at
+            .is_some_and(|at| at.elapsed() < follow::FOLLOW_EVERY)
+        {
+            return Ok(());
+        }
+        let asked = std::time::Instant::now();
+        let (next, versions) = self.store.event_versions_changed_since(&feed.from).await?;
+        self.fell_behind(versions);
+        feed.from = next;
+        feed.read_at = Some(asked);
+        Ok(())
+    }
+
     /// Notes events the change feed saw stored at a newer version than memory holds.
     pub fn fell_behind(&self, versions: Vec<(String, String, i64)>) {
         if versions.is_empty() {
@@ -470,6 +502,7 @@ impl Shared {
     /// Reads from the store the events memory is behind on (`only` those of them, or all),
     /// and takes those newer than memory's. On an error they stay noted, to be read later.
     pub async fn catch_up_events(&self, only: Option<&[EventKey]>) -> Result<(), StoreError> {
+        self.follow_feed().await?;
         let noted: Vec<(EventKey, i64)> = {
             let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
             if behind.is_empty() {
@@ -946,6 +979,10 @@ pub async fn start(
         notices,
         read_again: std::sync::Mutex::default(),
         behind: std::sync::Mutex::default(),
+        feed: tokio::sync::Mutex::new(Feed {
+            from: events_from,
+            read_at: None,
+        }),
         deliveries,
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
@@ -1041,10 +1078,7 @@ pub async fn start(
     let progress = tokio::spawn(deployments::run(Arc::clone(&shared), shutdown.clone()));
     let follower = tokio::spawn(follow::run(
         Arc::clone(&shared),
-        follow::Seen {
-            versions,
-            events_from,
-        },
+        follow::Seen { versions },
         shutdown.clone(),
     ));
     let leaseholder = tokio::spawn(lease::run(Arc::clone(&shared), shutdown.clone()));

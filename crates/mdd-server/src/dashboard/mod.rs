@@ -341,6 +341,9 @@ async fn page(
     headers: &HeaderMap,
     draw: impl FnOnce(&Shared) -> Response + Send + 'static,
 ) -> Response {
+    // Drawn from the events as stored, whichever server folded them: read before the tag,
+    // which moves with what was read.
+    dash.shared.catch_up_events_or_say().await;
     let tag = etag(dash, headers);
     let known = headers
         .get(header::IF_NONE_MATCH)
@@ -349,8 +352,6 @@ async fn page(
     let mut response = if known {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        // Drawn from the events as stored, whichever server folded them.
-        dash.shared.catch_up_events_or_say().await;
         let shared = Arc::clone(&dash.shared);
         let Ok(_turn) = dash.drawing.acquire().await else {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
