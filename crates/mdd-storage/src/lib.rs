@@ -968,43 +968,53 @@ impl Store {
                 IncidentChange::Flapped { check, entity, at } => flapped.push(check, entity, *at),
             }
         }
-        let statements = [
-            (
-                &opened,
-                "INSERT INTO incidents (check_name, entity, started_at)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ORDER BY 1, 2, 3
+        // Openings and closings in one statement (a group's incident changes are in most of
+        // its folds): the update closes the incidents open before, each at the first closing
+        // after it began; an incident opened in this group is inserted closed already, at the
+        // first closing after its opening, if any (the statement's parts see one snapshot,
+        // so the update does not see the rows the insert makes). An incident stored already
+        // is left as it is by the insert, and closed by the update.
+        if !opened.at.is_empty() || !closed.at.is_empty() {
+            sqlx::query(
+                "WITH c AS (SELECT * FROM unnest($4::text[], $5::text[], $6::bigint[]) AS c(c, e, at)),
+                 closed AS (
+                     UPDATE incidents AS i SET ended_at = u.ended
+                     FROM (SELECT i.check_name, i.entity, i.started_at, min(c.at) AS ended
+                           FROM incidents AS i
+                           JOIN c ON i.check_name = c.c AND i.entity = c.e AND i.started_at <= c.at
+                           WHERE i.ended_at IS NULL
+                           GROUP BY 1, 2, 3) AS u
+                     WHERE i.check_name = u.check_name AND i.entity = u.entity
+                         AND i.started_at = u.started_at AND i.ended_at IS NULL)
+                 INSERT INTO incidents (check_name, entity, started_at, ended_at)
+                 SELECT o.c, o.e, o.at,
+                     (SELECT min(c.at) FROM c WHERE c.c = o.c AND c.e = o.e AND c.at >= o.at)
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS o(c, e, at)
+                 ORDER BY 1, 2, 3
                  ON CONFLICT DO NOTHING",
-            ),
-            (
-                &closed,
-                "UPDATE incidents AS i SET ended_at = u.ended
-                 FROM (SELECT i.check_name, i.entity, i.started_at, min(c.at) AS ended
-                       FROM incidents AS i
-                       JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS c(c, e, at)
-                           ON i.check_name = c.c AND i.entity = c.e AND i.started_at <= c.at
-                       WHERE i.ended_at IS NULL
-                       GROUP BY 1, 2, 3) AS u
-                 WHERE i.check_name = u.check_name AND i.entity = u.entity
-                     AND i.started_at = u.started_at AND i.ended_at IS NULL",
-            ),
-            (
-                &flapped,
+            )
+            .bind(&opened.checks)
+            .bind(&opened.entities)
+            .bind(&opened.at)
+            .bind(&closed.checks)
+            .bind(&closed.entities)
+            .bind(&closed.at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        if !flapped.at.is_empty() {
+            sqlx::query(
                 "INSERT INTO flaps (check_name, entity, at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ORDER BY 1, 2, 3
                  ON CONFLICT DO NOTHING",
-            ),
-        ];
-        for (columns, statement) in statements {
-            if columns.at.is_empty() {
-                continue;
-            }
-            sqlx::query(statement)
-                .bind(&columns.checks)
-                .bind(&columns.entities)
-                .bind(&columns.at)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| self.err(e))?;
+            )
+            .bind(&flapped.checks)
+            .bind(&flapped.entities)
+            .bind(&flapped.at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
         }
         Ok(())
     }
