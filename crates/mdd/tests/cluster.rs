@@ -568,6 +568,60 @@ checks:
     }
 }
 
+/// The server deciding notifications decides against the events as stored, also those another
+/// server folded since it last looked: a dependency that failed through the other server
+/// blocks its dependent's incident, although the deciding server last held it passing.
+#[tokio::test]
+async fn the_deciding_server_sees_a_dependency_another_server_folded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let postgres = mdd_testkit::postgres::Postgres::start();
+    let url = postgres.create_database("mdd");
+    let receiver = common::Receiver::start().await;
+    let servers = cluster(dir.path(), &url, 2).await;
+    let spec = format!(
+        "handlers:
+  - {{ name: hook, type: webhook, url: 'http://127.0.0.1:{}/notify', timeout: 2s }}
+checks:
+  - {{ name: dns, ttl: 1h, handlers: [hook] }}
+  - {{ name: ldap, ttl: 1h, depends_on: [dns], handlers: [hook] }}
+",
+        receiver.port
+    );
+    let (status, body) = servers[0].apply(&[("dc.yaml", &spec)]).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for_one_holder(&servers).await;
+    let (deciding, other) = if holds_once_only_work(&servers[0]).await {
+        (&servers[0], &servers[1])
+    } else {
+        (&servers[1], &servers[0])
+    };
+    // Each result through one server only: the deciding one holds dns passing, then dns
+    // fails through the other, then ldap fails through the deciding one.
+    let steps = [
+        (deciding, "dns", 0),
+        (deciding, "ldap", 0),
+        (other, "dns", 2),     // incident
+        (deciding, "ldap", 2), // blocked behind dns: nobody is told
+    ];
+    for (n, (server, check, status)) in steps.into_iter().enumerate() {
+        let body = json!({"results": [{"id": format!("d{n}"), "check": check,
+            "entity": "e1", "status": status, "output": format!("{check} {status}")}]});
+        let (code, answer) = server.post("/api/v1/results", &body).await;
+        assert!(code < 300, "{code} {answer}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    receiver.wait_for(1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.received(),
+        [("dns".to_string(), "incident".to_string())],
+        "ldap is blocked behind dns"
+    );
+    for server in servers {
+        assert!(server.stop().await.success());
+    }
+}
+
 /// The server deciding notifications is killed while a receiver holds its delivery of an
 /// incident unanswered: the server that takes the work over delivers it, with the same id.
 #[tokio::test]
