@@ -6,8 +6,7 @@
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
 //! The events the other servers of a shared store fold are not followed here but when events
-//! are asked for (see `Shared::follow_feed`); this reads again by key only the events of this
-//! server's folds whose commit failed. It never writes to the store.
+//! are asked for (see `Shared::follow_feed`). It never writes to the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,10 +41,11 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
         if shared.store.is_shared() {
             // The notifier reads the change feed before it decides a notice taken here, so
             // it decides against events at least as new as the ones the notice was made from.
-            let mut round = read_again(&shared).await;
-            if round.is_ok() && shared.holds_once_only_work() {
-                round = take_notices(&shared).await;
-            }
+            let round = if shared.holds_once_only_work() {
+                take_notices(&shared).await
+            } else {
+                Ok(())
+            };
             match round {
                 Ok(()) => feed_failing = false,
                 Err(e) => {
@@ -77,26 +77,6 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
                 }
                 Err(e) => tracing::warn!("cannot reload the {name} (will retry): {e}"),
             }
-        }
-    }
-}
-
-/// Reads by key the events of this server's folds whose commit failed in a way that may have
-/// committed all the same: the change feed leaves out what this server wrote.
-async fn read_again(shared: &Shared) -> Result<(), StoreError> {
-    let again = shared.take_read_again();
-    if again.is_empty() {
-        return Ok(());
-    }
-    match shared.store.events_of(&again).await {
-        Ok(rows) => {
-            shared.take_stored_events(rows);
-            Ok(())
-        }
-        Err(e) => {
-            // Read again at the next round.
-            shared.read_again(again);
-            Err(e)
         }
     }
 }

@@ -240,10 +240,6 @@ pub struct Shared {
     silences: RwLock<Vec<mdd_core::silence::Silence>>,
     /// Changed events for the notifier (bounded; never waited on).
     pub notices: mpsc::Sender<notify::Notice>,
-    /// Events of folds that failed in a way that may have committed all the same (the
-    /// connection broke during the commit): the change feed leaves out what this server
-    /// wrote, so the follower reads these again by key.
-    read_again: std::sync::Mutex<std::collections::HashSet<EventKey>>,
     /// Events other servers folded that memory holds an older version of (or none), with the
     /// version the change feed saw stored: a server not doing the once-only work follows the
     /// feed by key and version only, and reads these bodies when somebody asks for events
@@ -365,26 +361,20 @@ impl Shared {
         self.events.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Has these events read from the store again when events are next asked for: those of
+    /// folds that failed in a way that may have committed all the same (the connection broke
+    /// during the commit), which the change feed leaves out, as this server wrote them.
+    pub fn read_again(&self, keys: impl IntoIterator<Item = EventKey>) {
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            // No version known: read whatever memory holds.
+            behind.insert(key, i64::MAX);
+        }
+    }
+
     /// Every event as it is now, taken in a moment under the lock (a reference each) and
     /// indexed without it: for pages, scrapes and sweeps over all of them, which then hold up
     /// neither ingestion nor each other, however long they take.
-    /// Has the follower read these events from the store again at its next round.
-    pub fn read_again(&self, keys: impl IntoIterator<Item = EventKey>) {
-        self.read_again
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(keys);
-    }
-
-    /// The events to read from the store again (see `read_again`), forgotten until put back.
-    pub fn take_read_again(&self) -> Vec<EventKey> {
-        self.read_again
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect()
-    }
-
     pub fn events_snapshot(&self) -> Events {
         self.events_read().clone()
     }
@@ -534,10 +524,7 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
-                for key in wanted {
-                    behind.entry(key).or_insert(i64::MAX);
-                }
+                self.read_again(wanted);
                 Err(e)
             }
         }
@@ -977,7 +964,6 @@ pub async fn start(
         deployments: RwLock::new(tracks),
         silences: RwLock::new(silences),
         notices,
-        read_again: std::sync::Mutex::default(),
         behind: std::sync::Mutex::default(),
         feed: tokio::sync::Mutex::new(Feed {
             from: events_from,

@@ -488,6 +488,11 @@ const CHURNED_TABLES: [(&str, &str); 3] = [
 const VERSIONED_EVENTS: &str =
     "SELECT check_name, entity, status, executed_at, last_result_id, body, version FROM events";
 
+/// The change feed's condition: the rows written by the transactions from `$1` on or among
+/// `$2` (a `FeedPosition`), by another handle than `$3`, placeholders left out.
+const CHANGED_SINCE: &str = "WHERE (changed_xid >= $1 OR changed_xid = ANY($2))
+     AND changed_by <> $3 AND body <> ''";
+
 /// The events of the pairs `$1`, `$2` with the version of each the caller holds, `$3` (-1:
 /// none), as `Store::versioned_event` decodes them and whether that version is the stored one,
 /// in which case the body is left out; placeholders (no body yet) are left out. A statement
@@ -1176,10 +1181,9 @@ impl Store {
         };
         let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
         let next = self.feed_snapshot(&mut tx).await?;
-        let rows = sqlx::query(
-            "SELECT check_name, entity, version FROM events
-             WHERE (changed_xid >= $1 OR changed_xid = ANY($2)) AND changed_by <> $3 AND body <> ''",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT check_name, entity, version FROM events {CHANGED_SINCE}"
+        )))
         .bind(from.next_xid)
         .bind(&from.running)
         .bind(&*self.writer)
@@ -1244,8 +1248,7 @@ impl Store {
             }
             Some(from) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{VERSIONED_EVENTS} WHERE (changed_xid >= $1 OR changed_xid = ANY($2))
-                     AND changed_by <> $3 AND body <> ''"
+                    "{VERSIONED_EVENTS} {CHANGED_SINCE}"
                 )))
                 .bind(from.next_xid)
                 .bind(&from.running)
