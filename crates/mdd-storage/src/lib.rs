@@ -525,6 +525,135 @@ pub struct FeedPosition {
     running: Vec<i64>,
 }
 
+/// The (check, entity) pairs of the results whose ids are in `ids`, in key order: the order
+/// every fold locks events in.
+fn new_pairs<'a>(
+    results: &[&'a StoredResult],
+    ids: &HashSet<String>,
+) -> std::collections::BTreeSet<(&'a str, &'a str)> {
+    results
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| (r.check.as_str(), r.entity.as_str()))
+        .collect()
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Results as the twelve arrays a PostgreSQL insert unnests (`$1` to `$12`), in the order of
+/// their ids.
+struct ResultColumns<'a> {
+    ids: Vec<&'a str>,
+    checks: Vec<&'a str>,
+    entities: Vec<&'a str>,
+    statuses: Vec<i32>,
+    summaries: Vec<&'a str>,
+    long_outputs: Vec<&'a str>,
+    perfdata: Vec<String>,
+    durations: Vec<f64>,
+    exit_codes: Vec<Option<i32>>,
+    executed: Vec<i64>,
+    received: Vec<i64>,
+    outputs: Vec<&'a str>,
+}
+
+impl<'a> ResultColumns<'a> {
+    fn of(path: &Path, results: &[&'a StoredResult]) -> Result<ResultColumns<'a>, StoreError> {
+        let mut by_id: Vec<&StoredResult> = results.to_vec();
+        by_id.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let mut perfdata = Vec::with_capacity(by_id.len());
+        for r in &by_id {
+            perfdata.push(
+                serde_json::to_string(&r.perfdata).map_err(|e| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("cannot encode perfdata: {e}"),
+                })?,
+            );
+        }
+        let text = |f: fn(&'a StoredResult) -> &'a str| -> Vec<&'a str> {
+            by_id.iter().map(|r| f(r)).collect()
+        };
+        Ok(ResultColumns {
+            ids: text(|r| &r.id),
+            checks: text(|r| &r.check),
+            entities: text(|r| &r.entity),
+            statuses: by_id.iter().map(|r| r.status.exit_code()).collect(),
+            summaries: text(|r| &r.summary),
+            long_outputs: text(|r| &r.long_output),
+            perfdata,
+            durations: by_id.iter().map(|r| r.duration_ms).collect(),
+            exit_codes: by_id.iter().map(|r| r.exit_code).collect(),
+            executed: by_id.iter().map(|r| r.executed_at).collect(),
+            received: by_id.iter().map(|r| r.received_at).collect(),
+            outputs: text(|r| &r.output),
+        })
+    }
+
+    fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.checks)
+            .bind(&self.entities)
+            .bind(&self.statuses)
+            .bind(&self.summaries)
+            .bind(&self.long_outputs)
+            .bind(&self.perfdata)
+            .bind(&self.durations)
+            .bind(&self.exit_codes)
+            .bind(&self.executed)
+            .bind(&self.received)
+            .bind(&self.outputs)
+    }
+}
+
+/// Event rows as the six arrays a PostgreSQL update unnests, in their order.
+struct EventColumns<'a> {
+    checks: Vec<&'a str>,
+    entities: Vec<&'a str>,
+    statuses: Vec<i32>,
+    executed: Vec<i64>,
+    last_results: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [EventRow]) -> EventColumns<'a> {
+        EventColumns {
+            checks: events.iter().map(|e| e.check.as_str()).collect(),
+            entities: events.iter().map(|e| e.entity.as_str()).collect(),
+            statuses: events.iter().map(|e| e.status.exit_code()).collect(),
+            executed: events.iter().map(|e| e.executed_at).collect(),
+            last_results: events.iter().map(|e| e.last_result_id.as_str()).collect(),
+            bodies: events.iter().map(|e| e.body.as_str()).collect(),
+        }
+    }
+
+    fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.checks)
+            .bind(&self.entities)
+            .bind(&self.statuses)
+            .bind(&self.executed)
+            .bind(&self.last_results)
+            .bind(&self.bodies)
+    }
+}
+
+/// A group folded from the events its caller holds, before its transaction: every id taken
+/// as new, each pair with the version it was folded from.
+struct Guessed<T> {
+    ids: HashSet<String>,
+    keys: Vec<((String, String), i64)>,
+    output: FoldOutput<T>,
+}
+
+/// What a compare and swap did: wrote the events (their versions now), or only the results
+/// (the ids that were new).
+enum Swapped {
+    Written(HashMap<(String, String), i64>),
+    Inserted(HashSet<String>),
+}
+
 impl Store {
     /// Names whose folds this handle writes: a server gives its own name, so its change feed
     /// leaves out what it wrote (and had in memory already).
@@ -681,15 +810,20 @@ impl Store {
     ///
     /// `known` says which version of a pair's event the caller holds already (in memory): an
     /// event stored at that version is handed over without its body (`known`), so a server
-    /// folding the events it wrote last reads and decodes none of them.
+    /// folding the events it wrote last reads and decodes none of them. When the caller holds
+    /// every pair's event, the group is first folded from those alone, every result taken as
+    /// new, and written by compare and swap (`swap_events_pg`): one statement inserts, locks
+    /// and writes, if every id was new and every event is at the version held; otherwise
+    /// nothing is written but the results, and the group goes the locked way in the same
+    /// transaction. `fold` may thus be called twice; only the output written is returned.
     pub async fn commit_folding<T, F, K>(
         &self,
         commit: Commit<'_>,
         known: K,
-        fold: F,
+        mut fold: F,
     ) -> Result<Folded<T>, StoreError>
     where
-        F: FnOnce(&HashSet<String>, Vec<VersionedEvent>) -> Result<FoldOutput<T>, String>,
+        F: FnMut(&HashSet<String>, Vec<VersionedEvent>) -> Result<FoldOutput<T>, String>,
         K: Fn(&str, &str) -> Option<i64>,
     {
         let Pool::Postgres(pool) = &self.pool else {
@@ -698,22 +832,37 @@ impl Store {
                 detail: "folding in the transaction is for PostgreSQL; SQLite checkpoints".into(),
             });
         };
+        let mut guess = self.fold_from_held(commit.results, &known, &mut fold);
         // At most twice: the second time when the first found an event gone that the caller
         // holds (its entity deleted through another server meanwhile), making placeholders.
         let mut caller_holds_rows = true;
         let (mut tx, inserted, checks, entities, stored, mut placeholders) = loop {
             let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
-            let inserted = self.insert_results_pg(&mut tx, commit.results).await?;
-            // Before the events are locked: every statement between their lock and the commit
+            // Entities, results, events: every fold takes its locks in this order. Entities
+            // before the events are locked: every statement between their lock and the commit
             // holds up the folds of other servers that name the same events. (An entity's row
             // is locked at most once a second, see `upsert_entities_pg`.)
             self.upsert_entities_pg(&mut tx, commit.entities).await?;
-            let keys: std::collections::BTreeSet<(&str, &str)> = commit
-                .results
-                .iter()
-                .filter(|r| inserted.contains(&r.id))
-                .map(|r| (r.check.as_str(), r.entity.as_str()))
-                .collect();
+            let inserted = match guess.take() {
+                Some(guessed) => {
+                    match self
+                        .swap_events_pg(&mut tx, commit.results, &guessed)
+                        .await?
+                    {
+                        Swapped::Written(versions) => {
+                            self.finish_fold_pg(tx, &guessed.output).await?;
+                            return Ok(Folded {
+                                inserted: guessed.ids,
+                                versions,
+                                value: guessed.output.value,
+                            });
+                        }
+                        Swapped::Inserted(inserted) => inserted,
+                    }
+                }
+                None => self.insert_results_pg(&mut tx, commit.results).await?,
+            };
+            let keys = new_pairs(commit.results, &inserted);
             let checks: Vec<&str> = keys.iter().map(|(c, _)| *c).collect();
             let entities: Vec<&str> = keys.iter().map(|(_, e)| *e).collect();
             // The version of each pair's event the caller holds (-1: none).
@@ -741,11 +890,6 @@ impl Store {
         })?;
         let mut versions = HashMap::with_capacity(output.events.len());
         if !output.events.is_empty() {
-            let column = |f: fn(&EventRow) -> String| -> Vec<String> {
-                output.events.iter().map(f).collect()
-            };
-            let statuses: Vec<i32> = output.events.iter().map(|e| e.status.exit_code()).collect();
-            let executed: Vec<i64> = output.events.iter().map(|e| e.executed_at).collect();
             let rows = sqlx::query(
                 "UPDATE events SET status = u.status, executed_at = u.executed_at,
                      last_result_id = u.last_result_id, body = u.body, version = events.version + 1,
@@ -754,17 +898,13 @@ impl Store {
                      AS u(check_name, entity, status, executed_at, last_result_id, body)
                  WHERE events.check_name = u.check_name AND events.entity = u.entity
                  RETURNING events.check_name, events.entity, events.version",
-            )
-            .bind(column(|e| e.check.clone()))
-            .bind(column(|e| e.entity.clone()))
-            .bind(statuses)
-            .bind(executed)
-            .bind(column(|e| e.last_result_id.clone()))
-            .bind(column(|e| e.body.clone()))
-            .bind(&*self.writer)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+            );
+            let rows = EventColumns::of(&output.events)
+                .bind(rows)
+                .bind(&*self.writer)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
             for row in rows {
                 let key = (
                     row.try_get::<String, _>(0).map_err(|e| self.err(e))?,
@@ -786,6 +926,157 @@ impl Store {
             .await
             .map_err(|e| self.err(e))?;
         }
+        self.finish_fold_pg(tx, &output).await?;
+        Ok(Folded {
+            inserted,
+            versions,
+            value: output.value,
+        })
+    }
+
+    /// The group folded from the events the caller holds, every result taken as new, if it
+    /// holds an event of every pair the group names (and memory did not move meanwhile: the
+    /// fold says so by failing).
+    fn fold_from_held<T, F, K>(
+        &self,
+        results: &[&StoredResult],
+        known: &K,
+        fold: &mut F,
+    ) -> Option<Guessed<T>>
+    where
+        F: FnMut(&HashSet<String>, Vec<VersionedEvent>) -> Result<FoldOutput<T>, String>,
+        K: Fn(&str, &str) -> Option<i64>,
+    {
+        let ids: HashSet<String> = results.iter().map(|r| r.id.clone()).collect();
+        let keys = new_pairs(results, &ids);
+        let mut held = Vec::with_capacity(keys.len());
+        let mut stored = Vec::with_capacity(keys.len());
+        for (check, entity) in &keys {
+            let version = known(check, entity)?;
+            held.push(version);
+            stored.push(VersionedEvent {
+                row: EventRow {
+                    check: check.to_string(),
+                    entity: entity.to_string(),
+                    status: Status::Ok,
+                    executed_at: 0,
+                    last_result_id: String::new(),
+                    body: String::new(),
+                },
+                version,
+                known: true,
+            });
+        }
+        let output = fold(&ids, stored).ok()?;
+        let keys = keys
+            .into_iter()
+            .zip(held)
+            .map(|((check, entity), version)| ((check.to_string(), entity.to_string()), version))
+            .collect();
+        Some(Guessed { ids, keys, output })
+    }
+
+    /// Inserts the results and writes the events a fold from the held versions gave, in one
+    /// statement, if every id was new and every event is still at the version held (locked in
+    /// key order, as `lock_events_pg` does, and only then compared); otherwise writes only the
+    /// results and returns the ids that were new, the events it locked staying locked.
+    async fn swap_events_pg<T>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        results: &[&StoredResult],
+        guessed: &Guessed<T>,
+    ) -> Result<Swapped, StoreError> {
+        let columns = ResultColumns::of(&self.path, results)?;
+        let (checks, entities, held): (Vec<&str>, Vec<&str>, Vec<i64>) = guessed
+            .keys
+            .iter()
+            .map(|((c, e), v)| (c.as_str(), e.as_str(), *v))
+            .collect();
+        // `go` reads `ins` first (a statement's parts run as their results are needed, and
+        // `AND` short-circuits left to right), so the results are inserted before the events
+        // are locked, in the order every fold takes its locks; the update's condition refers
+        // to none of its rows, so it is checked once, before the update reads any.
+        let query = sqlx::query(
+            "WITH ins AS (
+                 INSERT INTO results (id, check_name, entity, status, summary, long_output,
+                     perfdata, duration_ms, exit_code, executed_at, received_at, output)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
+                     $6::text[], $7::text[], $8::float8[], $9::int[], $10::bigint[],
+                     $11::bigint[], $12::text[])
+                 ON CONFLICT (id) DO NOTHING RETURNING id),
+             held AS MATERIALIZED (
+                 SELECT events.version = k.v AS same FROM events
+                 JOIN unnest($13::text[], $14::text[], $15::bigint[]) AS k(c, e, v)
+                     ON check_name = k.c AND entity = k.e
+                 WHERE body <> ''
+                 ORDER BY check_name, entity FOR UPDATE OF events),
+             go AS MATERIALIZED (
+                 SELECT (SELECT count(*) FROM ins) = $16
+                     AND (SELECT count(*) FILTER (WHERE same) FROM held) = $17 AS go),
+             moved AS (
+                 UPDATE events SET status = u.status, executed_at = u.executed_at,
+                     last_result_id = u.last_result_id, body = u.body,
+                     version = events.version + 1,
+                     changed_xid = pg_current_xact_id()::text::bigint, changed_by = $24
+                 FROM unnest($18::text[], $19::text[], $20::int[], $21::bigint[], $22::text[],
+                     $23::text[]) AS u(check_name, entity, status, executed_at, last_result_id, body)
+                 WHERE (SELECT go FROM go)
+                     AND events.check_name = u.check_name AND events.entity = u.entity
+                 RETURNING 1)
+             SELECT (SELECT go FROM go), (SELECT count(*) FROM moved),
+                 CASE WHEN (SELECT go FROM go) THEN NULL ELSE ARRAY(SELECT id FROM ins) END",
+        );
+        let row = EventColumns::of(&guessed.output.events)
+            .bind(
+                columns
+                    .bind(query)
+                    .bind(&checks)
+                    .bind(&entities)
+                    .bind(&held)
+                    .bind(i64::try_from(guessed.ids.len()).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(held.len()).unwrap_or(i64::MAX)),
+            )
+            .bind(&*self.writer)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let written: bool = row.try_get(0).map_err(|e| self.err(e))?;
+        if !written {
+            let inserted: Vec<String> = row.try_get(2).map_err(|e| self.err(e))?;
+            return Ok(Swapped::Inserted(inserted.into_iter().collect()));
+        }
+        let moved: i64 = row.try_get(1).map_err(|e| self.err(e))?;
+        if usize::try_from(moved).ok() != Some(guessed.output.events.len()) {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!(
+                    "a fold wrote {moved} of its {} events",
+                    guessed.output.events.len()
+                ),
+            });
+        }
+        let held: HashMap<&(String, String), i64> =
+            guessed.keys.iter().map(|(key, v)| (key, *v)).collect();
+        Ok(Swapped::Written(
+            guessed
+                .output
+                .events
+                .iter()
+                .map(|e| {
+                    let key = (e.check.clone(), e.entity.clone());
+                    let version = held.get(&key).copied().unwrap_or(-1) + 1;
+                    (key, version)
+                })
+                .collect(),
+        ))
+    }
+
+    /// A fold's incident changes and notices, and the commit.
+    async fn finish_fold_pg<T>(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        output: &FoldOutput<T>,
+    ) -> Result<(), StoreError> {
         self.record_incidents_pg(&mut tx, &output.incidents).await?;
         if !output.notices.is_empty() {
             sqlx::query("INSERT INTO notices (body) SELECT * FROM unnest($1::text[])")
@@ -794,12 +1085,7 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e))?;
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(Folded {
-            inserted,
-            versions,
-            value: output.value,
-        })
+        tx.commit().await.map_err(|e| self.err(e))
     }
 
     /// Locks the events of these pairs (sorted) in key order and reads them, bodies left out
@@ -889,52 +1175,20 @@ impl Store {
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         results: &[&StoredResult],
     ) -> Result<HashSet<String>, StoreError> {
-        let mut by_id: Vec<&StoredResult> = results.to_vec();
-        by_id.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let mut perfdata = Vec::with_capacity(by_id.len());
-        for r in &by_id {
-            perfdata.push(
-                serde_json::to_string(&r.perfdata).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("cannot encode perfdata: {e}"),
-                })?,
-            );
-        }
-        let text =
-            |f: fn(&StoredResult) -> &str| -> Vec<&str> { by_id.iter().map(|r| f(r)).collect() };
-        let rows = sqlx::query(
+        let columns = ResultColumns::of(&self.path, results)?;
+        let query = sqlx::query(
             "INSERT INTO results (id, check_name, entity, status, summary, long_output, perfdata,
                  duration_ms, exit_code, executed_at, received_at, output)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
                  $6::text[], $7::text[], $8::float8[], $9::int[], $10::bigint[], $11::bigint[],
                  $12::text[])
              ON CONFLICT (id) DO NOTHING RETURNING id",
-        )
-        .bind(text(|r| &r.id))
-        .bind(text(|r| &r.check))
-        .bind(text(|r| &r.entity))
-        .bind(
-            by_id
-                .iter()
-                .map(|r| r.status.exit_code())
-                .collect::<Vec<i32>>(),
-        )
-        .bind(text(|r| &r.summary))
-        .bind(text(|r| &r.long_output))
-        .bind(&perfdata)
-        .bind(by_id.iter().map(|r| r.duration_ms).collect::<Vec<f64>>())
-        .bind(
-            by_id
-                .iter()
-                .map(|r| r.exit_code)
-                .collect::<Vec<Option<i32>>>(),
-        )
-        .bind(by_id.iter().map(|r| r.executed_at).collect::<Vec<i64>>())
-        .bind(by_id.iter().map(|r| r.received_at).collect::<Vec<i64>>())
-        .bind(text(|r| &r.output))
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(|e| self.err(e))?;
+        );
+        let rows = columns
+            .bind(query)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|row| row.try_get::<String, _>(0).map_err(|e| self.err(e)))
             .collect()

@@ -810,11 +810,20 @@ on_both!(folds_in_the_transaction_count_every_result_once_across_stores);
 /// stored, each stored once however often it is sent. SQLite checkpoints instead, and says so.
 async fn folds_in_the_transaction_count_every_result_once_across_stores(place: Place) {
     let first = place.open().await;
-    let counting = |inserted: &HashSet<String>, stored: Vec<VersionedEvent>, mine: &[&str]| {
-        let before: i64 = stored
-            .first()
-            .map(|e| e.row.body.parse().expect("a count"))
-            .unwrap_or(0);
+    // A body is the count; `memory` is what a store holds as a server does (the count at a
+    // version), used where the store hands an event over without its body.
+    let counting = |inserted: &HashSet<String>,
+                    stored: Vec<VersionedEvent>,
+                    mine: &[&str],
+                    memory: Option<(i64, i64)>| {
+        let before: i64 = match stored.first() {
+            None => 0,
+            Some(e) if e.known => match memory {
+                Some((version, count)) if version == e.version => count,
+                _ => return Err(format!("version {} is not held", e.version)),
+            },
+            Some(e) => e.row.body.parse().expect("a count"),
+        };
         let new = mine.iter().filter(|id| inserted.contains(**id)).count() as i64;
         let mut row = event_row("x", Status::Ok, 1);
         row.body = (before + new).to_string();
@@ -822,7 +831,7 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
             events: if new > 0 { vec![row] } else { Vec::new() },
             incidents: Vec::new(),
             notices: (new > 0).then(|| format!("+{new}")).into_iter().collect(),
-            value: new,
+            value: (new, before + new),
         })
     };
     if !first.is_shared() {
@@ -834,7 +843,7 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
                     entities: &[],
                 },
                 |_, _| None,
-                |inserted, stored| counting(inserted, stored, &["a"]),
+                |inserted, stored| counting(inserted, stored, &["a"], None),
             )
             .await;
         assert!(refused.is_err(), "SQLite checkpoints instead");
@@ -842,30 +851,49 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
     }
     let second = place.open().await;
     let stores = [&first, &second];
+    let memories = [
+        std::sync::Mutex::new(None::<(i64, i64)>),
+        std::sync::Mutex::new(None),
+    ];
     let mut tasks = Vec::new();
     for turn in 0..40 {
-        let store = stores[turn % 2];
+        let (store, memory) = (stores[turn % 2], &memories[turn % 2]);
         // Every id twice, through both stores: stored and counted once.
         let id = format!("r{}", turn / 2);
-        // Two of three say they hold an event of the pair (version 0, never one stored, so
-        // its body comes): locked and read by one statement, or, while there is none yet,
-        // tried again making a placeholder. The third holds none.
-        let held = (turn % 3 != 0).then_some(0);
+        // Most turns hold what their store folded last (written by compare and swap when it
+        // is still the stored version; locked and read, body left out or not, when another
+        // fold moved it); every fifth holds nothing (while there is no event yet, a
+        // placeholder); every seventh says it holds a version never stored (its body comes).
+        let pretend = match turn {
+            t if t % 5 == 0 => Some(None),
+            t if t % 7 == 0 => Some(Some(0)),
+            _ => None,
+        };
         tasks.push(async move {
+            // Staggered: some folds overlap, some find the event as their store left it.
+            tokio::time::sleep(std::time::Duration::from_millis(turn as u64 * 2)).await;
             let r = result(&id, Status::Ok, 1_000 + turn as i64);
             let ids = [id.as_str()];
-            store
+            let held = || *memory.lock().expect("memory");
+            let folded = store
                 .commit_folding(
                     Commit {
                         results: &[&r],
                         entities: &[("server", 1)],
                     },
-                    |_, _| held,
-                    |inserted, stored| counting(inserted, stored, &ids),
+                    |_, _| pretend.unwrap_or_else(|| held().map(|(version, _)| version)),
+                    |inserted, stored| counting(inserted, stored, &ids, held()),
                 )
                 .await
-                .expect("fold")
-                .value
+                .expect("fold");
+            let (new, count) = folded.value;
+            if let Some(version) = folded.versions.values().next() {
+                let mut memory = memory.lock().expect("memory");
+                if memory.is_none_or(|(held, _)| held < *version) {
+                    *memory = Some((*version, count));
+                }
+            }
+            new
         });
     }
     let counted: i64 = futures_util::future::join_all(tasks)
@@ -889,7 +917,7 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
                 entities: &[],
             },
             |_, _| None,
-            |inserted, stored| counting(inserted, stored, &["after"]),
+            |inserted, stored| counting(inserted, stored, &["after"], None),
         )
         .await
         .expect("fold");
@@ -927,23 +955,32 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
         .expect("by key");
     assert_eq!(keyed.len(), 1);
     assert_eq!(keyed[0].version, 21);
-    // A caller holding the stored version gets the event without its body; one holding an
-    // older version gets the body.
-    for (held, known) in [(21, true), (20, false)] {
-        let r = result(&format!("held-{held}"), Status::Ok, 5_000 + held);
-        first
+    // A caller holding the stored version folds from what it holds, and the fold is written
+    // by compare and swap: one call. One holding an older version folds from it first, the
+    // swap finds the event moved and writes nothing of it, and the fold is called again with
+    // the stored event, its body read.
+    for (n, held, calls) in [
+        (0, 21, vec![(true, 21)]),
+        (1, 21, vec![(true, 21), (false, 22)]),
+    ] {
+        let r = result(&format!("held-{n}"), Status::Ok, 5_000 + n);
+        let mut seen = Vec::new();
+        let folded = first
             .commit_folding(
                 Commit {
                     results: &[&r],
                     entities: &[],
                 },
                 |_, _| Some(held),
-                |_, stored| {
+                |inserted, stored| {
+                    assert_eq!(inserted.len(), 1, "the result is new either time");
                     assert_eq!(stored.len(), 1);
-                    assert_eq!(stored[0].known, known);
-                    assert_eq!(stored[0].row.body.is_empty(), known);
+                    assert_eq!(stored[0].row.body.is_empty(), stored[0].known);
+                    seen.push((stored[0].known, stored[0].version));
+                    let mut row = event_row(&r.id, Status::Ok, 5_000 + n);
+                    row.body = format!("from {}", stored[0].version);
                     Ok(FoldOutput {
-                        events: Vec::new(),
+                        events: vec![row],
                         incidents: Vec::new(),
                         notices: Vec::new(),
                         value: (),
@@ -952,6 +989,15 @@ async fn folds_in_the_transaction_count_every_result_once_across_stores(place: P
             )
             .await
             .expect("fold");
+        assert_eq!(seen, calls, "fold {n}");
+        let pair = ("dns".to_string(), "server".to_string());
+        assert_eq!(folded.versions.get(&pair), Some(&(22 + n)), "fold {n}");
+        let stored = first.events_of(&[pair]).await.expect("by key");
+        assert_eq!(
+            (stored[0].version, stored[0].row.body.as_str()),
+            (22 + n, if n == 0 { "from 21" } else { "from 22" }),
+            "written from the version the last call was handed"
+        );
     }
     // One notice per fold that stored something, in the order the folds committed.
     let notices = second.notices(100).await.expect("notices");
