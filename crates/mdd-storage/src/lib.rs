@@ -469,6 +469,9 @@ pub struct Store {
     /// Whose folds this handle writes (`changed_by` on PostgreSQL): its change feed leaves
     /// them out, the writer having them already. Unique per handle unless `writing_as` names it.
     writer: std::sync::Arc<str>,
+
+    /// How compare and swap has fared lately (see `SwapOdds`).
+    swaps: std::sync::Arc<SwapOdds>,
 }
 
 /// Dead rows a churned table may hold before `vacuum_churned` vacuums it (or a quarter of its
@@ -639,6 +642,33 @@ impl<'a> EventColumns<'a> {
     }
 }
 
+/// Whether a fold tries compare and swap: while the events a server holds are the stored ones
+/// (each server folds events of its own, as agents spread over servers do) nearly every swap
+/// is written; while other servers fold the same events, nearly every one finds them moved,
+/// and costs a fold for nothing. After two misses in a row only one group in 16 tries, until
+/// one is written again.
+#[derive(Debug, Default)]
+struct SwapOdds {
+    misses: std::sync::atomic::AtomicU32,
+    groups: std::sync::atomic::AtomicU32,
+}
+
+impl SwapOdds {
+    fn worth_trying(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.misses.load(Relaxed) < 2 || self.groups.fetch_add(1, Relaxed).is_multiple_of(16)
+    }
+
+    fn written(&self, written: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if written {
+            self.misses.store(0, Relaxed);
+        } else {
+            self.misses.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// A group folded from the events its caller holds, before its transaction: every id taken
 /// as new, each pair with the version it was folded from.
 struct Guessed<T> {
@@ -713,6 +743,7 @@ impl Store {
             lock: Some(std::sync::Arc::new(lock)),
             writes: std::sync::Arc::default(),
             writer: fresh_writer(),
+            swaps: std::sync::Arc::default(),
         })
     }
 
@@ -749,6 +780,7 @@ impl Store {
             lock: None,
             writes: std::sync::Arc::default(),
             writer: fresh_writer(),
+            swaps: std::sync::Arc::default(),
         })
     }
 
@@ -832,7 +864,11 @@ impl Store {
                 detail: "folding in the transaction is for PostgreSQL; SQLite checkpoints".into(),
             });
         };
-        let mut guess = self.fold_from_held(commit.results, &known, &mut fold);
+        let mut guess = if self.swaps.worth_trying() {
+            self.fold_from_held(commit.results, &known, &mut fold)
+        } else {
+            None
+        };
         // At most twice: the second time when the first found an event gone that the caller
         // holds (its entity deleted through another server meanwhile), making placeholders.
         let mut caller_holds_rows = true;
@@ -850,6 +886,7 @@ impl Store {
                         .await?
                     {
                         Swapped::Written(versions) => {
+                            self.swaps.written(true);
                             self.finish_fold_pg(tx, &guessed.output).await?;
                             return Ok(Folded {
                                 inserted: guessed.ids,
@@ -857,7 +894,10 @@ impl Store {
                                 value: guessed.output.value,
                             });
                         }
-                        Swapped::Inserted(inserted) => inserted,
+                        Swapped::Inserted(inserted) => {
+                            self.swaps.written(false);
+                            inserted
+                        }
                     }
                 }
                 None => self.insert_results_pg(&mut tx, commit.results).await?,
