@@ -677,13 +677,6 @@ struct Guessed<T> {
     output: FoldOutput<T>,
 }
 
-/// What a compare and swap did: wrote the events (their versions now), or only the results
-/// (the ids that were new).
-enum Swapped {
-    Written(HashMap<(String, String), i64>),
-    Inserted(HashSet<String>),
-}
-
 impl Store {
     /// Names whose folds this handle writes: a server gives its own name, so its change feed
     /// leaves out what it wrote (and had in memory already).
@@ -842,12 +835,14 @@ impl Store {
     ///
     /// `known` says which version of a pair's event the caller holds already (in memory): an
     /// event stored at that version is handed over without its body (`known`), so a server
-    /// folding the events it wrote last reads and decodes none of them. When the caller holds
-    /// every pair's event, the group is first folded from those alone, every result taken as
-    /// new, and written by compare and swap (`swap_events_pg`): one statement inserts, locks
-    /// and writes, if every id was new and every event is at the version held; otherwise
-    /// nothing is written but the results, and the group goes the locked way in the same
-    /// transaction. `fold` may thus be called twice; only the output written is returned.
+    /// folding the events it wrote last reads and decodes none of them. First (unless that has
+    /// been missing lately, see `SwapOdds`), the group is folded from the events the caller
+    /// holds, before the transaction, every result taken as new and every pair it holds none
+    /// of as new too, and written by compare and swap (`swap_events_pg`): one statement
+    /// inserts the results and upserts the events, if every id was new, every event held is
+    /// at the version held and none other was made meanwhile; otherwise the transaction is
+    /// rolled back and the group goes the locked way. `fold` may thus be called twice; only
+    /// the output written is returned.
     pub async fn commit_folding<T, F, K>(
         &self,
         commit: Commit<'_>,
@@ -869,8 +864,9 @@ impl Store {
         } else {
             None
         };
-        // At most twice: the second time when the first found an event gone that the caller
-        // holds (its entity deleted through another server meanwhile), making placeholders.
+        // At most three times: after a compare and swap that did not write; when an event
+        // the caller holds is found gone (its entity deleted through another server
+        // meanwhile), making placeholders.
         let mut caller_holds_rows = true;
         let (mut tx, inserted, checks, entities, stored, mut placeholders) = loop {
             let mut tx = pool.begin().await.map_err(|e| self.err(e))?;
@@ -885,7 +881,7 @@ impl Store {
                         .swap_events_pg(&mut tx, commit.results, &guessed)
                         .await?
                     {
-                        Swapped::Written(versions) => {
+                        Some(versions) => {
                             self.swaps.written(true);
                             self.finish_fold_pg(tx, &guessed.output).await?;
                             return Ok(Folded {
@@ -894,9 +890,11 @@ impl Store {
                                 value: guessed.output.value,
                             });
                         }
-                        Swapped::Inserted(inserted) => {
+                        None => {
+                            // Undone whole (results, events written), and the locked way.
                             self.swaps.written(false);
-                            inserted
+                            tx.rollback().await.map_err(|e| self.err(e))?;
+                            continue;
                         }
                     }
                 }
@@ -974,9 +972,9 @@ impl Store {
         })
     }
 
-    /// The group folded from the events the caller holds, every result taken as new, if it
-    /// holds an event of every pair the group names (and memory did not move meanwhile: the
-    /// fold says so by failing).
+    /// The group folded before its transaction, every result taken as new, from the events
+    /// the caller holds (a pair it holds none of is taken as new too), if the fold writes an
+    /// event of every pair (and memory did not move meanwhile: the fold says so by failing).
     fn fold_from_held<T, F, K>(
         &self,
         results: &[&StoredResult],
@@ -988,12 +986,13 @@ impl Store {
         K: Fn(&str, &str) -> Option<i64>,
     {
         let ids: HashSet<String> = results.iter().map(|r| r.id.clone()).collect();
-        let keys = new_pairs(results, &ids);
-        let mut held = Vec::with_capacity(keys.len());
-        let mut stored = Vec::with_capacity(keys.len());
-        for (check, entity) in &keys {
-            let version = known(check, entity)?;
-            held.push(version);
+        let pairs = new_pairs(results, &ids);
+        let mut keys = Vec::with_capacity(pairs.len());
+        let mut stored = Vec::with_capacity(pairs.len());
+        for (check, entity) in &pairs {
+            let held = known(check, entity);
+            keys.push(((check.to_string(), entity.to_string()), held.unwrap_or(-1)));
+            let Some(version) = held else { continue };
             stored.push(VersionedEvent {
                 row: EventRow {
                     check: check.to_string(),
@@ -1008,34 +1007,54 @@ impl Store {
             });
         }
         let output = fold(&ids, stored).ok()?;
-        let keys = keys
-            .into_iter()
-            .zip(held)
-            .map(|((check, entity), version)| ((check.to_string(), entity.to_string()), version))
+        let written: std::collections::BTreeSet<(&str, &str)> = output
+            .events
+            .iter()
+            .map(|e| (e.check.as_str(), e.entity.as_str()))
             .collect();
-        Some(Guessed { ids, keys, output })
+        (written.len() == output.events.len() && written == pairs).then_some(Guessed {
+            ids,
+            keys,
+            output,
+        })
     }
 
-    /// Inserts the results and writes the events a fold from the held versions gave, in one
-    /// statement, if every id was new and every event is still at the version held (locked in
-    /// key order, as `lock_events_pg` does, and only then compared); otherwise writes only the
-    /// results and returns the ids that were new, the events it locked staying locked.
+    /// Inserts the results and writes the events a fold before the transaction gave, in one
+    /// statement (the baseline's own shape: an insert of the results, then an upsert of the
+    /// events in key order), if every id was new, every event held is still at the version
+    /// held and no other has been made meanwhile. Each event's row is locked in key order as
+    /// it is written or found moved. Returns the versions written, or None when one was not
+    /// written, and the transaction is to be rolled back.
     async fn swap_events_pg<T>(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         results: &[&StoredResult],
         guessed: &Guessed<T>,
-    ) -> Result<Swapped, StoreError> {
+    ) -> Result<Option<HashMap<(String, String), i64>>, StoreError> {
         let columns = ResultColumns::of(&self.path, results)?;
-        let (checks, entities, held): (Vec<&str>, Vec<&str>, Vec<i64>) = guessed
+        let held: HashMap<(&str, &str), i64> = guessed
             .keys
             .iter()
-            .map(|((c, e), v)| (c.as_str(), e.as_str(), *v))
+            .map(|((c, e), v)| ((c.as_str(), e.as_str()), *v))
             .collect();
-        // `go` reads `ins` first (a statement's parts run as their results are needed, and
-        // `AND` short-circuits left to right), so the results are inserted before the events
-        // are locked, in the order every fold takes its locks; the update's condition refers
-        // to none of its rows, so it is checked once, before the update reads any.
+        // The version each event is written at: one up from the one held; 1 for a new one.
+        let versions: Vec<i64> = guessed
+            .output
+            .events
+            .iter()
+            .map(|e| {
+                held.get(&(e.check.as_str(), e.entity.as_str()))
+                    .copied()
+                    .unwrap_or(-1)
+                    .max(0)
+                    + 1
+            })
+            .collect();
+        // The events' insert refers to `ins` in a condition on none of its rows, checked once
+        // before it takes any: the results are inserted first, in the order every fold takes
+        // its locks. A row that is there already is locked by `ON CONFLICT`, and written only
+        // if it is at the version held (a row made meanwhile is never at version 0: a
+        // placeholder is gone by its commit).
         let query = sqlx::query(
             "WITH ins AS (
                  INSERT INTO results (id, check_name, entity, status, summary, long_output,
@@ -1043,72 +1062,41 @@ impl Store {
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
                      $6::text[], $7::text[], $8::float8[], $9::int[], $10::bigint[],
                      $11::bigint[], $12::text[])
-                 ON CONFLICT (id) DO NOTHING RETURNING id),
-             held AS MATERIALIZED (
-                 SELECT events.version = k.v AS same FROM events
-                 JOIN unnest($13::text[], $14::text[], $15::bigint[]) AS k(c, e, v)
-                     ON check_name = k.c AND entity = k.e
-                 WHERE body <> ''
-                 ORDER BY check_name, entity FOR UPDATE OF events),
-             go AS MATERIALIZED (
-                 SELECT (SELECT count(*) FROM ins) = $16
-                     AND (SELECT count(*) FILTER (WHERE same) FROM held) = $17 AS go),
-             moved AS (
-                 UPDATE events SET status = u.status, executed_at = u.executed_at,
-                     last_result_id = u.last_result_id, body = u.body,
-                     version = events.version + 1,
-                     changed_xid = pg_current_xact_id()::text::bigint, changed_by = $24
-                 FROM unnest($18::text[], $19::text[], $20::int[], $21::bigint[], $22::text[],
-                     $23::text[]) AS u(check_name, entity, status, executed_at, last_result_id, body)
-                 WHERE (SELECT go FROM go)
-                     AND events.check_name = u.check_name AND events.entity = u.entity
-                 RETURNING 1)
-             SELECT (SELECT go FROM go), (SELECT count(*) FROM moved),
-                 CASE WHEN (SELECT go FROM go) THEN NULL ELSE ARRAY(SELECT id FROM ins) END",
+                 ON CONFLICT (id) DO NOTHING RETURNING id)
+             INSERT INTO events (check_name, entity, status, executed_at, last_result_id, body,
+                 version, changed_xid, changed_by)
+             SELECT u.c, u.e, u.s, u.x, u.l, u.b, u.v, pg_current_xact_id()::text::bigint, $20
+             FROM unnest($13::text[], $14::text[], $15::int[], $16::bigint[], $17::text[],
+                 $18::text[], $19::bigint[]) AS u(c, e, s, x, l, b, v)
+             WHERE (SELECT count(*) FROM ins) = $21
+             ORDER BY u.c, u.e
+             ON CONFLICT (check_name, entity) DO UPDATE SET status = excluded.status,
+                 executed_at = excluded.executed_at, last_result_id = excluded.last_result_id,
+                 body = excluded.body, version = excluded.version,
+                 changed_xid = excluded.changed_xid, changed_by = excluded.changed_by
+             WHERE events.version + 1 = excluded.version
+             RETURNING check_name, entity, version",
         );
-        let row = EventColumns::of(&guessed.output.events)
-            .bind(
-                columns
-                    .bind(query)
-                    .bind(&checks)
-                    .bind(&entities)
-                    .bind(&held)
-                    .bind(i64::try_from(guessed.ids.len()).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(held.len()).unwrap_or(i64::MAX)),
-            )
+        let rows = EventColumns::of(&guessed.output.events)
+            .bind(columns.bind(query))
+            .bind(&versions)
             .bind(&*self.writer)
-            .fetch_one(&mut **tx)
+            .bind(i64::try_from(guessed.ids.len()).unwrap_or(i64::MAX))
+            .fetch_all(&mut **tx)
             .await
             .map_err(|e| self.err(e))?;
-        let written: bool = row.try_get(0).map_err(|e| self.err(e))?;
-        if !written {
-            let inserted: Vec<String> = row.try_get(2).map_err(|e| self.err(e))?;
-            return Ok(Swapped::Inserted(inserted.into_iter().collect()));
+        if rows.len() != guessed.output.events.len() {
+            return Ok(None);
         }
-        let moved: i64 = row.try_get(1).map_err(|e| self.err(e))?;
-        if usize::try_from(moved).ok() != Some(guessed.output.events.len()) {
-            return Err(StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!(
-                    "a fold wrote {moved} of its {} events",
-                    guessed.output.events.len()
-                ),
-            });
+        let mut written = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key = (
+                row.try_get::<String, _>(0).map_err(|e| self.err(e))?,
+                row.try_get::<String, _>(1).map_err(|e| self.err(e))?,
+            );
+            written.insert(key, row.try_get::<i64, _>(2).map_err(|e| self.err(e))?);
         }
-        let held: HashMap<&(String, String), i64> =
-            guessed.keys.iter().map(|(key, v)| (key, *v)).collect();
-        Ok(Swapped::Written(
-            guessed
-                .output
-                .events
-                .iter()
-                .map(|e| {
-                    let key = (e.check.clone(), e.entity.clone());
-                    let version = held.get(&key).copied().unwrap_or(-1) + 1;
-                    (key, version)
-                })
-                .collect(),
-        ))
+        Ok(Some(written))
     }
 
     /// A fold's incident changes and notices, and the commit.
