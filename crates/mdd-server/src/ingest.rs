@@ -82,8 +82,6 @@ pub async fn run_writer(
     alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A job taken while gathering a group that does not belong in it.
     let mut held: Option<WriterJob> = None;
-    // Several servers on one database: the group being written while the next is gathered.
-    let mut in_flight: Option<InFlight> = None;
     loop {
         let next = match held.take() {
             Some(job) => Some(job),
@@ -113,7 +111,6 @@ pub async fn run_writer(
         let first = match next {
             None => break,
             Some(WriterJob::ForgetEntity { entity, reply }) => {
-                settle(in_flight.take()).await;
                 finish(&mut checkpointing, &mut dirty, &mut incidents).await;
                 let done = forget_entity(&shared, &entity, &mut dirty, &mut incidents).await;
                 let _ = reply.send(done);
@@ -136,13 +133,8 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
-        if shared.store.is_shared() {
-            in_flight = write_shared_group(&shared, group, in_flight.take()).await;
-        } else {
-            write_group(&shared, group, &mut dirty, &mut incidents).await;
-        }
+        write_group(&shared, group, &mut dirty, &mut incidents).await;
     }
-    settle(in_flight.take()).await;
     finish(&mut checkpointing, &mut dirty, &mut incidents).await;
     if let Some(last) = begin_checkpoint(&shared, &mut dirty, &mut incidents).await {
         checkpointing = Some(last);
@@ -150,58 +142,6 @@ pub async fn run_writer(
     }
     mark_alive(&shared).await;
     tracing::debug!("ingestion writer drained and stopped");
-}
-
-/// A group being written on a shared store, and the events it names (by hash: a collision
-/// only makes the next group wait).
-struct InFlight {
-    task: tokio::task::JoinHandle<()>,
-    keys: HashSet<u64>,
-}
-
-/// Writes a group on a shared store (PostgreSQL) with at most one other in flight: while a
-/// group's transaction waits on the database (its statements, the commit's flush), the next
-/// is gathered and written beside it if the two name no event in common, as folds through
-/// different servers are. One that names an event of the group in flight waits for it: its
-/// fold starts from what that group leaves in memory, and is written by compare and swap.
-/// Returns the group now in flight; the one before is done (answered) by then.
-async fn write_shared_group(
-    shared: &Arc<Shared>,
-    group: Vec<IngestJob>,
-    before: Option<InFlight>,
-) -> Option<InFlight> {
-    use std::hash::BuildHasher;
-    let hasher =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-    let keys: HashSet<u64> = group
-        .iter()
-        .flat_map(|job| &job.results)
-        .map(|r| hasher.hash_one((&r.check, &r.entity)))
-        .collect();
-    let before = match before {
-        Some(before) if !before.keys.is_disjoint(&keys) => {
-            settle(Some(before)).await;
-            None
-        }
-        other => other,
-    };
-    let writer = Arc::clone(shared);
-    let task = tokio::spawn(async move {
-        // A shared store keeps neither dirty events nor incidents for a checkpoint.
-        let (mut dirty, mut incidents) = (HashSet::new(), Vec::new());
-        write_group(&writer, group, &mut dirty, &mut incidents).await;
-    });
-    settle(before).await;
-    Some(InFlight { task, keys })
-}
-
-/// Waits until the group in flight, if any, is written and answered.
-async fn settle(in_flight: Option<InFlight>) {
-    if let Some(in_flight) = in_flight
-        && let Err(e) = in_flight.task.await
-    {
-        tracing::error!("a group's writer failed: {e}");
-    }
 }
 
 /// Waits for the checkpoint being written, if any, and takes back what it could not write.

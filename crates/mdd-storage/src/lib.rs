@@ -644,28 +644,39 @@ impl<'a> EventColumns<'a> {
 
 /// Whether a fold tries compare and swap: while the events a server holds are the stored ones
 /// (each server folds events of its own, as agents spread over servers do) nearly every swap
-/// is written; while other servers fold the same events, nearly every one finds them moved,
-/// and costs a fold for nothing. After two misses in a row only one group in 16 tries, until
-/// one is written again.
-#[derive(Debug, Default)]
+/// is written; while other servers fold the same events, most find them moved, and a miss
+/// costs a fold and a transaction for nothing, holding locks others wait on. So a handle
+/// tries while most of its recent swaps were written (a moving average), and otherwise one
+/// group in 16, to notice when they would be again.
+#[derive(Debug)]
 struct SwapOdds {
-    misses: std::sync::atomic::AtomicU32,
+    /// The share of recent swaps written, in thousandths.
+    written: std::sync::atomic::AtomicU32,
     groups: std::sync::atomic::AtomicU32,
+}
+
+impl Default for SwapOdds {
+    fn default() -> Self {
+        SwapOdds {
+            written: std::sync::atomic::AtomicU32::new(1_000),
+            groups: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
 }
 
 impl SwapOdds {
     fn worth_trying(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        self.misses.load(Relaxed) < 2 || self.groups.fetch_add(1, Relaxed).is_multiple_of(16)
+        self.written.load(Relaxed) >= 500 || self.groups.fetch_add(1, Relaxed).is_multiple_of(16)
     }
 
     fn written(&self, written: bool) {
         use std::sync::atomic::Ordering::Relaxed;
-        if written {
-            self.misses.store(0, Relaxed);
-        } else {
-            self.misses.fetch_add(1, Relaxed);
-        }
+        // Folds on one handle run one or two at a time: a lost update of the average is
+        // harmless.
+        let share = self.written.load(Relaxed);
+        let now = share - share / 8 + if written { 125 } else { 0 };
+        self.written.store(now.min(1_000), Relaxed);
     }
 }
 
