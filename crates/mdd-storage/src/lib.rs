@@ -672,8 +672,8 @@ impl SwapOdds {
 
     fn written(&self, written: bool) {
         use std::sync::atomic::Ordering::Relaxed;
-        // Folds on one handle run one or two at a time: a lost update of the average is
-        // harmless.
+        // A server's writer folds one group at a time; a lost update of the average (another
+        // caller on the same handle) is harmless.
         let share = self.written.load(Relaxed);
         let now = share - share / 8 + if written { 125 } else { 0 };
         self.written.store(now.min(1_000), Relaxed);
