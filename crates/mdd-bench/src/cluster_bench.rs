@@ -69,9 +69,12 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
         "clients", "setup", "results/s", "p50", "p99", "× base"
     );
     let mut databases = 0;
+    // The database of the measurement before, dropped before the next one begins.
+    let mut finished: Option<String> = None;
     let mut database = |postgres: &mdd_testkit::postgres::Postgres| {
         databases += 1;
-        postgres.create_database(&format!("bench_{databases}"))
+        let name = format!("bench_{databases}");
+        (postgres.create_database(&name), name)
     };
     let mut lags = Vec::new();
     for keys in args.keys.iter().map(|k| match k {
@@ -88,17 +91,19 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
             }
         );
         for &clients in &args.clients {
-            let url = database(&postgres);
+            let (url, name) = database(&postgres);
             // The schema as mdd makes it, then nothing of mdd.
             mdd_storage::Store::connect(&url)
                 .await
                 .context("make the schema")?
                 .close()
                 .await;
+            settle(&postgres, finished.replace(name)).await?;
             let base = baseline(&url, keys, clients, args.batch, args.seconds).await?;
             print_row(clients, "baseline (direct SQL)", &base, &base);
             for count in args.min_servers.max(1)..=args.servers {
-                let url = database(&postgres);
+                let (url, name) = database(&postgres);
+                settle(&postgres, finished.replace(name)).await?;
                 let mut children = Vec::new();
                 let mut urls = Vec::new();
                 for i in 0..count {
@@ -134,6 +139,7 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
                     let _ = child.kill().await;
                 }
             }
+            settle(&postgres, finished.take()).await?;
             let data = dir.path().join(format!("sqlite-{keys:?}-{clients}"));
             let (mut child, served) = start_server(&args.mdd, &data, &spec_path, &[]).await?;
             let measured = load(
@@ -164,6 +170,34 @@ async fn run_async(args: ClusterArgs) -> Result<()> {
         "\ngoals: {} servers ≥ 0.5 × the baseline and ≥ 20,000 results/s stored; lag p99 ≤ 1 s",
         args.servers
     );
+    Ok(())
+}
+
+/// Makes a measurement begin as every other does: the database of the one before dropped
+/// (PostgreSQL's autovacuum would otherwise work through it during this one), and a
+/// checkpoint, so that none set off by the WAL of the measurements before falls into this
+/// one's seconds (at the default `max_wal_size` one came every two or three, and cost
+/// whichever it fell into, the baseline's or a server's).
+async fn settle(
+    postgres: &mdd_testkit::postgres::Postgres,
+    finished: Option<String>,
+) -> Result<()> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&postgres.url()).await?;
+    if let Some(name) = finished {
+        // Our own names (`bench_N`), quoted all the same.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .with_context(|| format!("drop {name}"))?;
+    }
+    sqlx::query("CHECKPOINT")
+        .execute(&mut admin)
+        .await
+        .context("checkpoint")?;
+    admin.close().await?;
     Ok(())
 }
 
