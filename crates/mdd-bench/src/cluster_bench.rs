@@ -6,7 +6,8 @@
 //! servers, PostgreSQL) shares this machine. Goals: 3 servers ≥ 0.5 × the baseline and
 //! ≥ 20,000 results/s stored. Two shapes of load: every client naming the same events at the
 //! same moment (each batch of every server waits for the fold before it: the worst case) and
-//! each client reporting for entities of its own, as agents do.
+//! each client reporting for entities of its own, as agents do. Every measurement, the
+//! baseline's and each setup's, begins settled the same way (`settle`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
