@@ -29,7 +29,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut renewed: Option<Instant> = None;
     loop {
         let asked = Instant::now();
-        match shared.store.take_lease(ONCE_ONLY, &holder, ttl_ms).await {
+        let taken = shared.store.take_lease(ONCE_ONLY, &holder, ttl_ms).await;
+        tracing::debug!(
+            ?taken,
+            asked_ms = asked.elapsed().as_millis(),
+            "asked for the once-only lease"
+        );
+        match taken {
             Ok(Some(epoch)) => {
                 // Counted from before the request: the lease may have been granted at once.
                 renewed = Some(asked);
@@ -72,8 +78,11 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
     if shared.holds_once_only_work() {
         shared.set_once_only_work(false);
-        if let Err(e) = shared.store.release_lease(ONCE_ONLY, &holder).await {
-            tracing::warn!("cannot give the once-only lease up: {e}");
+        match shared.store.release_lease(ONCE_ONLY, &holder).await {
+            Ok(()) => tracing::debug!("gave the once-only lease up"),
+            Err(e) => tracing::warn!("cannot give the once-only lease up: {e}"),
         }
+    } else {
+        tracing::debug!("stopping without the once-only lease");
     }
 }

@@ -2526,6 +2526,32 @@ impl Store {
         })
     }
 
+    /// Who holds the lease `name` and for how many more ms by the database's clock (negative
+    /// once it has run out), if anyone took it and nobody gave it up since.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, StoreError> {
+        on_pool!(self, pool => {
+            let now = if self.is_postgres() {
+                "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+            } else {
+                "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+            };
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT holder, expires_at - {now} FROM leases WHERE name = $1"
+            )))
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            row.map(|row| -> Result<(String, i64), StoreError> {
+                Ok((
+                    row.try_get(0).map_err(|e| self.err(e))?,
+                    row.try_get(1).map_err(|e| self.err(e))?,
+                ))
+            })
+            .transpose()
+        })
+    }
+
     /// Gives a lease up (a server stopping), so another takes it at once.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         on_pool!(self, pool => {

@@ -382,12 +382,20 @@ async fn ticks_in(store: &mdd_storage::Store, window: Duration) -> (i64, Duratio
     (after - before, started.elapsed())
 }
 
+/// What the servers of the lease test say: enough to tell, when it fails, which server took
+/// or gave up the lease when.
+const LEASE_LOG: &str = "warn,mdd_server::lease=debug";
+
 #[tokio::test]
 async fn once_only_work_runs_on_one_server_and_moves_when_it_dies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let postgres = mdd_testkit::postgres::Postgres::start();
     let url = postgres.create_database("mdd");
-    let mut servers = cluster(dir.path(), &url, 2).await;
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        let data = dir.path().join(format!("server-{i}"));
+        servers.push(TestServer::start_logging(&data, &["--database", &url], LEASE_LOG).await);
+    }
     let (status, body) = servers[0]
         .apply(&[(
             "dc.yaml",
@@ -435,7 +443,7 @@ async fn once_only_work_runs_on_one_server_and_moves_when_it_dies() {
 
     // The killed server comes back: the work stays where it is, still once a second.
     let data = dir.path().join(format!("server-{holder}"));
-    servers.push(TestServer::start_on_sqlite(&data, &["--database", &url]).await);
+    servers.push(TestServer::start_logging(&data, &["--database", &url], LEASE_LOG).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!holds_once_only_work(&servers[1]).await);
     assert!(holds_once_only_work(&servers[0]).await);
@@ -448,13 +456,32 @@ async fn once_only_work_runs_on_one_server_and_moves_when_it_dies() {
 
     // A graceful stop gives the lease up: the other takes it at its next try.
     let stopped_at = Instant::now();
-    assert!(servers.remove(0).stop().await.success());
-    eventually(
-        Duration::from_secs(5),
-        "the lease given up is taken",
-        || holds_once_only_work(&servers[0]),
-    )
-    .await;
+    let stopped = servers.remove(0);
+    let stopped_log = stopped.log.clone();
+    assert!(stopped.stop().await.success());
+    let left = store
+        .lease_holder(mdd_server::lease::ONCE_ONLY)
+        .await
+        .expect("read the lease");
+    let other = std::fs::read_to_string(data.join("server-id")).expect("the other's id");
+    assert!(
+        left.as_ref().is_none_or(|(by, _)| *by == other.trim()),
+        "a server stopped without giving the lease up: {left:?} (holder, ms left)\n\
+         --- it said:\n{}",
+        stopped_log.text()
+    );
+    let limit = Duration::from_secs(5);
+    let started = Instant::now();
+    while !holds_once_only_work(&servers[0]).await {
+        assert!(
+            started.elapsed() < limit,
+            "not within {limit:?}: the lease given up is taken\n\
+             --- the stopped server said:\n{}\n--- the other said:\n{}",
+            stopped_log.text(),
+            servers[0].log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eprintln!(
         "once-only work moved {:?} after a graceful stop",
         stopped_at.elapsed()

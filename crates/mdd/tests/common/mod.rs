@@ -17,6 +17,34 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// The CA file its certificate is from, when it serves HTTPS (see `with_ca`).
     pub ca: Option<std::path::PathBuf>,
+    /// The tail of what it said on stderr (see [`ServerLog`]).
+    pub log: ServerLog,
+}
+
+/// The last [`ServerLog::KEEP`] bytes a server said on stderr, kept past its stop, for the
+/// message of a test that fails on what the server did.
+#[derive(Clone, Default)]
+pub struct ServerLog(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl ServerLog {
+    const KEEP: usize = 256 * 1024;
+
+    fn push(&self, line: &str) {
+        let mut text = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        text.push_str(line);
+        text.push('\n');
+        if text.len() > 2 * Self::KEEP {
+            let mut cut = text.len() - Self::KEEP;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text.drain(..cut);
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl TestServer {
@@ -41,11 +69,28 @@ impl TestServer {
             .expect("server starts")
     }
 
+    /// `start_on_sqlite` with the server logging at `filter` (`MDD_LOG`), for tests that show
+    /// what it said when they fail.
+    pub async fn start_logging(data: &Path, extra: &[&str], filter: &str) -> TestServer {
+        TestServer::start_with_env(&[], data, extra, &[("MDD_LOG", filter)])
+            .await
+            .expect("server starts")
+    }
+
     /// Starts the server behind `wrapper` (e.g. unshare), returning its stderr if it fails.
     pub async fn start_wrapped(
         wrapper: &[&str],
         data: &Path,
         extra: &[&str],
+    ) -> Result<TestServer, String> {
+        TestServer::start_with_env(wrapper, data, extra, &[]).await
+    }
+
+    async fn start_with_env(
+        wrapper: &[&str],
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Result<TestServer, String> {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
@@ -64,6 +109,7 @@ impl TestServer {
             .arg(data)
             .args(extra)
             .env("MDD_ADMIN_TOKEN", ADMIN)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -95,12 +141,20 @@ impl TestServer {
             let _ = child.kill().await;
             return Err(said);
         };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let log = ServerLog::default();
+        log.push(said.trim_end());
+        let tail = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tail.push(&line);
+            }
+        });
         let server = TestServer {
             child,
             url,
             http: reqwest::Client::new(),
             ca: None,
+            log,
         };
         Ok((server, said))
     }
