@@ -76,13 +76,13 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(RENEW_EVERY) => {}
         }
     }
-    if shared.holds_once_only_work() {
-        shared.set_once_only_work(false);
-        match shared.store.release_lease(ONCE_ONLY, &holder).await {
-            Ok(()) => tracing::debug!("gave the once-only lease up"),
-            Err(e) => tracing::warn!("cannot give the once-only lease up: {e}"),
-        }
-    } else {
-        tracing::debug!("stopping without the once-only lease");
+    // Given up whatever this server believes: the store may hold it for this server while the
+    // work waits (taken, the events not read yet), and giving up a lease held by another is a
+    // no-op.
+    let held = shared.holds_once_only_work();
+    shared.set_once_only_work(false);
+    match shared.store.release_lease(ONCE_ONLY, &holder).await {
+        Ok(()) => tracing::debug!(held, "gave the once-only lease up"),
+        Err(e) => tracing::warn!("cannot give the once-only lease up: {e}"),
     }
 }
