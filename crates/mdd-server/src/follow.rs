@@ -4,7 +4,8 @@
 //! Every change to one of those moves its row of `shared_versions` in the change's own
 //! transaction (database triggers). A server polls that small table and reloads whatever
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
-//! effect. It owns no state of its own: it hands what it read to `Shared`, which owns it.
+//! effect. Tokens and silences are also changed in memory by the requests that change them
+//! here, and a reload never undoes one of those (see `followed`). It owns no state of its own: it hands what it read to `Shared`, which owns it.
 //! The events the other servers of a shared store fold are not followed here but when events
 //! are asked for (see `Shared::follow_feed`). It never writes to the store.
 
@@ -31,6 +32,11 @@ pub struct Seen {
 /// Follows the store until `shutdown`, from what the start loaded.
 pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
     let Seen { versions: mut seen } = from;
+    // For what this server also changes itself: its count of those changes at the last reload.
+    let mut synced: BTreeMap<String, u64> = ["tokens", "silences"]
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), local_changes(&shared, name)?)))
+        .collect();
     let mut failing = false;
     let mut feed_failing = false;
     loop {
@@ -68,13 +74,22 @@ pub async fn run(shared: Arc<Shared>, from: Seen, shutdown: CancellationToken) {
         };
         failing = false;
         for (name, version) in versions {
-            if seen.get(&name) == Some(&version) {
+            // Changed here since the last reload: memory was edited by hand, so it is read
+            // again once to be exactly what the store holds (see `followed`).
+            let edited = local_changes(&shared, &name)
+                .is_some_and(|now| synced.get(&name).is_some_and(|at| *at != now));
+            if seen.get(&name) == Some(&version) && !edited {
                 continue;
             }
-            match reload(&shared, &name).await {
-                Ok(()) => {
-                    seen.insert(name, version);
+            match reload_again_if_refused(&shared, &name).await {
+                Ok(Reloaded::Taken { since }) => {
+                    seen.insert(name.clone(), version);
+                    if let Some(since) = since {
+                        synced.insert(name, since);
+                    }
                 }
+                // Changes made here kept landing: the next round reads it again.
+                Ok(Reloaded::Refused) => {}
                 Err(e) => tracing::warn!("cannot reload the {name} (will retry): {e}"),
             }
         }
@@ -159,31 +174,69 @@ async fn take_notices(shared: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn reload(shared: &Shared, name: &str) -> Result<(), StoreError> {
+/// What a reload did.
+enum Reloaded {
+    /// Memory holds what the store held; for tokens and silences, with the count of changes
+    /// made here that the read began after.
+    Taken { since: Option<u64> },
+    /// Not taken: a change made here landed while the store was read.
+    Refused,
+}
+
+/// The count of changes made here, for what this server also changes itself.
+fn local_changes(shared: &Shared, name: &str) -> Option<u64> {
     match name {
-        "spec" => catch_up_spec(shared).await,
+        "tokens" => Some(shared.token_changes()),
+        "silences" => Some(shared.silence_changes()),
+        _ => None,
+    }
+}
+
+/// `reload`, read again at once when a change made here refused it (at most a few times, so
+/// that changes made here all the time only delay what the others did by a round).
+async fn reload_again_if_refused(shared: &Shared, name: &str) -> Result<Reloaded, StoreError> {
+    for _ in 0..3 {
+        if let taken @ Reloaded::Taken { .. } = reload(shared, name).await? {
+            return Ok(taken);
+        }
+    }
+    Ok(Reloaded::Refused)
+}
+
+async fn reload(shared: &Shared, name: &str) -> Result<Reloaded, StoreError> {
+    let taken = |since: Option<u64>| Reloaded::Taken { since };
+    match name {
+        "spec" => catch_up_spec(shared).await.map(|()| taken(None)),
         "tokens" => {
+            let since = shared.token_changes();
             let stored = shared.store.tokens().await?;
-            shared.replace_tokens(stored);
-            Ok(())
+            Ok(if shared.replace_tokens(stored, since) {
+                taken(Some(since))
+            } else {
+                Reloaded::Refused
+            })
         }
         "silences" => {
+            let since = shared.silence_changes();
             let stored = crate::silences::load(&shared.store).await?;
-            shared.replace_silences(stored);
-            Ok(())
+            Ok(if shared.replace_silences(stored, since) {
+                taken(Some(since))
+            } else {
+                Reloaded::Refused
+            })
         }
         "sessions" => {
             shared.sessions_moved();
-            Ok(())
+            Ok(taken(None))
         }
-        "entities" => forget_deleted_entities(shared).await,
+        "entities" => forget_deleted_entities(shared).await.map(|()| taken(None)),
         // The holder wrote them itself: what it has is what it stored.
         "deployments" if !shared.holds_once_only_work() => {
             let stored = crate::deployments::load(&shared.store).await?;
             shared.replace_deployments(stored);
-            Ok(())
+            Ok(taken(None))
         }
-        _ => Ok(()),
+        _ => Ok(taken(None)),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod deployments;
 mod event_body;
 pub mod follow;
+pub mod followed;
 pub mod ingest;
 pub mod keepalive;
 pub mod lease;
@@ -220,7 +221,7 @@ pub struct Shared {
     pub store: Store,
     checks: RwLock<Arc<CheckSet>>,
     events: RwLock<Events>,
-    tokens: RwLock<Vec<TokenEntry>>,
+    tokens: followed::Followed<Vec<TokenEntry>>,
     ingest: mpsc::Sender<WriterJob>,
     pub metrics: metrics::Metrics,
     pub config: ServerConfig,
@@ -237,7 +238,7 @@ pub struct Shared {
     /// What each deployment has been through.
     deployments: RwLock<deployments::Tracks>,
     /// Silences not ended yet (some may start later).
-    silences: RwLock<Vec<mdd_core::silence::Silence>>,
+    silences: followed::Followed<Vec<mdd_core::silence::Silence>>,
     /// Changed events for the notifier (bounded; never waited on).
     pub notices: mpsc::Sender<notify::Notice>,
     /// Events other servers folded that memory holds an older version of (or none), with the
@@ -335,11 +336,22 @@ impl Shared {
     }
 
     pub fn silences_read(&self) -> RwLockReadGuard<'_, Vec<mdd_core::silence::Silence>> {
-        self.silences.read().unwrap_or_else(|p| p.into_inner())
+        self.silences.read()
     }
 
+    /// For a change made here, after it was written to the store.
     pub fn silences_write(&self) -> RwLockWriteGuard<'_, Vec<mdd_core::silence::Silence>> {
-        self.silences.write().unwrap_or_else(|p| p.into_inner())
+        self.silences.write()
+    }
+
+    /// Changes made here to the silences so far (see `followed`).
+    pub fn silence_changes(&self) -> u64 {
+        self.silences.changes()
+    }
+
+    /// Changes made here to the tokens so far (see `followed`).
+    pub fn token_changes(&self) -> u64 {
+        self.tokens.changes()
     }
 
     pub fn deployments_read(&self) -> RwLockReadGuard<'_, deployments::Tracks> {
@@ -578,32 +590,39 @@ impl Shared {
     }
 
     pub fn token(&self, secret: &str) -> Option<TokenEntry> {
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        let tokens = self.tokens.read();
         auth::find(&tokens, secret).cloned()
     }
 
-    /// The tokens as stored now (another server may have made, used or revoked some). When
-    /// each was last used here is kept: it is written to the store now and then.
-    pub fn replace_tokens(&self, stored: Vec<(Vec<u8>, mdd_storage::TokenRecord)>) {
-        let mut tokens = self.tokens_write();
-        let used_here: HashMap<String, Arc<std::sync::atomic::AtomicI64>> = tokens
-            .iter()
-            .map(|t| (t.id.clone(), Arc::clone(&t.last_used)))
-            .collect();
-        *tokens = stored
-            .into_iter()
-            .filter_map(|(hash, record)| stored_token(hash, record))
-            .map(|mut token| {
-                if let Some(here) = used_here.get(&token.id) {
-                    here.fetch_max(
-                        token.last_used.load(std::sync::atomic::Ordering::Relaxed),
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                    token.last_used = Arc::clone(here);
-                }
-                token
-            })
-            .collect();
+    /// The tokens as stored now (another server may have made, used or revoked some), read
+    /// after `token_changes` returned `since`; false if refused for a change made here
+    /// meanwhile (see `followed`). When each was last used here is kept: it is written to the
+    /// store now and then.
+    pub fn replace_tokens(
+        &self,
+        stored: Vec<(Vec<u8>, mdd_storage::TokenRecord)>,
+        since: u64,
+    ) -> bool {
+        self.tokens.reload(since, |tokens| {
+            let used_here: HashMap<String, Arc<std::sync::atomic::AtomicI64>> = tokens
+                .iter()
+                .map(|t| (t.id.clone(), Arc::clone(&t.last_used)))
+                .collect();
+            *tokens = stored
+                .into_iter()
+                .filter_map(|(hash, record)| stored_token(hash, record))
+                .map(|mut token| {
+                    if let Some(here) = used_here.get(&token.id) {
+                        here.fetch_max(
+                            token.last_used.load(std::sync::atomic::Ordering::Relaxed),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        token.last_used = Arc::clone(here);
+                    }
+                    token
+                })
+                .collect();
+        })
     }
 
     /// The deployments' tracks as the server doing the once-only work stored them.
@@ -612,10 +631,15 @@ impl Shared {
         self.changed();
     }
 
-    /// The silences as stored now (another server may have added or ended some).
-    pub fn replace_silences(&self, stored: Vec<mdd_core::silence::Silence>) {
-        *self.silences_write() = stored;
-        self.changed();
+    /// The silences as stored now (another server may have added or ended some), read after
+    /// `silence_changes` returned `since`; false if refused for a change made here meanwhile
+    /// (see `followed`).
+    pub fn replace_silences(&self, stored: Vec<mdd_core::silence::Silence>, since: u64) -> bool {
+        let taken = self.silences.reload(since, |silences| *silences = stored);
+        if taken {
+            self.changed();
+        }
+        taken
     }
 
     /// Whether this server does the once-only work now (runs its own checks, watches
@@ -693,20 +717,21 @@ impl Shared {
         let (entry, record) = token_entry(hash, new);
         self.store.create_token(&hash, &record).await?;
         let id = entry.id.clone();
-        self.tokens_write().push(entry);
+        let mut tokens = self.tokens_write();
+        // A reload that read the store after the write may have put it in already.
+        tokens.retain(|t| t.id != id);
+        tokens.push(entry);
         Ok(id)
     }
 
+    /// For a change made here, after it was written to the store.
     fn tokens_write(&self) -> RwLockWriteGuard<'_, Vec<TokenEntry>> {
-        self.tokens.write().unwrap_or_else(|p| p.into_inner())
+        self.tokens.write()
     }
 
     /// Every token, without secrets: for `GET /api/v1/tokens`.
     pub fn token_list(&self) -> Vec<TokenEntry> {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.tokens.read().clone()
     }
 
     /// Whether a token with this id still exists (a dashboard session lives as long as the
@@ -715,7 +740,6 @@ impl Shared {
         let now = now_ms();
         self.tokens
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|t| t.id == id && !t.expired(now))
     }
@@ -751,10 +775,14 @@ impl Shared {
             return Ok(None);
         }
         let mut tokens = self.tokens_write();
-        for token in tokens.iter_mut().filter(|t| t.id == enroll.id) {
-            token.uses_left = token.uses_left.map(|n| n - 1);
+        // The use and the new token are one transaction: a reload that read the store after
+        // it and landed first holds both already.
+        if !tokens.iter().any(|t| t.id == entry.id) {
+            for token in tokens.iter_mut().filter(|t| t.id == enroll.id) {
+                token.uses_left = token.uses_left.map(|n| n - 1);
+            }
+            tokens.push(entry);
         }
-        tokens.push(entry);
         Ok(Some(secret))
     }
 
@@ -763,7 +791,6 @@ impl Shared {
         let used: Vec<(String, i64)> = self
             .tokens
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|t| {
                 (
@@ -962,7 +989,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         keepalives: std::sync::Mutex::new(watches),
         deployments: RwLock::new(tracks),
-        silences: RwLock::new(silences),
+        silences: followed::Followed::new(silences),
         notices,
         behind: std::sync::Mutex::default(),
         feed: tokio::sync::Mutex::new(Feed {
@@ -972,7 +999,7 @@ pub async fn start(
         deliveries,
         checks: RwLock::new(Arc::new(checks)),
         events: RwLock::new(events),
-        tokens: RwLock::new(tokens),
+        tokens: followed::Followed::new(tokens),
         ingest: sender,
         metrics: metrics::Metrics::new(),
         config,
@@ -988,11 +1015,7 @@ pub async fn start(
     });
 
     let mut new_admin_token = None;
-    let has_tokens = !shared
-        .tokens
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_empty();
+    let has_tokens = !shared.tokens.read().is_empty();
     match (has_tokens, shared.config.admin_token.clone()) {
         (false, Some(secret)) => {
             shared

@@ -119,7 +119,11 @@ pub async fn add(shared: &Shared, silence: Silence) -> Result<(), AddError> {
         .store
         .save_silence(&silence.id, &body, silence.expires_at)
         .await?;
-    shared.silences_write().push(silence);
+    let mut silences = shared.silences_write();
+    // A reload that read the store after the write may have put it in already.
+    silences.retain(|s| s.id != silence.id);
+    silences.push(silence);
+    drop(silences);
     shared.changed();
     Ok(())
 }

@@ -2938,3 +2938,79 @@ async fn a_database_that_is_not_postgres_or_not_there_is_refused_at_start() {
         );
     }
 }
+
+/// A silence ended or a token revoked here stays so on the next request, though the store's
+/// follower reloads both whenever they move: a reload read just before the change must not
+/// put back the old set (a dashboard test once saw an ended silence still shown).
+#[tokio::test]
+async fn a_silence_ended_or_a_token_revoked_stays_so_under_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]).await;
+    let spec = "checks:\n  - { name: ams1-dns, ttl: 1h }\n";
+    assert_eq!(server.apply(&[("dc.yaml", spec)]).await.0, 200);
+    // Every change moves what the follower reloads (every 250 ms); several writers at once
+    // so that many changes fall inside reloads' reads. Bounded in count and time.
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    let writer = |n: usize| {
+        let server = &server;
+        async move {
+            let mut rounds = 0;
+            while rounds < 300 && std::time::Instant::now() < until {
+                rounds += 1;
+                end_a_silence_and_revoke_a_token(server, &format!("writer {n} round {rounds}"))
+                    .await;
+            }
+            rounds
+        }
+    };
+    let rounds = futures_util::future::join_all((0..4).map(writer)).await;
+    assert!(
+        rounds.iter().all(|r| *r >= 10),
+        "rounds per writer: {rounds:?}"
+    );
+}
+
+async fn end_a_silence_and_revoke_a_token(server: &TestServer, round: &str) {
+    let (code, silence) = server
+        .post(
+            "/api/v1/silences",
+            &json!({"check": "ams1-dns", "reason": round, "for": "1h"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{silence}");
+    let id = silence["id"].as_str().expect("silence id").to_string();
+    let (code, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/silences/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(code < 300, "{code}");
+    let (_, list) = server.get("/api/v1/silences").await;
+    assert!(
+        !column(&list["silences"], "id").contains(&id),
+        "{round}: ended, then listed: {list}"
+    );
+
+    let (code, made) = server
+        .post("/api/v1/tokens", &json!({"role": "read", "name": round}))
+        .await;
+    assert!(code < 300, "{code} {made}");
+    let secret = made["token"].as_str().expect("secret").to_string();
+    let token_id = made["id"].as_str().expect("token id").to_string();
+    let (code, _) = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tokens/{token_id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(code < 300, "{code}");
+    let (code, _) = server
+        .call(reqwest::Method::GET, "/api/v1/events", Some(&secret), None)
+        .await;
+    assert_eq!(code, 401, "{round}: revoked, then let in");
+}
