@@ -5,7 +5,8 @@
 //! transaction (database triggers). A server polls that small table and reloads whatever
 //! moved, whoever moved it; on SQLite that is only ever itself, and the reload is a no-op in
 //! effect. Tokens and silences are also changed in memory by the requests that change them
-//! here, and a reload never undoes one of those (see `followed`). It owns no state of its own: it hands what it read to `Shared`, which owns it.
+//! here, and a reload never undoes one of those (see `followed`). It owns no state of its
+//! own: it hands what it read to `Shared`, which owns it.
 //! The events the other servers of a shared store fold are not followed here but when events
 //! are asked for (see `Shared::follow_feed`). It never writes to the store.
 
